@@ -1,0 +1,35 @@
+# trainserve: `make demo` runs the main job end to end on this machine; `make test` sets up and passes the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test unit lint crds crds-check clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[operator,workloads,dev]'
+	touch $(STAMP)
+
+test: venv lint crds-check
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check operator workloads tests
+	$(VENV)/bin/ruff format --check operator workloads tests
+	$(VENV)/bin/mypy --strict operator/trainserve
+
+crds: venv
+	$(VENV)/bin/trainserve crds --output-dir crds
+
+# `make crds` must leave crds/ as it is: the checked-in CRDs are what the models generate.
+crds-check: venv
+	@tmp=$$(mktemp -d) && $(VENV)/bin/trainserve crds --output-dir $$tmp && \
+	  diff -ru crds $$tmp > /dev/null || { diff -ru crds $$tmp; echo "crds/ is stale: run 'make crds' and commit"; rm -rf $$tmp; exit 1; }; \
+	  rm -rf $$tmp
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

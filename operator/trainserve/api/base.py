@@ -1,0 +1,154 @@
+"""Shared building blocks of the trainserve API: the camelCase base model, conditions, metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
+
+GROUP = "trainserve.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+#: A Kubernetes resource quantity such as ``2Gi``, ``512Mi`` or ``1.5``.
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+#: A Kubernetes extended resource name such as ``nvidia.com/gpu``.
+RESOURCE_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
+)
+#: A DNS-1123 subdomain, as used by object names.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class ApiModel(BaseModel):
+    """Base of every spec model: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=False,
+        validate_default=False,
+    )
+
+    #: Cross-field rules as CEL, emitted into the CRD as ``x-kubernetes-validations``. The same rules are
+    #: checked in Python by the model validators, so `trainserve validate` and the API server agree.
+    CEL: ClassVar[list[dict[str, str]]] = []
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        if cls.CEL:
+            handler.resolve_ref_schema(schema)["x-kubernetes-validations"] = [dict(r) for r in cls.CEL]
+        return schema
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON document as it appears in the cluster (camelCase, unset fields left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Resource(ApiModel):
+    """Base of our top-level kinds: their names in the API."""
+
+    KIND: ClassVar[str]
+    PLURAL: ClassVar[str]
+    SHORT_NAMES: ClassVar[list[str]]
+
+
+class StatusModel(ApiModel):
+    """Base of status models: written by the operator, so unknown fields are tolerated."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+def one_of_error(where: str, options: tuple[str, ...], found: list[str]) -> PydanticCustomError:
+    """The error for an object that must hold exactly one of ``options``."""
+    names = " or ".join(f"`{o}`" for o in options)
+    if found:
+        return PydanticCustomError(
+            "exactly_one_of",
+            "{where} sets {found}, but exactly one of {names} is allowed",
+            {
+                "where": where,
+                "found": " and ".join(f"`{f}`" for f in found),
+                "names": names,
+                "fix": f"keep one of {names} and delete the other",
+            },
+        )
+    return PydanticCustomError(
+        "exactly_one_of",
+        "{where} needs exactly one of {names}",
+        {"where": where, "names": names, "fix": f"add one of {names}"},
+    )
+
+
+def rule_error(message: str, fix: str) -> PydanticCustomError:
+    """A cross-field rule error that carries a one-line fix for `trainserve validate`."""
+    return PydanticCustomError("rule", message, {"fix": fix})
+
+
+class Toleration(ApiModel):
+    """A Kubernetes toleration, copied to the Ray pods."""
+
+    key: str | None = Field(None, description="Taint key the toleration applies to; empty matches all keys.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="`Exists` or `Equal` (default `Equal`).")
+    value: str | None = Field(None, description="Taint value the toleration matches (with `Equal`).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to match; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        None, description="How long a `NoExecute` taint is tolerated before eviction."
+    )
+
+
+class SecretRef(ApiModel):
+    """A reference to a Secret in the resource's namespace."""
+
+    name: str = Field(description="Name of the Secret, in the same namespace.", pattern=OBJECT_NAME_PATTERN)
+
+
+class SecretKeyRef(ApiModel):
+    """A reference to one key of a Secret in the resource's namespace."""
+
+    name: str = Field(description="Name of the Secret, in the same namespace.", pattern=OBJECT_NAME_PATTERN)
+    key: str = Field("token", description="Key inside the Secret that holds the value.", min_length=1)
+
+
+class Condition(StatusModel):
+    """A status condition, following the Kubernetes API conventions."""
+
+    type: str = Field(description="Type of the condition, e.g. `Ready` or `Succeeded`.")
+    status: Literal["True", "False", "Unknown"] = Field(description="`True`, `False` or `Unknown`.")
+    reason: str | None = Field(None, description="Machine-readable CamelCase reason for the last transition.")
+    message: str | None = Field(None, description="Human-readable details about the last transition.")
+    last_transition_time: datetime | None = Field(None, description="When the condition last changed status.")
+    observed_generation: int | None = Field(
+        None, description="The `metadata.generation` this condition was computed from."
+    )
+
+
+#: Conditions are a list keyed by `type` (server-side apply merges them entry by entry).
+CONDITIONS_LIST: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes object metadata that trainserve reads; everything else passes through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = Field(None, pattern=OBJECT_NAME_PATTERN, max_length=63)
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generation: int | None = None
+    uid: str | None = None
+
+
+def section(factory: Callable[[], ApiModel], description: str) -> Any:
+    """A nested object that may be left out: defaults apply inside it (``default: {}`` in the CRD)."""
+    return Field(default_factory=factory, description=description, json_schema_extra={"default": {}})

@@ -1,0 +1,233 @@
+"""Generate the CustomResourceDefinitions from the pydantic models.
+
+Pydantic emits JSON Schema (2020-12) with ``$ref``s and ``anyOf`` for optional fields; a CRD needs a
+*structural* OpenAPI v3.0 schema: every node typed, no references, ``nullable`` instead of null types,
+boolean ``exclusiveMinimum``. This module does that translation, and adds what only a CRD has:
+CEL rules (from each model's ``CEL``), printer columns, subresources, names.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+from pydantic import BaseModel
+
+from .base import GROUP, VERSION, Resource
+from .modelservice import ModelService
+from .trainingjob import TrainingJob
+
+Schema = dict[str, Any]
+
+CATEGORY = "trainserve"
+
+PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
+    "TrainingJob": [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Phase of the job."},
+        {
+            "name": "Workers",
+            "type": "integer",
+            "jsonPath": ".spec.resources.workers",
+            "description": "Training workers.",
+        },
+        {
+            "name": "GPUs",
+            "type": "integer",
+            "jsonPath": ".spec.resources.gpusPerWorker",
+            "description": "GPUs per worker.",
+        },
+        {
+            "name": "Epoch",
+            "type": "integer",
+            "jsonPath": ".status.progress.epoch",
+            "description": "Last completed epoch.",
+        },
+        {
+            "name": "Loss",
+            "type": "number",
+            "jsonPath": ".status.progress.metrics.loss",
+            "description": "Training loss of the last epoch.",
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {
+            "name": "Progress",
+            "type": "number",
+            "jsonPath": ".status.progress.percent",
+            "priority": 1,
+            "description": "Percent of epochs done.",
+        },
+        {
+            "name": "Model",
+            "type": "string",
+            "jsonPath": ".status.model.uri",
+            "priority": 1,
+            "description": "Trained model.",
+        },
+    ],
+    "ModelService": [
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+            "description": "Whether the service answers requests.",
+        },
+        {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas", "description": "Ready replicas."},
+        {
+            "name": "Model",
+            "type": "integer",
+            "jsonPath": ".status.model.version",
+            "description": "Served model version.",
+        },
+        {"name": "URL", "type": "string", "jsonPath": ".status.url", "description": "Inference base URL."},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {
+            "name": "Canary",
+            "type": "integer",
+            "jsonPath": ".status.canary.trafficPercent",
+            "priority": 1,
+            "description": "Canary traffic percent.",
+        },
+    ],
+}
+
+SUBRESOURCES: dict[str, dict[str, Any]] = {
+    "TrainingJob": {"status": {}},
+    "ModelService": {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    },
+}
+
+RESOURCE_KINDS: tuple[type[Resource], ...] = (TrainingJob, ModelService)
+
+
+def openapi_schema(model: type[BaseModel]) -> Schema:
+    """The structural OpenAPI v3.0 schema of a pydantic model."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    definitions: dict[str, Schema] = raw.pop("$defs", {})
+    return _structural(raw, definitions)
+
+
+def _structural(node: Schema, definitions: dict[str, Schema]) -> Schema:
+    node = dict(node)
+    ref = node.pop("$ref", None)
+    if ref is not None:
+        target = definitions[ref.rsplit("/", 1)[-1]]
+        return _structural({**target, **node}, definitions)
+    variants = node.pop("anyOf", None)
+    if variants is not None:
+        concrete = [v for v in variants if v.get("type") != "null"]
+        if len(concrete) != 1:
+            raise ValueError(f"a CRD schema cannot express the union {variants}")
+        inner = _structural(concrete[0], definitions)
+        # Field-level keys (description, default) win over the variant's own.
+        return {**inner, **_structural_keywords(node, definitions)}
+    return _structural_keywords(node, definitions)
+
+
+def _structural_keywords(node: Schema, definitions: dict[str, Schema]) -> Schema:
+    out: Schema = {}
+    for key, value in node.items():
+        if key == "title" or (key == "default" and value is None):
+            continue
+        if key == "const":
+            out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        elif key == "properties":
+            out[key] = {name: _structural(prop, definitions) for name, prop in value.items()}
+        elif key == "items":
+            out[key] = _structural(value, definitions)
+        elif key == "additionalProperties":
+            if value is True or value == {}:
+                out["x-kubernetes-preserve-unknown-fields"] = True
+            elif isinstance(value, dict):
+                out[key] = _structural(value, definitions)
+            # `false` (unknown fields refused) has no structural form; the API server prunes or,
+            # with kubectl's default strict field validation, rejects unknown fields.
+        else:
+            out[key] = value
+    return out
+
+
+def _field_model(kind: type[Resource], field: str) -> type[BaseModel]:
+    """The model class of ``spec`` or ``status`` (unwrapping ``X | None``)."""
+    annotation = kind.model_fields[field].annotation
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    raise TypeError(f"{kind.KIND}.{field} is not a model")
+
+
+@functools.cache
+def spec_schema(kind: type[Resource]) -> Schema:
+    """The structural schema of a kind's ``spec``."""
+    return openapi_schema(_field_model(kind, "spec"))
+
+
+def _resource_schema(kind: type[Resource]) -> Schema:
+    return {
+        "type": "object",
+        "description": kind.__doc__,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "APIVersion of this object: `trainserve.io/v1alpha1`."},
+            "kind": {"type": "string", "description": f"Kind of this object: `{kind.KIND}`."},
+            "metadata": {"type": "object"},
+            "spec": copy.deepcopy(spec_schema(kind)),
+            "status": openapi_schema(_field_model(kind, "status")),
+        },
+    }
+
+
+def crd_for(kind: type[Resource]) -> dict[str, Any]:
+    """The CustomResourceDefinition of one of our kinds."""
+    name = kind.KIND
+    plural: str = kind.PLURAL
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "trainserve", "app.kubernetes.io/part-of": "trainserve"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": name,
+                "listKind": f"{name}List",
+                "plural": plural,
+                "singular": name.lower(),
+                "shortNames": list(kind.SHORT_NAMES),
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": _resource_schema(kind)},
+                    "subresources": SUBRESOURCES[name],
+                    "additionalPrinterColumns": PRINTER_COLUMNS[name],
+                }
+            ],
+        },
+    }
+
+
+def all_crds() -> list[dict[str, Any]]:
+    """Every CRD trainserve ships, in a stable order."""
+    return [crd_for(kind) for kind in RESOURCE_KINDS]
+
+
+def crd_filename(crd: dict[str, Any]) -> str:
+    """File name of a CRD under ``crds/``, in the ``<group>_<plural>.yaml`` convention."""
+    spec = crd["spec"]
+    return f"{spec['group']}_{spec['names']['plural']}.yaml"

@@ -1,0 +1,225 @@
+"""The ModelService resource: a trained model served by Ray Serve with KServe v1 and OIP v2 endpoints."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from .base import (
+    CONDITIONS_LIST,
+    OBJECT_NAME_PATTERN,
+    QUANTITY_PATTERN,
+    RESOURCE_NAME_PATTERN,
+    ApiModel,
+    Condition,
+    ObjectMeta,
+    Resource,
+    SecretKeyRef,
+    StatusModel,
+    Toleration,
+    one_of_error,
+    rule_error,
+    section,
+)
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"
+CanaryState = Literal["Progressing", "Promoted", "RolledBack", "Paused"]
+
+
+class FromTrainingJob(ApiModel):
+    """Serve the model of a TrainingJob in the same namespace, once it has succeeded."""
+
+    name: str = Field(pattern=OBJECT_NAME_PATTERN, description="Name of the TrainingJob.")
+    min_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Thresholds the model's metrics must reach before it is served, e.g. `val_accuracy: 0.9`; "
+        "a newer version of the job's model is rolled out only when it passes them too.",
+    )
+
+
+class ModelRef(ApiModel):
+    """Which model to serve. Exactly one of `uri` or `fromTrainingJob`."""
+
+    uri: str | None = Field(
+        None,
+        min_length=1,
+        description="Location of a model written by a TrainingJob: a version folder `<output.uri>/<version>`, "
+        "or `<output.uri>` for its newest version.",
+    )
+    from_training_job: FromTrainingJob | None = Field(None, description="Serve the model a TrainingJob produced.")
+
+    CEL: ClassVar[list[dict[str, str]]] = [
+        {"rule": "has(self.uri) != has(self.fromTrainingJob)", "message": "set exactly one of uri or fromTrainingJob"},
+    ]
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelRef:
+        found = [n for n, v in (("uri", self.uri), ("fromTrainingJob", self.from_training_job)) if v is not None]
+        if len(found) != 1:
+            raise one_of_error("model", ("uri", "fromTrainingJob"), found)
+        return self
+
+
+class BatchingSpec(ApiModel):
+    """Dynamic batching of concurrent requests into one model call."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most rows per model call.")
+    batch_wait_timeout_ms: float = Field(
+        0.0,
+        ge=0.0,
+        le=10000.0,
+        description="How long a batch may wait to fill; 0 still batches whatever is queued, without delaying a lone request.",
+    )
+
+
+class AutoscalingSpec(ApiModel):
+    """Ray Serve autoscaling by ongoing requests per replica. When set, `replicas` is ignored."""
+
+    min_replicas: int = Field(1, ge=0, le=1000, description="Fewest replicas; 0 scales to zero when idle.")
+    max_replicas: int = Field(4, ge=1, le=1000, description="Most replicas.")
+    target_ongoing_requests: float | None = Field(
+        None,
+        gt=0.0,
+        description="Ongoing requests per replica to aim for; default: half of `batching.maxBatchSize`, at least 2.",
+    )
+    upscale_delay_seconds: float = Field(30.0, ge=0.0, description="How long load must stay high before scaling up.")
+    downscale_delay_seconds: float = Field(
+        600.0, ge=0.0, description="How long load must stay low before scaling down."
+    )
+
+    CEL: ClassVar[list[dict[str, str]]] = [
+        {"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must not exceed maxReplicas"},
+    ]
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise rule_error(
+                f"minReplicas ({self.min_replicas}) exceeds maxReplicas ({self.max_replicas})",
+                "lower `minReplicas` or raise `maxReplicas`",
+            )
+        return self
+
+
+class ServingResources(ApiModel):
+    """Resources of each serving replica, and where replicas may run."""
+
+    cpus_per_replica: float = Field(1.0, gt=0.0, le=1024, description="CPUs per replica (fractions allowed).")
+    memory_per_replica: str = Field(
+        "2Gi", pattern=QUANTITY_PATTERN, description="Memory per replica, as a Kubernetes quantity such as `2Gi`."
+    )
+    gpus_per_replica: float = Field(
+        0.0, ge=0.0, le=16, description="GPUs per replica; a fraction shares one GPU between replicas."
+    )
+    gpu_resource_name: str = Field(
+        "nvidia.com/gpu", pattern=RESOURCE_NAME_PATTERN, description="Extended resource name of the GPU."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the serving pods must match.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Tolerations for the serving pods (the GPU taint's is added automatically when GPUs are requested).",
+    )
+
+
+class AutoPromote(ApiModel):
+    """Raise the canary's share step by step while its figures stay healthy; roll back on a breach."""
+
+    step_percent: int = Field(10, ge=1, le=100, description="Share added at each healthy step.")
+    interval_seconds: int = Field(60, ge=5, description="Seconds between evaluations.")
+    min_requests: int = Field(
+        100, ge=1, description="Requests the canary must have served in a step before it is judged."
+    )
+    max_error_rate: float = Field(
+        0.01, ge=0.0, le=1.0, description="Highest acceptable share of failed canary requests."
+    )
+    max_latency_p95_ms: float | None = Field(
+        None, gt=0.0, description="Highest acceptable canary p95 latency; unset: not checked."
+    )
+
+
+class CanarySpec(ApiModel):
+    """A second model version that takes a share of the traffic."""
+
+    model: ModelRef = Field(description="The canary model (same forms as `spec.model`).")
+    traffic_percent: int = Field(10, ge=0, le=100, description="Share of requests the canary answers, 0-100.")
+    auto_promote: AutoPromote | None = Field(None, description="Promote automatically on healthy figures.")
+
+
+class AuthSpec(ApiModel):
+    """Bearer-token authentication of inference requests (health endpoints stay open)."""
+
+    token_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding the token clients send as `Authorization: Bearer <token>`."
+    )
+
+
+class ModelServiceSpec(ApiModel):
+    """The desired state of a ModelService."""
+
+    image: str | None = Field(
+        None, min_length=1, description="Workload image for the Ray pods; default: the operator's."
+    )
+    model: ModelRef = Field(description="The model to serve.")
+    model_name: str | None = Field(
+        None,
+        pattern=MODEL_NAME_PATTERN,
+        max_length=128,
+        description="Name in the inference URLs (`/v1/models/NAME`, `/v2/models/NAME`); default: `metadata.name`.",
+    )
+    batching: BatchingSpec = section(BatchingSpec, "Dynamic batching.")
+    replicas: int = Field(1, ge=0, le=1000, description="Fixed number of replicas, used when `autoscaling` is absent.")
+    autoscaling: AutoscalingSpec | None = Field(
+        None, description="Autoscaling bounds and targets; replaces `replicas`."
+    )
+    resources: ServingResources = section(ServingResources, "Per-replica resources and placement.")
+    canary: CanarySpec | None = Field(None, description="A canary version and its traffic share.")
+    auth: AuthSpec | None = Field(None, description="Require a bearer token on inference requests.")
+
+
+class ServedModel(StatusModel):
+    """A model version being served."""
+
+    uri: str | None = Field(None, description="Location of the model version.")
+    version: int | None = Field(None, description="Version number.")
+
+
+class CanaryStatus(StatusModel):
+    """The canary's current state."""
+
+    uri: str | None = Field(None, description="Location of the canary model version.")
+    version: int | None = Field(None, description="Canary version number.")
+    traffic_percent: int | None = Field(None, description="Share of traffic the canary answers now.")
+    state: CanaryState | None = Field(None, description="Progressing, Promoted, RolledBack or Paused.")
+
+
+class ModelServiceStatus(StatusModel):
+    """The observed state of a ModelService."""
+
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra=CONDITIONS_LIST,
+        description="Conditions (Ready, ModelLoaded, Canary...).",
+    )
+    observed_generation: int | None = Field(None, description="The `metadata.generation` last acted on.")
+    url: str | None = Field(None, description="Base URL of the inference endpoints.")
+    replicas: int | None = Field(None, description="Replicas the service runs now (for the scale subresource).")
+    ready_replicas: int | None = Field(None, description="Replicas ready to answer.")
+    selector: str | None = Field(None, description="Label selector of the serving pods (for the scale subresource).")
+    model: ServedModel | None = Field(None, description="The primary model being served.")
+    canary: CanaryStatus | None = Field(None, description="The canary, while one runs.")
+    ray_service_name: str | None = Field(None, description="Name of the RayService.")
+
+
+class ModelService(Resource):
+    """A trained model served with Ray Serve: KServe v1 and Open Inference Protocol v2, batching, canaries."""
+
+    KIND: ClassVar[str] = "ModelService"
+    PLURAL: ClassVar[str] = "modelservices"
+    SHORT_NAMES: ClassVar[list[str]] = ["ms"]
+
+    api_version: Literal["trainserve.io/v1alpha1"] = Field("trainserve.io/v1alpha1", alias="apiVersion")
+    kind: Literal["ModelService"] = "ModelService"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ModelServiceSpec
+    status: ModelServiceStatus | None = None

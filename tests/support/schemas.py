@@ -1,0 +1,153 @@
+"""Validate objects the way the Kubernetes API server validates custom resources.
+
+For a CRD's ``openAPIV3Schema``: apply ``default``s (as the server does before validating), refuse
+unknown fields (kubectl's default strict field validation), check the OpenAPI constraints, and evaluate
+the ``x-kubernetes-validations`` CEL rules with a real CEL interpreter.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonschema
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+KUBERAY_CRDS = REPO.parent / "shared" / "reference" / "kuberay-crds"
+
+Schema = dict[str, Any]
+
+
+def version_schema(crd: dict[str, Any], version: str) -> Schema:
+    for entry in crd["spec"]["versions"]:
+        if entry["name"] == version:
+            return entry["schema"]["openAPIV3Schema"]
+    raise KeyError(f"{crd['metadata']['name']} has no version {version}")
+
+
+@functools.cache
+def _load_crd(path: str) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def crd_from_file(path: Path) -> dict[str, Any]:
+    return _load_crd(str(path))
+
+
+def apply_defaults(value: Any, schema: Schema) -> Any:
+    """A copy of ``value`` with the schema's defaults filled in, top-down like the API server."""
+    value = copy.deepcopy(value)
+    _default_in_place(value, schema)
+    return value
+
+
+def _default_in_place(value: Any, schema: Schema) -> None:
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        for name, sub in properties.items():
+            if name not in value and "default" in sub:
+                value[name] = copy.deepcopy(sub["default"])
+            if name in value:
+                _default_in_place(value[name], sub)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in value:
+                _default_in_place(value[key], extra)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            _default_in_place(item, schema["items"])
+
+
+def _unknown_fields(value: Any, schema: Schema, path: str) -> list[str]:
+    problems: list[str] = []
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        if properties is not None and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            problems += [f"{path}.{k}: unknown field" for k in value if k not in properties]
+        for key, item in value.items():
+            sub = (properties or {}).get(key)
+            if sub is None and isinstance(schema.get("additionalProperties"), dict):
+                sub = schema["additionalProperties"]
+            if sub is not None:
+                problems += _unknown_fields(item, sub, f"{path}.{key}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            problems += _unknown_fields(item, schema["items"], f"{path}[{index}]")
+    return problems
+
+
+@functools.cache
+def _cel_program(rule: str) -> Any:
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def _cel_failures(value: Any, schema: Schema, path: str) -> list[str]:
+    problems: list[str] = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        if "oldSelf" in rule["rule"]:
+            continue  # transition rules need the previous object; checked by the tests that update
+        result = _cel_program(rule["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+        if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
+            problems.append(f"{path}: {rule.get('message', rule['rule'])}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = schema.get("properties", {}).get(key)
+            if sub is None and isinstance(schema.get("additionalProperties"), dict):
+                sub = schema["additionalProperties"]
+            if sub is not None:
+                problems += _cel_failures(item, sub, f"{path}.{key}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            problems += _cel_failures(item, schema["items"], f"{path}[{index}]")
+    return problems
+
+
+def _openapi_to_jsonschema(schema: Any) -> Any:
+    """OpenAPI v3.0 -> JSON Schema draft 4: ``nullable`` becomes a null type; extensions are dropped."""
+    if isinstance(schema, list):
+        return [_openapi_to_jsonschema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key.startswith("x-kubernetes-") or key == "nullable":
+            continue
+        if key in ("properties", "patternProperties"):
+            out[key] = {k: _openapi_to_jsonschema(v) for k, v in value.items()}
+        elif key in ("items", "additionalProperties", "not"):
+            out[key] = _openapi_to_jsonschema(value)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = [_openapi_to_jsonschema(v) for v in value]
+        else:
+            out[key] = value
+    if schema.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+    if schema.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def schema_errors(obj: dict[str, Any], schema: Schema) -> list[str]:
+    """Every reason the API server would refuse ``obj`` (after defaulting) under ``schema``."""
+    defaulted = apply_defaults(obj, schema)
+    validator = jsonschema.Draft4Validator(_openapi_to_jsonschema(schema))
+    problems = [
+        f"{'.'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
+        for error in validator.iter_errors(defaulted)
+    ]
+    problems += _unknown_fields(defaulted, schema, "")
+    if not problems:  # CEL runs only on schema-valid objects, like the API server
+        problems += _cel_failures(defaulted, schema, "")
+    return problems
+
+
+def kuberay_schema(kind: str) -> Schema:
+    """The v1 schema of a KubeRay kind (``RayJob``, ``RayService``, ``RayCluster``) from the reference CRDs."""
+    path = KUBERAY_CRDS / f"ray.io_{kind.lower()}s.yaml"
+    return version_schema(crd_from_file(path), "v1")

@@ -1,0 +1,155 @@
+"""The API models, the `trainserve validate` explanations, and the generated CRDs agree on what is valid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from trainserve.api import ModelService, TrainingJob
+from trainserve.api.validation import format_path, parse, validate_document
+
+from tests.support.documents import all_examples, changed, example, our_crd
+from tests.support.schemas import schema_errors, version_schema
+
+PLURAL = {"TrainingJob": "trainingjobs", "ModelService": "modelservices"}
+
+
+def crd_errors(document: dict[str, Any]) -> list[str]:
+    crd = our_crd(PLURAL[document["kind"]])
+    return schema_errors(document, version_schema(crd, "v1alpha1"))
+
+
+@pytest.mark.parametrize(("filename", "document"), all_examples(), ids=[n for n, _ in all_examples()])
+def test_every_example_is_valid_for_the_models_and_the_crd(filename: str, document: dict[str, Any]) -> None:
+    assert validate_document(document) == []
+    assert crd_errors(document) == []
+
+
+def test_defaults_fill_in_what_the_user_left_out() -> None:
+    minimal = {
+        "apiVersion": "trainserve.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "tiny"},
+        "spec": {"model": {"builtin": {"name": "mlp"}}, "dataset": {"builtin": "digits"}, "output": {"uri": "/m"}},
+    }
+    job = parse(minimal)
+    assert isinstance(job, TrainingJob)
+    assert job.spec.training.epochs == 10
+    assert job.spec.training.optimizer.name == "adam"
+    assert job.spec.dataset.validation_split == 0.2
+    assert job.spec.resources.gpu_resource_name == "nvidia.com/gpu"
+    assert job.spec.checkpoint_uri == "/m/checkpoints"
+    assert crd_errors(minimal) == []
+
+
+def test_wire_form_round_trips_in_camel_case() -> None:
+    service = parse(example("digits-gpu-modelservice"))
+    assert isinstance(service, ModelService)
+    wire = service.to_wire()
+    assert wire["spec"]["autoscaling"]["minReplicas"] == 2
+    assert wire["spec"]["canary"]["autoPromote"]["maxLatencyP95Ms"] == 50
+    assert ModelService.model_validate(wire) == service
+
+
+TJ = example("digits-trainingjob")
+MS = example("digits-modelservice")
+MS_GPU = example("digits-gpu-modelservice")
+NPZ = changed(
+    changed(changed(TJ, "spec.dataset.builtin", None, delete=True), "spec.dataset.uri", "/d.npz"),
+    "spec.dataset.format",
+    "npz",
+)
+
+# (description, invalid document, expected field path, words the message or fix must contain)
+INVALID: list[tuple[str, dict[str, Any], str, str]] = [
+    ("dataset with builtin and uri", changed(TJ, "spec.dataset.uri", "s3://b/d.npz"), "spec.dataset", "exactly one"),
+    ("dataset with neither", changed(TJ, "spec.dataset.builtin", None, delete=True), "spec.dataset", "exactly one"),
+    (
+        "uri without format",
+        changed(changed(TJ, "spec.dataset.builtin", None, delete=True), "spec.dataset.uri", "/d.csv"),
+        "spec.dataset",
+        "format",
+    ),
+    ("columns on npz", changed(NPZ, "spec.dataset.labelColumn", "y"), "spec.dataset", "csv and parquet"),
+    (
+        "model with builtin and entrypoint",
+        changed(TJ, "spec.model.entrypoint", "pkg.mod:build"),
+        "spec.model",
+        "exactly one",
+    ),
+    (
+        "entrypoint without function",
+        changed(changed(TJ, "spec.model.builtin", None, delete=True), "spec.model.entrypoint", "pkg.mod"),
+        "spec.model.entrypoint",
+        "pattern",
+    ),
+    ("negative gpusPerWorker", changed(TJ, "spec.resources.gpusPerWorker", -1), "spec.resources.gpusPerWorker", ">= 0"),
+    ("zero workers", changed(TJ, "spec.resources.workers", 0), "spec.resources.workers", ">= 1"),
+    (
+        "memory not a quantity",
+        changed(TJ, "spec.resources.memoryPerWorker", "lots"),
+        "spec.resources.memoryPerWorker",
+        "pattern",
+    ),
+    ("unknown optimizer", changed(TJ, "spec.training.optimizer.name", "adamx"), "spec.training.optimizer.name", "adam"),
+    ("misspelt field", changed(TJ, "spec.training.epoch", 3), "spec.training.epoch", "epochs"),
+    ("missing output.uri", changed(TJ, "spec.output.uri", None, delete=True), "spec.output.uri", "add `uri`"),
+    ("validationSplit of 1", changed(TJ, "spec.dataset.validationSplit", 1.0), "spec.dataset.validationSplit", "< 1"),
+    ("epochs as text", changed(TJ, "spec.training.epochs", "ten"), "spec.training.epochs", "whole number"),
+    (
+        "minReplicas above maxReplicas",
+        changed(MS_GPU, "spec.autoscaling.minReplicas", 9),
+        "spec.autoscaling",
+        "maxReplicas",
+    ),
+    (
+        "model with uri and fromTrainingJob",
+        changed(MS, "spec.model.uri", "/models/digits/1"),
+        "spec.model",
+        "exactly one",
+    ),
+    (
+        "canary without a model",
+        changed(MS_GPU, "spec.canary.model", None, delete=True),
+        "spec.canary.model",
+        "add `model`",
+    ),
+    (
+        "canary share over 100",
+        changed(MS_GPU, "spec.canary.trafficPercent", 150),
+        "spec.canary.trafficPercent",
+        "<= 100",
+    ),
+    ("negative replicas", changed(MS, "spec.replicas", -1), "spec.replicas", ">= 0"),
+    ("bad model name", changed(MS, "spec.modelName", "my model!"), "spec.modelName", "pattern"),
+]
+
+
+@pytest.mark.parametrize(("what", "document", "path", "words"), INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_documents_are_explained_with_path_and_fix(
+    what: str, document: dict[str, Any], path: str, words: str
+) -> None:
+    problems = validate_document(document)
+    assert [p.path for p in problems] == [path], problems
+    problem = problems[0]
+    assert problem.fix and "\n" not in problem.fix
+    assert words in f"{problem.message} {problem.fix}"
+
+
+@pytest.mark.parametrize(("what", "document", "path", "words"), INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_documents_are_refused_by_the_generated_crd(
+    what: str, document: dict[str, Any], path: str, words: str
+) -> None:
+    errors = crd_errors(document)
+    assert errors, f"the CRD schema accepted: {what}"
+
+
+def test_header_problems() -> None:
+    assert [p.path for p in validate_document({"kind": "Pod"})] == ["kind"]
+    assert [p.path for p in validate_document(changed(TJ, "apiVersion", "trainserve.io/v1"))] == ["apiVersion"]
+    assert [p.path for p in validate_document(["not", "a", "mapping"])] == ["(document)"]
+
+
+def test_format_path() -> None:
+    assert format_path(("spec", "dataset", "featureColumns", 0)) == "spec.dataset.featureColumns[0]"
+    assert format_path(()) == "(document)"
