@@ -18,8 +18,8 @@ test: venv lint crds-check
 	$(PY) -m pytest
 
 lint: venv
-	$(VENV)/bin/ruff check operator workloads tests
-	$(VENV)/bin/ruff format --check operator workloads tests
+	$(VENV)/bin/ruff check operator workloads tests benchmarks
+	$(VENV)/bin/ruff format --check operator workloads tests benchmarks
 	$(VENV)/bin/mypy --strict operator/trainserve
 
 crds: venv

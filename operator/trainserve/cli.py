@@ -6,11 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from .api.crd import all_crds, crd_filename
 from .api.validation import InvalidResource, load_documents, validate_document
+from .localstate import DEFAULT_STATE_DIR, STATE_DIR_ENV, list_jobs, state_dir
 
 
 def dump_yaml(document: object) -> str:
@@ -65,6 +67,71 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_kind(path: str, kind: str) -> list[dict[str, Any]]:
+    """The documents of one kind in a file, validated; exits with the problems printed when invalid."""
+    documents = load_documents(_read(path))
+    selected = [d for d in documents if isinstance(d, dict) and d.get("kind") == kind]
+    if not selected:
+        raise SystemExit(f"{path}: no {kind} in this file")
+    problems = [(d, p) for d in selected for p in validate_document(d)]
+    if problems:
+        for document, problem in problems:
+            print(f"{path}: {kind}/{document.get('metadata', {}).get('name', '?')}: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    return selected
+
+
+def cmd_local_train(args: argparse.Namespace) -> int:
+    """Train each TrainingJob of a file on a local Ray."""
+    from trainserve_workloads.errors import WorkloadError
+    from trainserve_workloads.local import train_locally
+
+    root = state_dir(args.state_dir)
+    code: int = 0
+    for document in _load_kind(args.filename, "TrainingJob"):
+        try:
+            result: tuple[int, str] = train_locally(
+                document, root, restart=args.restart, progress_bar=not args.no_progress, verbose=args.verbose
+            )
+        except WorkloadError as err:
+            print(f"{args.filename}: {err.path}: {err.message}\n  fix: {err.fix}", file=sys.stderr)
+            return 2
+        code, outcome = result
+        print(outcome)
+        if code:
+            return code
+    return code
+
+
+def cmd_local_status(args: argparse.Namespace) -> int:
+    """List local TrainingJobs and their state."""
+    jobs = list_jobs(state_dir(args.state_dir))
+    if not jobs:
+        print("no local TrainingJobs yet: run `trainserve local train -f FILE`")
+        return 0
+    rows = [("NAME", "PHASE", "EPOCH", "LOSS", "VAL_ACCURACY", "MODEL")]
+    for job in jobs:
+        status = job.status
+        progress = status.progress if status else None
+        metrics = progress.metrics if progress else {}
+        epoch = f"{progress.epoch}/{progress.total_epochs}" if progress and progress.epoch is not None else "-"
+        model = status.model.uri if status and status.model and status.model.uri else "-"
+        rows.append(
+            (
+                job.metadata.name or "?",
+                (status.phase if status else None) or "Pending",
+                epoch,
+                f"{metrics['loss']:.4f}" if "loss" in metrics else "-",
+                f"{metrics['val_accuracy']:.4f}" if "val_accuracy" in metrics else "-",
+                model,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainserve", description="Kubernetes-native training and serving on Ray.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -79,6 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
     crds = commands.add_parser("crds", help="print the CustomResourceDefinitions")
     crds.add_argument("-o", "--output-dir", help="write one file per CRD into this folder instead")
     crds.set_defaults(func=cmd_crds)
+
+    local = commands.add_parser("local", help="run resources on this machine with a local Ray (no cluster)")
+    local_commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+    train = local_commands.add_parser(
+        "train", help="train a TrainingJob YAML on a local Ray, resuming from checkpoints"
+    )
+    train.add_argument("-f", "--filename", required=True, help="YAML file with a TrainingJob")
+    train.add_argument(
+        "--restart", action="store_true", help="discard checkpoints and a finished run; train from scratch"
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
+    train.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
+    train.add_argument("--state-dir", help=f"local state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})")
+    train.set_defaults(func=cmd_local_train)
+    status = local_commands.add_parser("status", help="list local TrainingJobs")
+    status.add_argument("--state-dir", help=f"local state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})")
+    status.set_defaults(func=cmd_local_status)
     return parser
 
 

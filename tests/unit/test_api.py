@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from trainserve.api import ModelService, TrainingJob
-from trainserve.api.validation import format_path, parse, validate_document
 
 from tests.support.documents import all_examples, changed, example, our_crd
 from tests.support.schemas import schema_errors, version_schema
+from trainserve.api import ModelService, TrainingJob
+from trainserve.api.validation import format_path, parse, validate_document
 
 PLURAL = {"TrainingJob": "trainingjobs", "ModelService": "modelservices"}
 

@@ -1,0 +1,202 @@
+"""Real training runs through `trainserve local train`: Ray Train, TensorFlow, checkpoints, resume, S3."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.support.documents import example
+from tests.workloads.conftest import cli_env, trainserve, write_job
+
+pytestmark = pytest.mark.slow
+
+
+def digits_job(tmp_path: Path, **spec_changes: Any) -> dict[str, Any]:
+    document = example("digits-trainingjob")
+    document["spec"]["output"]["uri"] = str(tmp_path / "models" / "digits")
+    for key, value in spec_changes.items():
+        document["spec"][key] = value
+    return document
+
+
+def state(tmp_path: Path, name: str = "digits") -> dict[str, Any]:
+    return json.loads((tmp_path / ".trainserve" / "trainingjobs" / f"{name}.json").read_text())
+
+
+def test_digits_example_trains_on_two_workers_and_the_model_reloads(tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", digits_job(tmp_path))
+    result = trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "digits succeeded: model version 1" in result.stdout
+
+    record = state(tmp_path)
+    status = record["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["progress"]["epoch"] == status["progress"]["totalEpochs"] == 12
+    assert status["lastCheckpoint"]["epoch"] == 12
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {"Running": "False", "Succeeded": "True"}
+    version_dir = Path(status["model"]["uri"])
+    assert version_dir == tmp_path / "models" / "digits" / "1"
+
+    card = json.loads((version_dir / "model.json").read_text())
+    assert card["metrics"]["val_accuracy"] >= 0.90
+    assert card["workers"] == 2 and card["epochsCompleted"] == 12 and card["resumedFromEpoch"] is None
+    assert card["signature"]["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 64]}]
+    assert card["signature"]["outputs"][0]["shape"] == [-1, 10]
+    assert card["classes"] == list(range(10))
+    assert set(card["frameworks"]) >= {"tensorflow", "tf_keras", "ray", "python"}
+    assert status["model"]["metrics"]["val_accuracy"] == pytest.approx(card["metrics"]["val_accuracy"])
+    assert sorted(p.name for p in (tmp_path / "models" / "digits" / "checkpoints").iterdir()) == [
+        "epoch-000010",
+        "epoch-000011",
+        "epoch-000012",
+    ]  # keep: 3
+
+    # A fresh process loads the SavedModel alone (no trainserve code) and predicts what the card reports,
+    # and its accuracy on the held-out rows (raw pixels in: normalisation is inside the model) is >= 0.9.
+    check = f"""
+import json, numpy as np, os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+from sklearn.datasets import load_digits
+card = json.load(open({str(version_dir / "model.json")!r}))
+serve = tf.saved_model.load({str(version_dir)!r}).signatures["serving_default"]
+sample = serve(features=tf.constant(card["sample"]["inputs"], tf.float32))["predictions"].numpy()
+x, y = load_digits(return_X_y=True)
+order = np.random.default_rng(42).permutation(len(x))
+x, y = x[order].astype("float32"), y[order]
+n_val = round(len(x) * 0.2)
+predicted = serve(features=tf.constant(x[:n_val]))["predictions"].numpy().argmax(axis=1)
+print(json.dumps({{"sample": sample.tolist(), "accuracy": float((predicted == y[:n_val]).mean())}}))
+"""
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    outcome = json.loads(loaded.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(outcome["sample"], card["sample"]["predictions"], rtol=1e-5, atol=1e-6)
+    assert outcome["accuracy"] >= 0.90
+    assert outcome["accuracy"] == pytest.approx(card["metrics"]["val_accuracy"], abs=0.03)
+
+    again = trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0 and "already succeeded" in again.stdout  # a finished job is not re-run
+
+
+def _complete_checkpoints(root: Path) -> dict[int, float]:
+    """Epoch -> modification time of the completion marker."""
+    return {int(p.parent.name.split("-")[1]): p.stat().st_mtime for p in root.glob("epoch-*/checkpoint.json")}
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(tmp_path: Path) -> None:
+    document = digits_job(
+        tmp_path,
+        training=example("digits-trainingjob")["spec"]["training"] | {"epochs": 16},
+        resources={"workers": 1, "cpusPerWorker": 1},
+        checkpoint={"everyEpochs": 1, "keep": 100},
+    )
+    job = write_job(tmp_path / "job.yaml", document)
+    checkpoints = tmp_path / "models" / "digits" / "checkpoints"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "trainserve.cli", "local", "train", "-f", str(job), "--no-progress"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while len(_complete_checkpoints(checkpoints)) < 2:
+        assert first.poll() is None, (
+            f"the run ended before its second checkpoint:\n{first.stdout.read() if first.stdout else ''}"
+        )
+        assert time.monotonic() < deadline, "no second checkpoint within 4 minutes"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)  # Ctrl-C
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode == 130, output[-3000:]
+    assert "interrupted" in output
+    before = _complete_checkpoints(checkpoints)
+    assert 2 <= max(before) < 16
+    interrupted = state(tmp_path)["status"]
+    assert interrupted["phase"] == "Suspended"
+    assert {c["type"]: c["reason"] for c in interrupted["conditions"]}["Running"] == "Interrupted"
+
+    restarted_at = time.time()
+    result = trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    card = json.loads((tmp_path / "models" / "digits" / "1" / "model.json").read_text())
+    assert card["resumedFromEpoch"] == max(before) >= 2
+    after = _complete_checkpoints(checkpoints)
+    assert sorted(after) == list(range(1, 17))
+    # Epochs finished before the interruption were not trained (nor checkpointed) again.
+    assert all(after[epoch] == before[epoch] for epoch in before)
+    assert all(after[epoch] >= restarted_at for epoch in after if epoch > max(before))
+    final = state(tmp_path)["status"]
+    assert final["phase"] == "Succeeded" and final["attempts"] == 2
+    assert card["metrics"]["val_accuracy"] >= 0.85
+
+
+def test_parquet_on_s3_with_a_user_model_writes_the_model_to_s3(tmp_path: Path, s3_server: dict[str, str]) -> None:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    table = pa.table({**{f"p{i}": x[:, i] for i in range(64)}, "digit": y})
+    endpoint = s3_server["AWS_ENDPOINT_URL"].removeprefix("http://")
+    fs = pafs.S3FileSystem(
+        access_key=s3_server["AWS_ACCESS_KEY_ID"],
+        secret_key=s3_server["AWS_SECRET_ACCESS_KEY"],
+        region="us-east-1",
+        endpoint_override=endpoint,
+        scheme="http",
+    )
+    pq.write_table(table, "ml-data/data/digits.parquet", filesystem=fs)
+
+    document = example("digits-trainingjob")
+    document["metadata"]["name"] = "digits-s3"
+    document["spec"]["model"] = {"entrypoint": "tests.workloads.user_models:small_mlp"}
+    document["spec"]["dataset"] = {
+        "uri": "s3://ml-data/data/digits.parquet",
+        "format": "parquet",
+        "labelColumn": "digit",
+    }
+    document["spec"]["training"] |= {"epochs": 6, "hyperparameters": {"width": 40}}
+    document["spec"]["resources"] = {"workers": 1}
+    document["spec"]["output"] = {"uri": "s3://ml-data/models/digits"}
+    job = write_job(tmp_path / "job.yaml", document)
+    result = trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path, env=s3_server)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "model version 1 at s3://ml-data/models/digits/1" in result.stdout
+
+    card = json.loads(fs.open_input_stream("ml-data/models/digits/1/model.json").read())
+    assert card["hyperparameters"] == {"width": 40}
+    assert card["model"] == {"entrypoint": "tests.workloads.user_models:small_mlp"}
+    assert card["metrics"]["val_accuracy"] >= 0.85
+    assert card["featureNames"][:2] == ["p0", "p1"]
+    assert fs.get_file_info("ml-data/models/digits/1/saved_model.pb").type == pafs.FileType.File
+    markers = fs.get_file_info(pafs.FileSelector("ml-data/models/digits/checkpoints", recursive=True))
+    assert any(info.path.endswith("epoch-000006/checkpoint.json") for info in markers)
+
+
+def test_a_run_that_fails_in_the_workers_reports_why_and_leaves_no_model(tmp_path: Path) -> None:
+    document = digits_job(
+        tmp_path, model={"entrypoint": "tests.workloads.user_models:too_few_outputs"}, resources={"workers": 1}
+    )
+    job = write_job(tmp_path / "job.yaml", document)
+    result = trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr[-3000:]
+    assert "digits failed" in result.stdout
+    status = state(tmp_path)["status"]
+    assert status["phase"] == "Failed"
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert "label" in failed["message"].lower() or "3" in failed["message"], failed
+    output = tmp_path / "models" / "digits"
+    assert [p.name for p in output.iterdir() if p.name != "checkpoints"] == []

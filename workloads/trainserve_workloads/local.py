@@ -1,0 +1,84 @@
+"""`trainserve local train`: run a TrainingJob YAML on a local Ray, with a progress bar and a local status."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trainserve.api.conditions import set_condition
+from trainserve.api.progress import ProgressEvent, apply_progress
+from trainserve.api.trainingjob import TrainingJob, TrainingJobStatus
+from trainserve.localstate import load_job, save_job
+
+from .progress import FanOut, ProgressSink, RichProgressSink
+from .storage import locate
+from .train import TrainingFailed, run
+
+LOCAL_NAMESPACE = "local"
+
+
+class LocalStatusSink:
+    """Keeps the job's record in the state folder up to date, event by event (same status as on a cluster)."""
+
+    def __init__(self, root: Path, job: TrainingJob):
+        self.root = root
+        self.job = job
+
+    def emit(self, event: ProgressEvent) -> None:
+        self.job.status = apply_progress(self.job.status or TrainingJobStatus(), event)
+        save_job(self.root, self.job)
+
+    def interrupted(self) -> None:
+        now = datetime.now(timezone.utc)
+        status = self.job.status or TrainingJobStatus()
+        status.phase = "Suspended"
+        done = status.last_checkpoint.epoch if status.last_checkpoint else None
+        message = f"stopped; run again to resume from epoch {done}" if done else "stopped before the first checkpoint"
+        status.conditions = set_condition(status.conditions, "Running", "False", "Interrupted", message, now)
+        self.job.status = status
+        save_job(self.root, self.job)
+
+    def close(self) -> None:
+        pass
+
+
+def train_locally(
+    document: dict[str, Any], root: Path, *, restart: bool = False, progress_bar: bool = True, verbose: bool = False
+) -> tuple[int, str]:
+    """Run one TrainingJob locally; returns (exit code, one-line outcome)."""
+    job = TrainingJob.model_validate(document)
+    name = job.metadata.name or "trainingjob"
+    job.metadata.namespace = job.metadata.namespace or LOCAL_NAMESPACE
+    previous = load_job(root, name)
+    if previous and previous.status and previous.status.phase == "Succeeded" and not restart:
+        model = previous.status.model
+        return (
+            0,
+            f"{name} already succeeded (model version {model.version if model else '?'}); use --restart to train again",
+        )
+    if restart:
+        checkpoint_root = locate(job.spec.checkpoint_uri)
+        if checkpoint_root.is_local:
+            shutil.rmtree(checkpoint_root.path, ignore_errors=True)
+        else:
+            checkpoint_root.delete()
+    job.status = previous.status if previous and previous.status and not restart else TrainingJobStatus()
+    job.status.attempts = (job.status.attempts or 0) + 1
+    status_sink = LocalStatusSink(root, job)  # the record is written from the first event on
+    sinks: list[ProgressSink] = [status_sink]
+    if progress_bar:
+        sinks.append(RichProgressSink(name))
+    sink = FanOut(sinks)
+    try:
+        model = run(job.model_dump(mode="json", by_alias=True, exclude_none=True), sink, verbose=verbose)
+    except KeyboardInterrupt:
+        sink.close()
+        status_sink.interrupted()
+        return 130, f"{name} interrupted; run the same command again to resume from the last checkpoint"
+    except TrainingFailed as err:
+        return 1, f"{name} failed: {err}"
+    finally:
+        sink.close()
+    return 0, f"{name} succeeded: model version {model.version} at {model.uri}"

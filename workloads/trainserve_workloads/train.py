@@ -1,0 +1,277 @@
+"""Training entrypoint: ``python -m trainserve_workloads.train --config <json or path>``.
+
+Takes the resolved TrainingJob (as the operator or `trainserve local train` builds it), checks it, joins the
+Ray cluster it runs in (``RAY_ADDRESS``) or starts a local Ray, and trains on ``resources.workers`` Ray
+Train workers with TensorFlow's MultiWorkerMirroredStrategy. Progress goes to a pluggable sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trainserve.api.progress import ProgressEvent
+from trainserve.api.trainingjob import ModelStatus, TrainingJob, TrainingJobSpec
+from trainserve.api.validation import InvalidResource, parse
+
+from . import checkpoints
+from .datasets import load_dataset
+from .errors import WorkloadError
+from .progress import JsonLinesSink, ProgressSink
+from .storage import locate
+
+log = logging.getLogger("trainserve.train")
+
+#: Environment of the Ray processes TensorFlow runs in: legacy Keras, quiet C++ logs.
+WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+
+class TrainingFailed(Exception):
+    """The run ended without a model; ``reason`` is a CamelCase reason for the status."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        self.message = message
+        super().__init__(f"{reason}: {message}")
+
+
+def load_config(value: str) -> dict[str, Any]:
+    """The resolved TrainingJob, given inline as JSON or as a path to a JSON/YAML file."""
+    text = value if value.lstrip().startswith("{") else Path(value).read_text(encoding="utf-8")
+    document = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    if not isinstance(document, dict):
+        raise ValueError("--config must be a TrainingJob document (a JSON or YAML mapping)")
+    return document
+
+
+def _check_writable(uri: str, field: str) -> None:
+    try:
+        locate(uri).check_writable()
+    except (OSError, ValueError) as err:
+        raise WorkloadError(
+            field, f"cannot write to {uri}: {err}", "use a writable location, or fix the storage credentials"
+        ) from None
+
+
+def preflight(spec: TrainingJobSpec) -> checkpoints.CheckpointRecord | None:
+    """Every check that can fail before a worker starts; returns the checkpoint to resume from, if any."""
+    data = load_dataset(spec.dataset, spec.training.loss)
+    if spec.training.batch_size < spec.resources.workers:
+        raise WorkloadError(
+            "spec.training.batchSize",
+            f"the global batch of {spec.training.batch_size} cannot be split across {spec.resources.workers} workers",
+            f"use a batchSize of at least {spec.resources.workers}",
+        )
+    if spec.model.entrypoint is not None:
+        from .models import build_entrypoint, output_units
+
+        units, _ = output_units(spec.training.loss, len(data.classes))
+        build_entrypoint(spec.model.entrypoint, spec.training.hyperparameters, data.n_features, units)
+    elif spec.model.builtin is not None and spec.model.builtin.name == "cnn":
+        from .models import cnn_input_shape
+
+        cnn_input_shape(spec.model.builtin, data.n_features)
+    _check_writable(spec.output.uri, "spec.output.uri")
+    _check_writable(spec.checkpoint_uri, "spec.checkpoint.uri")
+    root = locate(spec.checkpoint_uri)
+    checkpoints.remove_partial(root)
+    return checkpoints.latest_checkpoint(root, checkpoints.fingerprint(spec))
+
+
+def init_ray(spec: TrainingJobSpec, verbose: bool) -> None:
+    """Join the cluster in ``RAY_ADDRESS``, or start a local Ray big enough for the workers."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.update({k: v for k, v in WORKER_ENV.items() if k not in os.environ})
+    options: dict[str, Any] = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], **options)
+        return
+    needed = math.ceil(spec.resources.workers * spec.resources.cpus_per_worker)
+    ray.init(
+        num_cpus=max(needed, os.cpu_count() or 1),
+        num_gpus=spec.resources.workers * spec.resources.gpus_per_worker or None,
+        include_dashboard=False,
+        **options,
+    )
+
+
+class _Fit(threading.Thread):
+    """Runs ``trainer.fit()`` off the main thread, so Ctrl-C reaches us and not Ray Train's own handler."""
+
+    def __init__(self, trainer: Any):
+        super().__init__(daemon=True, name="trainserve-fit")
+        self.trainer = trainer
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.trainer.fit()
+        except BaseException as err:  # handed to the main thread
+            self.error = err
+
+
+def _relay_until_done(fit: _Fit, queue: Any, sink: ProgressSink) -> tuple[ProgressEvent | None, ProgressEvent | None]:
+    """Pass the workers' events to the sink until training ends; returns the (completed, failed) events."""
+    from ray.util.queue import Empty
+
+    completed = failed = None
+    while True:
+        try:
+            item = queue.get(timeout=0.2)
+        except Empty:
+            if not fit.is_alive():
+                return completed, failed
+            continue
+        event = ProgressEvent.model_validate(item)
+        if event.type == "failed":
+            failed = event  # reported once by the driver, with the best message
+            continue
+        if event.type == "completed":
+            completed = event
+        sink.emit(event)
+
+
+def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) -> ModelStatus:
+    """Train one TrainingJob to completion; returns the exported model, raises TrainingFailed or WorkloadError."""
+    try:
+        job = parse(document)
+    except InvalidResource as invalid:
+        first = invalid.problems[0]
+        raise WorkloadError(first.path, first.message, first.fix) from None
+    assert isinstance(job, TrainingJob)
+    spec = absolute_uris(job.spec)
+    resume = preflight(spec)
+    init_ray(spec, verbose)
+
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train.tensorflow import TensorflowTrainer
+    from ray.util.queue import Queue
+
+    queue = Queue(actor_options={"num_cpus": 0})
+    config = {
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "job": {"name": job.metadata.name, "namespace": job.metadata.namespace},
+        "resume": {"uri": resume.location.uri, "epoch": resume.epoch, "metrics": resume.metrics} if resume else None,
+        "fingerprint": checkpoints.fingerprint(spec),
+        "relay": queue,
+    }
+    gpus = spec.resources.gpus_per_worker
+    trainer = TensorflowTrainer(
+        _worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=spec.resources.workers,
+            use_gpu=gpus > 0,
+            resources_per_worker={"CPU": spec.resources.cpus_per_worker, **({"GPU": gpus} if gpus else {})},
+        ),
+        run_config=RunConfig(
+            name=f"{job.metadata.name or 'trainingjob'}-{uuid.uuid4().hex[:8]}",
+            storage_path=os.path.join(tempfile.gettempdir(), "trainserve-ray-results"),
+            failure_config=FailureConfig(max_failures=0),  # retries are the operator's, with resume
+        ),
+    )
+    fit = _Fit(trainer)
+    fit.start()
+    try:
+        completed, failed = _relay_until_done(fit, queue, sink)
+    except KeyboardInterrupt:
+        import ray
+
+        ray.shutdown()  # stops the workers; the checkpoints written so far stay for the next run
+        raise
+    fit.join()
+    if isinstance(fit.error, TrainingFailedError):
+        reason = failed.reason if failed and failed.reason else "TrainingFailed"
+        message = failed.message if failed and failed.message else _root_cause(fit.error)
+        sink.emit(
+            ProgressEvent(
+                type="failed", time=_utcnow(), total_epochs=spec.training.epochs, reason=reason, message=message
+            )
+        )
+        raise TrainingFailed(reason, message)
+    if fit.error is not None:
+        raise fit.error
+    if completed is None or completed.model is None:
+        raise TrainingFailed("NoModel", "training ended without exporting a model")
+    return completed.model
+
+
+def _worker(config: dict[str, Any]) -> None:
+    """Runs in each Ray Train worker; TensorFlow is imported there, never in the driver."""
+    from .train_loop import train_worker
+
+    train_worker(config)
+
+
+def absolute_uris(spec: TrainingJobSpec) -> TrainingJobSpec:
+    """The spec with relative local paths made absolute: Ray Train runs workers in another directory."""
+
+    def absolute(uri: str, field: str) -> str:
+        try:
+            return locate(uri).uri
+        except ValueError as err:
+            raise WorkloadError(field, str(err), "use a local path, file://... or s3://bucket/prefix") from None
+
+    updated = spec.model_copy(deep=True)
+    updated.output.uri = absolute(spec.output.uri, "spec.output.uri")
+    updated.checkpoint.uri = absolute(spec.checkpoint_uri, "spec.checkpoint.uri")
+    if spec.dataset.uri is not None:
+        updated.dataset.uri = absolute(spec.dataset.uri, "spec.dataset.uri")
+    return updated
+
+
+def _utcnow() -> Any:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def _root_cause(err: BaseException) -> str:
+    """One line for the status: the first worker's error, whose last line says what went wrong."""
+    failures = list((getattr(err, "worker_failures", None) or {}).values())
+    cause: BaseException = failures[0] if failures else err
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    # TensorFlow errors end with graph-node lines and a stack; the sentence that explains is before them.
+    noise = ("File ", "[[", "Detected at node", "Graph execution error", "in user code")
+    telling = [line for line in lines if not line.startswith(noise) and not line.endswith(":")]
+    detail = (telling or lines or [""])[-1]
+    name = type(cause).__name__
+    return (detail if detail.startswith(name) else f"{name}: {detail}")[:500]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainserve_workloads.train", description=__doc__)
+    parser.add_argument("--config", required=True, help="the resolved TrainingJob: inline JSON, or a JSON/YAML file")
+    parser.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sink = JsonLinesSink()
+    try:
+        model = run(load_config(args.config), sink, verbose=args.verbose)
+    except WorkloadError as err:
+        log.error("invalid TrainingJob: %s", err)
+        sink.emit(ProgressEvent(type="failed", time=_utcnow(), total_epochs=0, reason="InvalidSpec", message=str(err)))
+        return 2
+    except TrainingFailed as err:
+        log.error("training failed: %s", err)
+        return 1
+    log.info("model version %s written to %s", model.version, model.uri)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

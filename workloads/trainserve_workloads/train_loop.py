@@ -1,0 +1,263 @@
+"""What every Ray Train worker runs: build, (resume,) fit under MultiWorkerMirroredStrategy, checkpoint, export.
+
+Under that strategy saving is collective: every worker calls ``save_weights``/``save``; only the chief
+(rank 0) keeps what it wrote and uploads it, the others write to a throwaway folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from trainserve.api.progress import ProgressEvent
+from trainserve.api.trainingjob import CheckpointStatus, ModelStatus, TrainingJobSpec
+
+from . import checkpoints, modelstore
+from .datasets import Dataset, load_dataset
+from .errors import WorkloadError
+from .models import INPUT_NAME, OUTPUT_NAME, build_model, compile_model
+from .storage import locate
+
+SAMPLE_ROWS = 5
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _input_pipeline(x: np.ndarray, y: np.ndarray, global_batch: int, seed: int | None, shuffle: bool) -> Any:
+    """An endless batched dataset that MultiWorkerMirroredStrategy splits by element across workers."""
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.repeat().batch(global_batch)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
+    return {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v) or np.ndim(v) == 0}
+
+
+class _Relay:
+    """Sends progress events to the driver (a Ray queue); only the chief has one."""
+
+    def __init__(self, queue: Any, total_epochs: int):
+        self.queue = queue
+        self.total_epochs = total_epochs
+
+    def send(self, event_type: str, **fields: Any) -> None:
+        if self.queue is None:
+            return
+        event = ProgressEvent(type=event_type, time=_now(), total_epochs=self.total_epochs, **fields)  # type: ignore[arg-type]
+        self.queue.put(event.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+class _EpochEnd(keras.callbacks.Callback):  # type: ignore[misc]
+    """After each epoch: checkpoint when due (all workers save; the chief uploads), then report progress."""
+
+    def __init__(self, spec: TrainingJobSpec, chief: bool, relay: _Relay, first_epoch: int, fingerprint: str):
+        super().__init__()
+        self.spec = spec
+        self.chief = chief
+        self.relay = relay
+        self.first_epoch = first_epoch
+        self.fingerprint = fingerprint
+        self.root = locate(spec.checkpoint_uri)
+        self.epoch_started = time.monotonic()
+        self.durations: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        done = epoch + 1
+        total = self.spec.training.epochs
+        metrics = _floats(logs)
+        checkpoint = None
+        if done % self.spec.checkpoint.every_epochs == 0 or done == total:
+            checkpoint = self._checkpoint(done, metrics)
+        self.durations.append(time.monotonic() - self.epoch_started)
+        eta = sum(self.durations) / len(self.durations) * (total - done)
+        self.relay.send("epoch", epoch=done, metrics=metrics, eta_seconds=round(eta, 1), checkpoint=checkpoint)
+
+    def _checkpoint(self, epoch: int, metrics: dict[str, float]) -> CheckpointStatus | None:
+        folder = tempfile.mkdtemp(prefix="trainserve-ckpt-")
+        try:
+            self.model.save_weights(os.path.join(folder, checkpoints.WEIGHTS_PREFIX))
+            if not self.chief:
+                return None
+            record = checkpoints.write_checkpoint(
+                self.root, epoch, folder, self.fingerprint, metrics, self.spec.checkpoint.keep
+            )
+            return CheckpointStatus(uri=record.location.uri, epoch=epoch, time=datetime.fromisoformat(record.time))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _export(model: keras.Model, n_features: int, folder: str) -> None:
+    @tf.function(input_signature=[tf.TensorSpec([None, n_features], tf.float32, name=INPUT_NAME)])  # type: ignore[misc]
+    def serve(features: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {OUTPUT_NAME: model(features, training=False)}
+
+    model.save(folder, save_format="tf", include_optimizer=False, signatures={"serving_default": serve})
+
+
+def _versions() -> dict[str, str]:
+    import ray
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tf_keras": keras.__version__,
+        "ray": ray.__version__,
+    }
+
+
+def _card(
+    spec: TrainingJobSpec,
+    job: dict[str, Any],
+    data: Dataset,
+    metrics: dict[str, float],
+    resumed: int | None,
+    started: datetime,
+    sample_predictions: list[Any],
+    output_units: int,
+    workers: int,
+) -> dict[str, Any]:
+    training = spec.training.to_wire()
+    return {
+        "name": job.get("name"),
+        "namespace": job.get("namespace"),
+        "createdBy": "trainserve",
+        "task": "classification"
+        if data.classes
+        else ("binary" if spec.training.loss == "binary_crossentropy" else "regression"),
+        "classes": data.classes,
+        "signature": {
+            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, data.n_features]}],
+            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, output_units]}],
+        },
+        "featureNames": data.feature_names,
+        "metrics": metrics,
+        "epochsCompleted": spec.training.epochs,
+        "resumedFromEpoch": resumed,
+        "samples": {"train": len(data.x_train), "validation": len(data.x_val)},
+        "workers": workers,
+        "model": spec.model.to_wire(),
+        "dataset": spec.dataset.to_wire(),
+        "training": training,
+        "hyperparameters": training.get("hyperparameters", {}),
+        "frameworks": _versions(),
+        "startTime": started.isoformat(),
+        "endTime": _now().isoformat(),
+        "sample": {"inputs": data.x_val[:SAMPLE_ROWS].tolist(), "predictions": sample_predictions},
+    }
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point of each worker; ``config`` is built by :func:`trainserve_workloads.train.run`."""
+    import ray.train
+
+    spec = TrainingJobSpec.model_validate(config["spec"])
+    context = ray.train.get_context()
+    chief = context.get_world_rank() == 0
+    relay = _Relay(config.get("relay") if chief else None, spec.training.epochs)
+    try:
+        _train(spec, config, chief, context.get_world_size(), relay)
+    except WorkloadError as err:
+        relay.send("failed", reason="InvalidSpec", message=str(err))
+        raise
+
+
+def _train(spec: TrainingJobSpec, config: dict[str, Any], chief: bool, workers: int, relay: _Relay) -> None:
+    started = _now()
+    resume: dict[str, Any] | None = config.get("resume")
+    first_epoch = int(resume["epoch"]) if resume else 0
+    if spec.training.seed is not None:
+        keras.utils.set_random_seed(spec.training.seed)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    data = load_dataset(spec.dataset, spec.training.loss)
+    # The optimizer's slots are restored lazily, at the first step: the files must outlive `fit`.
+    restored = tempfile.mkdtemp(prefix="trainserve-resume-")
+    try:
+        with strategy.scope():
+            model = build_model(spec, data.n_features, len(data.classes), data.x_train)
+            compile_model(model, spec.training)
+            if resume:
+                locate(resume["uri"]).download_dir(restored)
+                model.load_weights(os.path.join(restored, checkpoints.WEIGHTS_PREFIX))
+        relay.send("started", resumed_from_epoch=first_epoch or None, epoch=first_epoch)
+        metrics = _fit(model, spec, data, first_epoch, chief, relay, config["fingerprint"])
+    finally:
+        shutil.rmtree(restored, ignore_errors=True)
+    if not metrics and resume:
+        metrics = dict(resume.get("metrics", {}))  # nothing was left to train: the checkpoint's figures stand
+
+    export_dir = tempfile.mkdtemp(prefix="trainserve-export-")
+    try:
+        _export(model, data.n_features, export_dir)
+        if not chief:
+            return
+        reloaded = tf.saved_model.load(export_dir).signatures["serving_default"]
+        sample = reloaded(**{INPUT_NAME: tf.constant(data.x_val[:SAMPLE_ROWS])})[OUTPUT_NAME].numpy()
+        card = _card(
+            spec,
+            config.get("job", {}),
+            data,
+            metrics,
+            first_epoch or None,
+            started,
+            sample.tolist(),
+            int(sample.shape[-1]),
+            workers,
+        )
+        version, location = modelstore.publish(locate(spec.output.uri), export_dir, card)
+        model_status = ModelStatus(uri=location.uri, version=version, metrics=metrics)
+        relay.send("completed", epoch=spec.training.epochs, metrics=metrics, model=model_status)
+    finally:
+        shutil.rmtree(export_dir, ignore_errors=True)
+
+
+def _fit(
+    model: keras.Model,
+    spec: TrainingJobSpec,
+    data: Dataset,
+    first_epoch: int,
+    chief: bool,
+    relay: _Relay,
+    fingerprint: str,
+) -> dict[str, float]:
+    """Train from ``first_epoch`` to the end; returns the last epoch's metrics (empty if none were left)."""
+    y_train, y_val = data.y_train, data.y_val
+    if spec.training.loss == "categorical_crossentropy":
+        y_train, y_val = (keras.utils.to_categorical(y, len(data.classes)) for y in (y_train, y_val))
+    batch = spec.training.batch_size
+    fit_args: dict[str, Any] = {}
+    if len(data.x_val):
+        fit_args["validation_data"] = _input_pipeline(data.x_val, y_val, batch, None, shuffle=False)
+        fit_args["validation_steps"] = math.ceil(len(data.x_val) / batch)
+    history = model.fit(
+        _input_pipeline(data.x_train, y_train, batch, spec.training.seed, shuffle=True),
+        epochs=spec.training.epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=math.ceil(len(data.x_train) / batch),
+        callbacks=[_EpochEnd(spec, chief, relay, first_epoch, fingerprint)],
+        verbose=0,
+        **fit_args,
+    )
+    return {k: float(v[-1]) for k, v in history.history.items() if v}
