@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test unit lint crds crds-check clean
+.PHONY: venv demo test lint crds crds-check bench-training clean
 
 venv: $(STAMP)
 
@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[operator,workloads,dev]'
 	touch $(STAMP)
+
+# Train the digits example on a local Ray, serve it, query both protocols, shut down (a few minutes).
+demo: venv
+	$(PY) examples/demo.py
 
 test: venv lint crds-check
 	$(PY) -m pytest
@@ -30,6 +34,9 @@ crds-check: venv
 	@tmp=$$(mktemp -d) && $(VENV)/bin/trainserve crds --output-dir $$tmp && \
 	  diff -ru crds $$tmp > /dev/null || { diff -ru crds $$tmp; echo "crds/ is stale: run 'make crds' and commit"; rm -rf $$tmp; exit 1; }; \
 	  rm -rf $$tmp
+
+bench-training: venv
+	$(PY) -m benchmarks.training
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -208,27 +208,43 @@ def _train(spec: TrainingJobSpec, config: dict[str, Any], chief: bool, workers: 
     if not metrics and resume:
         metrics = dict(resume.get("metrics", {}))  # nothing was left to train: the checkpoint's figures stand
 
+    if chief:
+        model_status = publish_model(
+            model, spec, config.get("job", {}), data, metrics, first_epoch or None, started, workers
+        )
+        relay.send("completed", epoch=spec.training.epochs, metrics=metrics, model=model_status)
+    else:
+        _export_to_nowhere(model, data.n_features)
+
+
+def _export_to_nowhere(model: keras.Model, n_features: int) -> None:
+    """A non-chief worker's part in the collective save."""
+    folder = tempfile.mkdtemp(prefix="trainserve-export-")
+    try:
+        _export(model, n_features, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish_model(
+    model: keras.Model,
+    spec: TrainingJobSpec,
+    job: dict[str, Any],
+    data: Dataset,
+    metrics: dict[str, float],
+    resumed: int | None,
+    started: datetime,
+    workers: int,
+) -> ModelStatus:
+    """Export the SavedModel, check it by reloading it, and publish it with its card as the next version."""
     export_dir = tempfile.mkdtemp(prefix="trainserve-export-")
     try:
         _export(model, data.n_features, export_dir)
-        if not chief:
-            return
         reloaded = tf.saved_model.load(export_dir).signatures["serving_default"]
         sample = reloaded(**{INPUT_NAME: tf.constant(data.x_val[:SAMPLE_ROWS])})[OUTPUT_NAME].numpy()
-        card = _card(
-            spec,
-            config.get("job", {}),
-            data,
-            metrics,
-            first_epoch or None,
-            started,
-            sample.tolist(),
-            int(sample.shape[-1]),
-            workers,
-        )
+        card = _card(spec, job, data, metrics, resumed, started, sample.tolist(), int(sample.shape[-1]), workers)
         version, location = modelstore.publish(locate(spec.output.uri), export_dir, card)
-        model_status = ModelStatus(uri=location.uri, version=version, metrics=metrics)
-        relay.send("completed", epoch=spec.training.epochs, metrics=metrics, model=model_status)
+        return ModelStatus(uri=location.uri, version=version, metrics=metrics)
     finally:
         shutil.rmtree(export_dir, ignore_errors=True)
 

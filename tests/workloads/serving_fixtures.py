@@ -1,0 +1,35 @@
+"""Models in the training layout, made fast: the training code's own export, on a model fit in-process."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tests.support.documents import example
+from trainserve.api.trainingjob import ModelStatus, TrainingJobSpec
+
+
+def publish_digits_model(output: Path, *, epochs: int, seed: int, hidden: list[int]) -> ModelStatus:
+    """Train the built-in mlp on digits in this process (seconds) and publish it as the next version."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tf_keras as keras
+
+    from trainserve_workloads.datasets import load_dataset
+    from trainserve_workloads.models import build_model, compile_model
+    from trainserve_workloads.train_loop import publish_model
+
+    document = example("digits-trainingjob")["spec"]
+    document["output"]["uri"] = str(output)
+    document["training"] |= {"epochs": epochs, "seed": seed}
+    document["model"]["builtin"]["hiddenUnits"] = hidden
+    spec = TrainingJobSpec.model_validate(document)
+    data = load_dataset(spec.dataset, spec.training.loss)
+    keras.utils.set_random_seed(seed)
+    model = build_model(spec, data.n_features, len(data.classes), data.x_train)
+    compile_model(model, spec.training)
+    history = model.fit(
+        data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs, batch_size=64, verbose=0
+    )
+    metrics = {k: float(v[-1]) for k, v in history.history.items()}
+    return publish_model(model, spec, {"name": "digits"}, data, metrics, None, datetime.now(timezone.utc), 1)

@@ -1,0 +1,315 @@
+"""The serving application on a real local Ray Serve, over real HTTP: protocols, batching, canary, auth."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.workloads.conftest import free_port
+from tests.workloads.serving_fixtures import publish_digits_model
+from trainserve.api.serving import AUTH_TOKEN_ENV, CanaryTarget, ModelTarget, ServeAppArgs
+
+pytestmark = pytest.mark.slow
+TOKEN = "s3cret-token"
+
+
+class Client:
+    """A keep-alive HTTP client (one connection per thread)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        for attempt in range(2):
+            try:
+                self.connection.request(method, path, body=body, headers=headers or {})
+                response = self.connection.getresponse()
+                raw = response.read()
+                break
+            except (http.client.HTTPException, ConnectionError):
+                self.connection.close()
+                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                if attempt:
+                    raise
+        payload = json.loads(raw) if raw else None
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, payload
+
+    def post(self, path: str, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+        return self.request(
+            "POST", path, json.dumps(payload).encode(), {"content-type": "application/json"} | (headers or {})
+        )
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    output = tmp_path_factory.mktemp("served") / "digits"
+    first = publish_digits_model(output, epochs=8, seed=1, hidden=[64])
+    second = publish_digits_model(output, epochs=4, seed=2, hidden=[32])
+    return {"output": output, "v1": first, "v2": second}
+
+
+def base_args(models: dict[str, Any]) -> ServeAppArgs:
+    return ServeAppArgs.model_validate(
+        {
+            "modelName": "digits",
+            "primary": {"uri": models["v1"].uri, "version": 1},
+            "batching": {"maxBatchSize": 32, "batchWaitTimeoutMs": 0},
+            "resources": {"cpusPerReplica": 0.5, "memoryPerReplica": "1Gi"},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def service(models: dict[str, Any]) -> Iterator[Any]:
+    from trainserve_workloads.local_serve import start
+
+    os.environ[AUTH_TOKEN_ENV] = TOKEN  # present in the Ray processes; used only once auth is switched on
+    running = start(base_args(models), port=free_port())
+    running.port = int(running.url.rsplit(":", 1)[1])  # type: ignore[attr-defined]
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(service: Any) -> Client:
+    return Client(service.port)
+
+
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    return x.astype("float32"), y
+
+
+def in_process(uri: str, rows: np.ndarray) -> np.ndarray:
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(uri).signatures["serving_default"]
+    return serve(features=tf.constant(rows))["predictions"].numpy()
+
+
+def v2_body(rows: np.ndarray, request_id: str = "req-1") -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "inputs": [{"name": "features", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}],
+    }
+
+
+def test_v1_and_v2_answer_what_the_model_computes_in_process(client: Client, models: dict[str, Any]) -> None:
+    x, y = digits()
+    rows = x[:40]
+    expected = in_process(models["v1"].uri, rows)
+    status, headers, body = client.post("/v1/models/digits:predict", {"instances": rows.tolist()})
+    assert status == 200 and headers["x-model-version"] == "1"
+    np.testing.assert_allclose(body["predictions"], expected, rtol=1e-5, atol=1e-6)
+    status, _, body = client.post("/v1/models/digits:predict", {"inputs": rows[:3].tolist()})
+    assert status == 200 and len(body["predictions"]) == 3
+
+    status, _, body = client.post("/v2/models/digits/infer", v2_body(rows))
+    assert status == 200
+    assert body["model_name"] == "digits" and body["model_version"] == "1" and body["id"] == "req-1"
+    (output,) = body["outputs"]
+    assert output["name"] == "predictions" and output["datatype"] == "FP32" and output["shape"] == [40, 10]
+    np.testing.assert_allclose(np.reshape(output["data"], (40, 10)), expected, rtol=1e-5, atol=1e-6)
+    assert (expected.argmax(axis=1) == y[:40]).mean() > 0.9
+
+    nested = {
+        "inputs": [{"name": "features", "shape": [2, 64], "datatype": "INT64", "data": x[:2].astype(int).tolist()}]
+    }
+    status, _, body = client.post("/v2/models/digits/infer", nested)  # nested data and integer types are allowed
+    assert status == 200 and "id" not in body
+
+
+def test_a_standard_oip_client_works_unchanged(service: Any, models: dict[str, Any]) -> None:
+    import tritonclient.http as triton
+
+    x, _ = digits()
+    oip = triton.InferenceServerClient(f"127.0.0.1:{service.port}")
+    assert oip.is_server_live() and oip.is_server_ready() and oip.is_model_ready("digits")
+    metadata = oip.get_model_metadata("digits")
+    assert metadata["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 64]}]
+    assert metadata["outputs"] == [{"name": "predictions", "datatype": "FP32", "shape": [-1, 10]}]
+    tensor = triton.InferInput("features", [3, 64], "FP32")
+    tensor.set_data_from_numpy(x[:3], binary_data=False)
+    result = oip.infer("digits", [tensor], outputs=[triton.InferRequestedOutput("predictions", binary_data=False)])
+    np.testing.assert_allclose(
+        result.as_numpy("predictions"), in_process(models["v1"].uri, x[:3]), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_health_metadata_and_unknown_models(client: Client) -> None:
+    assert client.request("GET", "/v2/health/live")[0] == 200
+    assert client.request("GET", "/v2/health/ready")[0] == 200
+    assert client.request("GET", "/v1/models/digits")[2] == {"name": "digits", "ready": True}
+    status, _, body = client.request("GET", "/v2/models/digits")
+    assert status == 200 and body["platform"] == "tensorflow_savedmodel" and body["versions"] == ["1"]
+    status, _, body = client.post("/v2/models/cats/infer", {})
+    assert status == 404 and "digits" in body["error"]
+    assert client.post("/v1/models/cats:predict", {})[0] == 404
+    assert client.request("GET", "/v2/models/digits/infer")[0] == 405
+    assert client.request("GET", "/nothing/here")[0] == 404
+
+
+def test_concurrent_requests_are_batched(client: Client, service: Any) -> None:
+    x, _ = digits()
+    bodies = [json.dumps({"instances": x[i : i + 2].tolist()}).encode() for i in range(0, 1200, 2)]
+
+    def worker(chunk: list[bytes]) -> list[int]:
+        local = Client(service.port)
+        return [
+            local.request("POST", "/v1/models/digits:predict", b, {"content-type": "application/json"})[0]
+            for b in chunk
+        ]
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        codes = [c for result in pool.map(worker, [bodies[i::24] for i in range(24)]) for c in result]
+    assert codes == [200] * len(bodies)
+    deadline = time.monotonic() + 10
+    while True:
+        stats = client.request("GET", "/v2/models/digits/stats")[2]
+        counts = stats["batchSizes"]["counts"]
+        if sum(counts[1:]) > 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert sum(counts[1:]) > 0, f"no model call ever combined two requests: {stats['batchSizes']}"
+    assert stats["versions"]["1"]["requests"] >= len(bodies)
+
+
+def test_oversize_bodies_get_413(client: Client) -> None:
+    status, _, body = client.request("POST", "/v1/models/digits:predict", b"[" + b"0," * 5_000_000 + b"0]")
+    assert status == 413 and "limit" in body["error"]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+V2_TENSORS = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["features", "x", ""]) | st.integers(),
+        "shape": st.lists(st.integers(-2, 70), max_size=3) | JSON_VALUES,
+        "datatype": st.sampled_from(["FP32", "INT8", "BYTES", "BOOL", "fp32", "FP128"]) | JSON_VALUES,
+        "data": st.lists(
+            st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**70), 2**70) | st.text(max_size=2),
+            max_size=130,
+        )
+        | JSON_VALUES,
+    },
+)
+BODIES = st.one_of(
+    st.binary(max_size=64),
+    JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({}, optional={"instances": JSON_VALUES, "inputs": JSON_VALUES}).map(
+        lambda v: json.dumps(v).encode()
+    ),
+    st.fixed_dictionaries(
+        {"inputs": st.lists(V2_TENSORS, max_size=2)}, optional={"id": JSON_VALUES, "outputs": JSON_VALUES}
+    ).map(lambda v: json.dumps(v).encode()),
+)
+
+
+def test_malformed_bodies_always_get_a_4xx_json_error(service: Any) -> None:
+    client = Client(service.port)
+    seen: Counter[int] = Counter()
+
+    @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(body=BODIES, path=st.sampled_from(["/v1/models/digits:predict", "/v2/models/digits/infer"]))
+    def check(body: bytes, path: str) -> None:
+        status, _, payload = client.request("POST", path, body, {"content-type": "application/json"})
+        seen[status] += 1
+        if status == 200:
+            return  # hypothesis can stumble on a valid request; that is fine
+        assert 400 <= status < 500, (status, body[:200], payload)
+        assert isinstance(payload, dict) and isinstance(payload.get("error"), str) and payload["error"]
+
+    check()
+    assert sum(seen[s] for s in seen if 400 <= s < 500) >= 1000, seen
+    x, _ = digits()
+    assert client.post("/v1/models/digits:predict", {"instances": x[:1].tolist()})[0] == 200  # the replica is fine
+
+
+def test_canary_split_changes_without_restarting_replicas(client: Client, service: Any, models: dict[str, Any]) -> None:
+    x, _ = digits()
+    request = json.dumps({"instances": x[:1].tolist()}).encode()
+
+    def answer_versions(count: int) -> tuple[Counter[str], set[str]]:
+        versions: Counter[str] = Counter()
+        replicas = set()
+        for _ in range(count):
+            status, headers, _ = client.request(
+                "POST", "/v1/models/digits:predict", request, {"content-type": "application/json"}
+            )
+            assert status == 200
+            versions[headers["x-model-version"]] += 1
+            replicas.add(headers["x-trainserve-replica"])
+        return versions, replicas
+
+    _, replicas_before = answer_versions(5)
+    args = base_args(models)
+    args.canary = CanaryTarget(uri=models["v2"].uri, version=2, traffic_percent=20)
+    service.update(args)
+    versions, replicas = answer_versions(1000)
+    assert replicas == replicas_before, "adding a canary restarted the replica"
+    assert 150 <= versions["2"] <= 250 and versions["1"] + versions["2"] == 1000, versions
+
+    args.canary.traffic_percent = 60
+    service.update(args)
+    versions, replicas = answer_versions(500)
+    assert replicas == replicas_before, "changing the split restarted the replica"
+    assert 250 <= versions["2"] <= 350, versions
+
+    status, _headers, body = client.post("/v2/models/digits/versions/2/infer", v2_body(x[:1]))  # pinned version
+    assert status == 200 and body["model_version"] == "2"
+    np.testing.assert_allclose(
+        np.reshape(body["outputs"][0]["data"], (1, 10)), in_process(models["v2"].uri, x[:1]), rtol=1e-5, atol=1e-6
+    )
+    assert client.request("GET", "/v2/models/digits")[2]["versions"] == ["1", "2"]
+    time.sleep(1.5)
+    stats = client.request("GET", "/v2/models/digits/stats")[2]["versions"]
+    assert stats["2"]["requests"] >= 400 and stats["2"]["errors"] == 0 and stats["2"]["p95Ms"] is not None
+
+    # Promotion, as the operator will do it: the canary becomes the primary, in place.
+    service.update(
+        ServeAppArgs.model_validate(
+            base_args(models).model_dump() | {"primary": ModelTarget(uri=models["v2"].uri, version=2)}
+        )
+    )
+    versions, replicas = answer_versions(50)
+    assert versions == Counter({"2": 50}) and replicas == replicas_before
+    service.update(base_args(models))
+
+
+def test_bearer_token_guards_inference_but_not_health(client: Client, service: Any, models: dict[str, Any]) -> None:
+    x, _ = digits()
+    args = base_args(models)
+    args.auth_token_env = AUTH_TOKEN_ENV
+    service.update(args)
+    try:
+        body = {"instances": x[:1].tolist()}
+        status, _, payload = client.post("/v1/models/digits:predict", body)
+        assert status == 401 and "Bearer" in payload["error"]
+        assert client.post("/v1/models/digits:predict", body, {"authorization": "Bearer wrong"})[0] == 401
+        assert client.post("/v1/models/digits:predict", body, {"authorization": f"Bearer {TOKEN}"})[0] == 200
+        assert client.post("/v2/models/digits/infer", v2_body(x[:1]), {"authorization": f"Bearer {TOKEN}"})[0] == 200
+        assert client.post("/v2/models/digits/infer", v2_body(x[:1]))[0] == 401
+        assert client.request("GET", "/v2/health/ready")[0] == 200
+        assert client.request("GET", "/v2/models/digits/ready")[0] == 200
+    finally:
+        service.update(base_args(models))

@@ -1,0 +1,331 @@
+"""The Ray Serve application: one ingress deployment that answers KServe v1 and OIP v2 itself.
+
+Why one deployment: on the throughput-optimized path (direct ingress behind HAProxy) every hop between
+deployments costs a round trip, so the replica that receives a request also parses it, batches it and
+runs the model. A canary is a second model loaded in the same replicas; the split, the model versions and
+batching change through ``reconfigure`` (Serve ``user_config``) without restarting replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from ray.serve.metrics import Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import Response
+
+from trainserve.api.serving import (
+    DEFAULT_MAX_BODY_BYTES,
+    MODEL_DEPLOYMENT,
+    STATS_DEPLOYMENT,
+    ServeAppArgs,
+    deployment_options,
+)
+
+from .model import LoadedModel, load_model
+from .protocol import ProtocolError, parse_v1, parse_v2, v2_response
+from .stats import BATCH_BUCKETS, LATENCY_BUCKETS_MS, StatsCollector, VersionStats
+
+log = logging.getLogger("trainserve.serve")
+STATS_PUSH_SECONDS = 1.0
+JSON = "application/json"
+
+
+def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload, separators=(",", ":")), status_code=status, media_type=JSON, headers=headers)
+
+
+def _error(status: int, message: str) -> Response:
+    return _json(status, {"error": message})
+
+
+@dataclass
+class Slot:
+    """A loaded model version with its own batch queue."""
+
+    model: LoadedModel
+    run_batch: Any  # the serve.batch-wrapped coroutine function: rows -> predictions
+
+    @property
+    def version_label(self) -> str:
+        return str(self.model.version) if self.model.version is not None else "unversioned"
+
+
+class ModelServer:
+    """Ingress and model replica in one."""
+
+    async def __init__(self, stats: DeploymentHandle, max_body_bytes: int):
+        self.stats = stats
+        self.max_body_bytes = max_body_bytes
+        self.token: bytes | None = None
+        self.model_name = ""
+        self.primary: Slot | None = None
+        self.canary: Slot | None = None
+        self.canary_percent = 0
+        self.loaded: dict[str, LoadedModel] = {}
+        self.local: dict[str, VersionStats] = {}
+        self.batch_counts = [0] * (len(BATCH_BUCKETS) + 1)
+        self.requests = Counter(
+            "trainserve_requests",
+            "Inference requests by model, version, protocol and HTTP code.",
+            tag_keys=("model", "version", "protocol", "code"),
+        )
+        self.latency = Histogram(
+            "trainserve_request_latency_ms",
+            "Time from request to response, in milliseconds.",
+            boundaries=list(LATENCY_BUCKETS_MS),
+            tag_keys=("model", "version"),
+        )
+        self.batch_size = Histogram(
+            "trainserve_batch_size",
+            "Requests combined into one model call.",
+            boundaries=[float(b) for b in BATCH_BUCKETS],
+            tag_keys=("model", "version"),
+        )
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self.pusher = asyncio.get_running_loop().create_task(self._push_stats())
+
+    # ----- configuration -------------------------------------------------------------------------
+    async def reconfigure(self, config: dict[str, Any]) -> None:
+        """Apply models, split and batching in place; new models load before they take traffic."""
+        args = ServeAppArgs.model_validate(config)
+        token = os.environ.get(args.auth_token_env, "") if args.auth_token_env else None
+        if token == "":
+            raise RuntimeError(f"auth is on but ${args.auth_token_env} is empty: mount the token Secret into the pods")
+        wanted = [args.primary.uri] + ([args.canary.uri] if args.canary else [])
+        for uri in wanted:
+            if uri not in self.loaded:
+                self.loaded[uri] = await asyncio.to_thread(load_model, uri)
+        self.loaded = {uri: self.loaded[uri] for uri in wanted}
+        self.model_name = args.model_name
+        self.primary = self._slot(self.loaded[args.primary.uri], args)
+        self.canary = self._slot(self.loaded[args.canary.uri], args) if args.canary else None
+        self.canary_percent = args.canary.traffic_percent if args.canary else 0
+        self.token = token.encode() if token else None
+        log.info(
+            "serving %s: primary %s, canary %s at %d%%",
+            self.model_name,
+            self.primary.version_label,
+            self.canary.version_label if self.canary else "-",
+            self.canary_percent,
+        )
+
+    def _slot(self, model: LoadedModel, args: ServeAppArgs) -> Slot:
+        label = str(model.version) if model.version is not None else "unversioned"
+        tags = {"model": args.model_name, "version": label}
+
+        async def run_batch(batches: list[np.ndarray]) -> list[np.ndarray]:
+            self.batch_size.observe(len(batches), tags=tags)
+            self.batch_counts[_bucket(len(batches), BATCH_BUCKETS)] += 1
+            sizes = [len(b) for b in batches]
+            predictions = model.predict(np.concatenate(batches) if len(batches) > 1 else batches[0])
+            return list(np.split(predictions, np.cumsum(sizes)[:-1]))
+
+        batched = serve.batch(
+            max_batch_size=args.batching.max_batch_size,
+            batch_wait_timeout_s=args.batching.batch_wait_timeout_ms / 1000.0,
+        )(run_batch)
+        return Slot(model, batched)
+
+    # ----- request path ------------------------------------------------------------------------
+    async def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        path = request.url.path.rstrip("/") or "/"
+        try:
+            return await self._route(request, path, started)
+        except ProtocolError as err:
+            return _error(err.status, err.message)
+
+    async def _route(self, request: Request, path: str, started: float) -> Response:
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
+            ready = self.primary is not None
+            return _json(200 if ready or parts[2] == "live" else 503, {parts[2]: ready or parts[2] == "live"})
+        if parts[:2] == ["v1", "models"] and len(parts) == 3:
+            name, _, verb = parts[2].partition(":")
+            self._check_model(name)
+            if not verb:
+                self._method(request, "GET")
+                return _json(200, {"name": name, "ready": self.primary is not None})
+            if verb != "predict":
+                raise ProtocolError(404, f"unknown verb :{verb}; use :predict")
+            self._method(request, "POST")
+            self._authorize(request)
+            return await self._predict_v1(request, started)
+        if parts[:2] == ["v2", "models"] and len(parts) >= 3:
+            return await self._v2_model(request, parts[2:], started)
+        if parts == ["v2"]:
+            self._authorize(request)
+            return _json(200, {"name": "trainserve", "version": "v2", "extensions": ["model_repository_stats"]})
+        raise ProtocolError(404, f"no endpoint {path}: use /v1/models/NAME:predict or /v2/models/NAME/infer")
+
+    async def _v2_model(self, request: Request, rest: list[str], started: float) -> Response:
+        name, rest = rest[0], rest[1:]
+        self._check_model(name)
+        slot = None
+        if rest[:1] == ["versions"]:
+            if len(rest) < 2:
+                raise ProtocolError(404, "missing version after /versions/")
+            slot = self._slot_for_version(rest[1])
+            rest = rest[2:]
+        if rest == ["ready"]:
+            self._method(request, "GET")
+            return _json(200, {"name": name, "ready": True})
+        self._authorize(request)
+        if rest == []:
+            self._method(request, "GET")
+            return _json(200, self._metadata(slot))
+        if rest == ["infer"]:
+            self._method(request, "POST")
+            return await self._infer_v2(request, slot, started)
+        if rest == ["stats"]:
+            self._method(request, "GET")
+            return _json(200, await self.stats.snapshot.remote())
+        raise ProtocolError(404, f"no endpoint {'/'.join(rest)} for model {name}")
+
+    def _check_model(self, name: str) -> None:
+        if name != self.model_name:
+            raise ProtocolError(404, f"unknown model {name!r}: this server serves {self.model_name!r}")
+
+    @staticmethod
+    def _method(request: Request, expected: str) -> None:
+        if request.method != expected:
+            raise ProtocolError(405, f"use {expected} here, not {request.method}")
+
+    def _authorize(self, request: Request) -> None:
+        if self.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), self.token):
+            raise ProtocolError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'")
+
+    def _slot_for_version(self, version: str) -> Slot:
+        for slot in (self.primary, self.canary):
+            if slot is not None and slot.version_label == version:
+                return slot
+        raise ProtocolError(404, f"version {version} is not served here")
+
+    def _pick(self) -> Slot:
+        if self.primary is None:
+            raise ProtocolError(503, "the model is still loading")
+        if self.canary is not None and random.random() * 100 < self.canary_percent:
+            return self.canary
+        return self.primary
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise ProtocolError(413, f"request body of {declared} bytes exceeds the limit of {self.max_body_bytes}")
+        body = await request.body()
+        if len(body) > self.max_body_bytes:
+            raise ProtocolError(413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
+        return body
+
+    async def _predict_v1(self, request: Request, started: float) -> Response:
+        slot = self._pick()
+        try:
+            rows = parse_v1(await self._body(request), slot.model.n_features)
+        except ProtocolError as err:
+            self._count(slot, "v1", err.status, started, 0)
+            raise
+        predictions = await self._run(slot, rows, "v1", started)
+        body = {"predictions": predictions.tolist(), "model_version": slot.version_label}
+        return _json(200, body, self._headers(slot))
+
+    def _headers(self, slot: Slot) -> dict[str, str]:
+        """Which version answered (canary or primary), and which replica: the split and rollouts are visible."""
+        return {"x-model-version": slot.version_label, "x-trainserve-replica": self.replica}
+
+    async def _infer_v2(self, request: Request, pinned: Slot | None, started: float) -> Response:
+        slot = pinned or self._pick()
+        try:
+            parsed = parse_v2(await self._body(request), slot.model.inputs[0], slot.model.outputs)
+        except ProtocolError as err:
+            self._count(slot, "v2", err.status, started, 0)
+            raise
+        predictions = await self._run(slot, parsed.rows, "v2", started)
+        body = v2_response(self.model_name, slot.model.version, parsed.request_id, slot.model.outputs[0], predictions)
+        return _json(200, body, self._headers(slot))
+
+    async def _run(self, slot: Slot, rows: np.ndarray, protocol: str, started: float) -> np.ndarray:
+        try:
+            predictions: np.ndarray = await slot.run_batch(rows)
+        except Exception as err:
+            log.exception("model call failed")
+            self._count(slot, protocol, 500, started, len(rows))
+            raise ProtocolError(500, f"the model failed on this request: {type(err).__name__}") from None
+        self._count(slot, protocol, 200, started, len(rows))
+        return predictions
+
+    def _count(self, slot: Slot, protocol: str, code: int, started: float, rows: int) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        label = slot.version_label
+        self.local.setdefault(label, VersionStats()).observe(latency_ms, rows, error=code >= 500)
+        tags = {"model": self.model_name, "version": label}
+        self.requests.inc(tags=tags | {"protocol": protocol, "code": str(code)})
+        self.latency.observe(latency_ms, tags=tags)
+
+    async def _push_stats(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_PUSH_SECONDS)
+            if not self.local and not any(self.batch_counts):
+                continue
+            deltas = {version: stats.to_dict() for version, stats in self.local.items()}
+            batches, self.local, self.batch_counts = self.batch_counts, {}, [0] * (len(BATCH_BUCKETS) + 1)
+            try:
+                await self.stats.push.remote(deltas, batches)
+            except Exception:  # figures are best effort; serving must go on
+                log.warning("could not push stats", exc_info=True)
+
+    def _metadata(self, slot: Slot | None) -> dict[str, Any]:
+        model = (slot or self.primary or self._pick()).model
+        versions = [s.version_label for s in (self.primary, self.canary) if s is not None]
+        return {
+            "name": self.model_name,
+            "versions": versions if slot is None else [slot.version_label],
+            "platform": "tensorflow_savedmodel",
+            "inputs": [t.to_dict() for t in model.inputs],
+            "outputs": [t.to_dict() for t in model.outputs],
+        }
+
+
+def _bucket(value: float, bounds: tuple[int, ...] | tuple[float, ...]) -> int:
+    for index, bound in enumerate(bounds):
+        if value <= bound:
+            return index
+    return len(bounds)
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """The application builder that KubeRay's ``serveConfigV2`` imports (``trainserve_workloads.serve:app``).
+
+    From a Serve config, ``args`` hold only ``maxBodyBytes`` and the deployment entries carry the rest
+    (see :func:`trainserve.api.serving.serve_application`); given full :class:`ServeAppArgs` (for
+    ``serve run``), the builder sets the deployment options itself.
+    """
+    collector = serve.deployment(
+        StatsCollector,
+        name=STATS_DEPLOYMENT,
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0},
+        logging_config={"enable_access_log": False},
+    )
+    server = serve.deployment(ModelServer, name=MODEL_DEPLOYMENT, logging_config={"enable_access_log": False})
+    max_body = int(args.get("maxBodyBytes", DEFAULT_MAX_BODY_BYTES))
+    if "primary" in args:
+        full = ServeAppArgs.model_validate(args)
+        server = server.options(**deployment_options(full))
+        max_body = full.max_body_bytes
+    return server.bind(collector.bind(), max_body)

@@ -1,0 +1,117 @@
+"""Per-version request figures, aggregated across replicas, for canary decisions and the stats endpoint.
+
+Each replica counts locally (no I/O on the request path) and sends its deltas to one StatsCollector
+every second; the collector keeps cumulative totals per model version. Latency is a fixed-bucket
+histogram, so totals add up across replicas and a reader can compute percentiles of any window from
+two snapshots.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Upper bounds of the latency buckets, in milliseconds (the last bucket is open-ended).
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    0.5,
+    1,
+    2,
+    3,
+    5,
+    7.5,
+    10,
+    15,
+    20,
+    30,
+    50,
+    75,
+    100,
+    150,
+    200,
+    300,
+    500,
+    750,
+    1000,
+    2000,
+    5000,
+    10000,
+)
+BATCH_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+@dataclass
+class VersionStats:
+    """Cumulative figures of one model version."""
+
+    requests: int = 0
+    errors: int = 0
+    rows: int = 0
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    latency_sum_ms: float = 0.0
+
+    def observe(self, latency_ms: float, rows: int, error: bool) -> None:
+        self.requests += 1
+        self.errors += int(error)
+        self.rows += rows
+        self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+        self.latency_sum_ms += latency_ms
+
+    def add(self, other: VersionStats) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.rows += other.rows
+        self.latency_sum_ms += other.latency_sum_ms
+        self.latency_buckets = [a + b for a, b in zip(self.latency_buckets, other.latency_buckets, strict=True)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "rows": self.rows,
+            "latencySumMs": round(self.latency_sum_ms, 3),
+            "latencyBucketsMs": list(LATENCY_BUCKETS_MS),
+            "latencyCounts": list(self.latency_buckets),
+            "p50Ms": percentile(self.latency_buckets, 0.50),
+            "p95Ms": percentile(self.latency_buckets, 0.95),
+            "p99Ms": percentile(self.latency_buckets, 0.99),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VersionStats:
+        return cls(data["requests"], data["errors"], data["rows"], list(data["latencyCounts"]), data["latencySumMs"])
+
+
+def percentile(counts: list[int], quantile: float) -> float | None:
+    """The quantile of a bucketed histogram, interpolated inside its bucket; None when empty."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    target = quantile * total
+    seen = 0
+    for index, count in enumerate(counts):
+        if count and seen + count >= target:
+            low = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
+            high = LATENCY_BUCKETS_MS[index] if index < len(LATENCY_BUCKETS_MS) else LATENCY_BUCKETS_MS[-1] * 2
+            return round(low + (high - low) * (target - seen) / count, 3)
+        seen += count
+    return LATENCY_BUCKETS_MS[-1]
+
+
+class StatsCollector:
+    """Totals per model version across all replicas (a Serve deployment with one replica)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, VersionStats] = {}
+        self.batches: list[int] = [0] * (len(BATCH_BUCKETS) + 1)
+
+    def push(self, deltas: dict[str, dict[str, Any]], batch_counts: list[int]) -> None:
+        for version, data in deltas.items():
+            self.versions.setdefault(version, VersionStats()).add(VersionStats.from_dict(data))
+        self.batches = [a + b for a, b in zip(self.batches, batch_counts, strict=True)]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "versions": {version: stats.to_dict() for version, stats in sorted(self.versions.items())},
+            "batchSizes": {"bounds": list(BATCH_BUCKETS), "counts": list(self.batches)},
+        }
