@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,6 +104,40 @@ def cmd_local_train(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_local_serve(args: argparse.Namespace) -> int:
+    """Serve a ModelService on a local Ray until Ctrl-C."""
+    import time
+
+    from trainserve.api.modelservice import ModelService
+    from trainserve.api.serving import AUTH_TOKEN_ENV
+    from trainserve_workloads.errors import WorkloadError
+    from trainserve_workloads.local_serve import local_args, start, urls
+
+    documents = _load_kind(args.filename, "ModelService")
+    if len(documents) != 1:
+        print(f"{args.filename}: holds {len(documents)} ModelServices; serve one per command", file=sys.stderr)
+        return 2
+    service = ModelService.model_validate(documents[0])
+    token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get(AUTH_TOKEN_ENV)
+    try:
+        running = start(local_args(service, state_dir(args.state_dir)), host=args.host, port=args.port, token=token)
+    except WorkloadError as err:
+        print(f"{args.filename}: {err.path}: {err.message}\n  fix: {err.fix}", file=sys.stderr)
+        return 2
+    print(f"serving {running.name} (Ctrl-C to stop)")
+    for label, url in urls(running).items():
+        print(f"  {label:<10} {url}")
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping...")
+    finally:
+        running.stop()
+    return 0
+
+
 def cmd_local_status(args: argparse.Namespace) -> int:
     """List local TrainingJobs and their state."""
     jobs = list_jobs(state_dir(args.state_dir))
@@ -132,6 +167,46 @@ def cmd_local_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start the operator (blocks)."""
+    from .runner import run
+    from .settings import settings_from
+
+    settings = settings_from(
+        namespaces=tuple(args.namespace) if args.namespace else None,
+        all_namespaces=args.all_namespaces or None,
+        standalone=args.standalone or None,
+        image=args.image,
+        metrics_port=args.metrics_port,
+        log_format=args.log_format,
+    )
+    run(settings, verbose=args.verbose)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Print the objects the operator would create for each TrainingJob of a file."""
+    from .api.trainingjob import TrainingJob
+    from .builders import build_rayjob, build_status_access
+    from .naming import name_problem
+    from .settings import settings_from
+
+    settings = settings_from(image=args.image)
+    out: list[dict[str, Any]] = []
+    for document in _load_kind(args.filename, "TrainingJob"):
+        job = TrainingJob.model_validate(document)
+        problem = name_problem(job.metadata.name or "")
+        if problem:
+            print(f"{args.filename}: TrainingJob/{job.metadata.name}: metadata.name: {problem}", file=sys.stderr)
+            return 2
+        job.metadata.namespace = args.namespace or job.metadata.namespace or "default"
+        if args.with_access:
+            out.extend(build_status_access(job))
+        out.append(build_rayjob(job, settings, attempt=args.attempt))
+    sys.stdout.write("---\n".join(dump_yaml(obj) for obj in out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainserve", description="Kubernetes-native training and serving on Ray.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -147,6 +222,33 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("-o", "--output-dir", help="write one file per CRD into this folder instead")
     crds.set_defaults(func=cmd_crds)
 
+    run = commands.add_parser("run", help="run the operator (Kopf) against the current cluster")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", help="namespace to serve; repeatable (env TRAINSERVE_NAMESPACES)"
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="serve every namespace")
+    run.add_argument("--standalone", action="store_true", help="no peering/leader election (a single replica)")
+    run.add_argument("--image", help="default workload image of the Ray pods (env TRAINSERVE_IMAGE)")
+    run.add_argument(
+        "--metrics-port", type=int, help="port of /metrics, 0 disables it (env TRAINSERVE_METRICS_PORT, default 9090)"
+    )
+    run.add_argument(
+        "--log-format", choices=["json", "text"], help="log format (env TRAINSERVE_LOG_FORMAT, default text)"
+    )
+    run.add_argument("--verbose", action="store_true", help="debug logs")
+    run.set_defaults(func=cmd_run)
+
+    render = commands.add_parser("render", help="print the RayJob the operator would create for a TrainingJob")
+    render.add_argument("-f", "--filename", required=True, help="YAML file with TrainingJobs ('-' for stdin)")
+    render.add_argument("--namespace", help="namespace to render for (default: the document's, or `default`)")
+    render.add_argument("--attempt", type=int, default=1, help="attempt number (default 1)")
+    render.add_argument("--image", help="workload image when the spec sets none (env TRAINSERVE_IMAGE)")
+    render.add_argument(
+        "--with-access", action="store_true", help="also print the per-job ServiceAccount, Role and RoleBinding"
+    )
+    render.set_defaults(func=cmd_render)
+
     local = commands.add_parser("local", help="run resources on this machine with a local Ray (no cluster)")
     local_commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
     train = local_commands.add_parser(
@@ -160,6 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
     train.add_argument("--state-dir", help=f"local state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})")
     train.set_defaults(func=cmd_local_train)
+    serve = local_commands.add_parser("serve", help="serve a ModelService YAML on a local Ray until Ctrl-C")
+    serve.add_argument("-f", "--filename", required=True, help="YAML file with a ModelService")
+    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--token-file", help="file holding the bearer token when spec.auth is set (or $TRAINSERVE_AUTH_TOKEN)"
+    )
+    serve.add_argument("--state-dir", help=f"local state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})")
+    serve.set_defaults(func=cmd_local_serve)
     status = local_commands.add_parser("status", help="list local TrainingJobs")
     status.add_argument("--state-dir", help=f"local state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})")
     status.set_defaults(func=cmd_local_status)

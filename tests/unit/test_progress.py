@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from trainserve.api.conditions import find_condition
 from trainserve.api.progress import ProgressEvent, apply_progress
 from trainserve.api.trainingjob import CheckpointStatus, ModelStatus, TrainingJobStatus
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def at(seconds: int) -> datetime:

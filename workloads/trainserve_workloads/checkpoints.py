@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from trainserve.api.trainingjob import TrainingJobSpec
@@ -102,7 +102,7 @@ def write_checkpoint(
     folder = root.child(folder_name(epoch))
     folder.delete()
     folder.upload_dir(local_dir)
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     marker: dict[str, Any] = {"epoch": epoch, "time": now, "fingerprint": fingerprint_, "metrics": metrics}
     folder.child(MARKER).write_text(json.dumps(marker, indent=2))
     for old in list_checkpoints(root)[:-keep]:

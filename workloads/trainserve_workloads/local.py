@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ class LocalStatusSink:
         save_job(self.root, self.job)
 
     def interrupted(self) -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         status = self.job.status or TrainingJobStatus()
         status.phase = "Suspended"
         done = status.last_checkpoint.epoch if status.last_checkpoint else None

@@ -122,3 +122,121 @@ class RichProgressSink:
 
     def close(self) -> None:
         self.progress.stop()
+
+
+class KubernetesStatusSink:
+    """Writes progress into the TrainingJob's own ``status`` (``progress``, ``lastCheckpoint``, ``model``).
+
+    Runs in the Ray head pod with the job's ServiceAccount, whose Role allows ``get``/``patch`` on
+    ``trainingjobs/status`` of this one TrainingJob and nothing else. Standard library only (no Kubernetes
+    client in the workload image). Epoch reports are throttled to one patch per ``min_interval`` seconds;
+    ``started``, ``completed`` and ``failed`` are sent at once. A failed patch is logged and never stops
+    the training: the next report carries the newer state anyway.
+    """
+
+    TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    #: Overrides the API server URL (e.g. ``http://127.0.0.1:PORT`` in tests); default: in-cluster.
+    API_URL_ENV = "TRAINSERVE_API_URL"
+    NAME_ENV = "TRAINSERVE_JOB_NAME"
+    NAMESPACE_ENV = "TRAINSERVE_JOB_NAMESPACE"
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        api_url: str | None = None,
+        token: str | None = None,
+        min_interval: float = 1.0,
+        timeout: float = 10.0,
+        clock: Callable[[], float] | None = None,
+    ):
+        import os
+        import time
+
+        from trainserve.api.trainingjob import TrainingJobStatus
+
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        self.api_url = (api_url or os.environ.get(self.API_URL_ENV) or f"https://{host}:{port}").rstrip("/")
+        self.url = f"{self.api_url}/apis/trainserve.io/v1alpha1/namespaces/{namespace}/trainingjobs/{name}/status"
+        self._token = token
+        self.min_interval = min_interval
+        self.timeout = timeout
+        self.clock = clock or time.monotonic
+        self.status = TrainingJobStatus()
+        self._last_sent = float("-inf")
+        self._pending = False
+        self.failures = 0
+
+    @classmethod
+    def from_environment(cls) -> KubernetesStatusSink:
+        import os
+
+        name, namespace = os.environ.get(cls.NAME_ENV), os.environ.get(cls.NAMESPACE_ENV)
+        if not name or not namespace:
+            raise RuntimeError(
+                f"--progress kubernetes needs {cls.NAME_ENV} and {cls.NAMESPACE_ENV} (the RayJob sets them)"
+            )
+        return cls(name, namespace)
+
+    def emit(self, event: ProgressEvent) -> None:
+        from trainserve.api.progress import apply_progress
+
+        self.status = apply_progress(self.status, event)
+        urgent = event.type != "epoch"
+        if urgent or self.clock() - self._last_sent >= self.min_interval:
+            self._send()
+        else:
+            self._pending = True
+
+    def close(self) -> None:
+        if self._pending:
+            self._send()
+
+    def patch_body(self) -> dict[str, Any]:
+        """The merge patch: whole objects, with nulls for unset fields so stale values are cleared."""
+        status: dict[str, Any] = {}
+        for field, value in (
+            ("progress", self.status.progress),
+            ("lastCheckpoint", self.status.last_checkpoint),
+            ("model", self.status.model),
+        ):
+            if value is not None:
+                status[field] = value.model_dump(mode="json", by_alias=True)
+        return {"status": status}
+
+    def _send(self) -> None:
+        import logging
+        import ssl
+        import urllib.error
+        import urllib.request
+
+        self._last_sent = self.clock()
+        self._pending = False
+        body = self.patch_body()
+        if not body["status"]:
+            return
+        headers = {"Content-Type": "application/merge-patch+json", "Accept": "application/json"}
+        token = self._token if self._token is not None else self._read_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="PATCH")
+        context = None
+        if self.url.startswith("https://"):
+            import os
+
+            context = ssl.create_default_context(cafile=self.CA if os.path.exists(self.CA) else None)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as err:
+            self.failures += 1
+            logging.getLogger("trainserve.progress").warning("could not report progress to %s: %s", self.url, err)
+
+    def _read_token(self) -> str:
+        try:
+            with open(self.TOKEN, encoding="utf-8") as handle:  # re-read: projected tokens rotate
+                return handle.read().strip()
+        except OSError:
+            return ""

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import uuid
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from trainserve.api.validation import InvalidResource, parse
 from . import checkpoints
 from .datasets import load_dataset
 from .errors import WorkloadError
-from .progress import JsonLinesSink, ProgressSink
+from .progress import FanOut, JsonLinesSink, KubernetesStatusSink, ProgressSink
 from .storage import locate
 
 log = logging.getLogger("trainserve.train")
@@ -235,9 +236,9 @@ def absolute_uris(spec: TrainingJobSpec) -> TrainingJobSpec:
 
 
 def _utcnow() -> Any:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _root_cause(err: BaseException) -> str:
@@ -257,9 +258,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainserve_workloads.train", description=__doc__)
     parser.add_argument("--config", required=True, help="the resolved TrainingJob: inline JSON, or a JSON/YAML file")
     parser.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
+    parser.add_argument(
+        "--progress",
+        choices=["log", "kubernetes"],
+        default="log",
+        help="where progress goes: `log` (TRAINSERVE_PROGRESS lines on stdout) or `kubernetes` (also the "
+        "TrainingJob's status, named by TRAINSERVE_JOB_NAME/TRAINSERVE_JOB_NAMESPACE)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sink = JsonLinesSink()
+    sink: ProgressSink = JsonLinesSink()
+    if args.progress == "kubernetes":
+        sink = FanOut([sink, KubernetesStatusSink.from_environment()])
     try:
         model = run(load_config(args.config), sink, verbose=args.verbose)
     except WorkloadError as err:
@@ -269,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingFailed as err:
         log.error("training failed: %s", err)
         return 1
+    finally:
+        sink.close()
     log.info("model version %s written to %s", model.version, model.uri)
     return 0
 

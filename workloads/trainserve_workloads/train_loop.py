@@ -12,7 +12,7 @@ import platform
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -35,7 +35,7 @@ SAMPLE_ROWS = 5
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _input_pipeline(x: np.ndarray, y: np.ndarray, global_batch: int, seed: int | None, shuffle: bool) -> Any:

@@ -172,7 +172,9 @@ def spec_schema(kind: type[Resource]) -> Schema:
 
 
 def _resource_schema(kind: type[Resource]) -> Schema:
+    root_rules: list[dict[str, str]] = list(getattr(kind, "ROOT_CEL", []))
     return {
+        **({"x-kubernetes-validations": root_rules} if root_rules else {}),
         "type": "object",
         "description": kind.__doc__,
         "required": ["spec"],

@@ -260,6 +260,16 @@ class TrainingJobSpec(ApiModel):
     )
     run_policy: RunPolicy = section(RunPolicy, "Retries, deadline, TTL and suspend.")
 
+    #: What a job trains on and with cannot change once it exists (transition rules: checked on update only;
+    #: the operator also refuses such a change with a `Valid=False` condition where no CEL runs).
+    CEL: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": f"self.{section} == oldSelf.{section}",
+            "message": f"spec.{section} is immutable: delete the TrainingJob and create a new one",
+        }
+        for section in ("model", "dataset", "training", "resources")
+    ]
+
     @property
     def checkpoint_uri(self) -> str:
         """The checkpoint location, with its default filled in."""
@@ -317,6 +327,18 @@ class TrainingJob(Resource):
 
     KIND: ClassVar[str] = "TrainingJob"
     PLURAL: ClassVar[str] = "trainingjobs"
+    #: Rules on the whole object (CEL may read metadata.name): KubeRay allows RayJob names of 47 characters,
+    #: and the operator names them `<name>-<attempt>` (attempt up to 101), all DNS-1035 labels.
+    ROOT_CEL: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "size(self.metadata.name) <= 43",
+            "message": "metadata.name must be at most 43 characters (KubeRay limits RayJob names to 47)",
+        },
+        {
+            "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+            "message": "metadata.name must start with a letter and hold only lowercase letters, digits and '-'",
+        },
+    ]
     SHORT_NAMES: ClassVar[list[str]] = ["tj"]
 
     api_version: Literal["trainserve.io/v1alpha1"] = Field("trainserve.io/v1alpha1", alias="apiVersion")

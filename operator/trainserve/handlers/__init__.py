@@ -1,0 +1,1 @@
+"""Kopf wiring: thin handlers that feed the controllers."""

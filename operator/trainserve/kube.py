@@ -1,0 +1,194 @@
+"""Small typed helpers over the ``kubernetes`` client; every blocking call runs in a thread, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import kubernetes  # type: ignore[import-untyped]
+from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
+
+from trainserve.api.base import GROUP, VERSION
+from trainserve.settings import OperatorSettings
+
+log = logging.getLogger("trainserve.kube")
+
+Object = dict[str, Any]
+T = TypeVar("T")
+
+RAY_GROUP, RAY_VERSION, RAYJOBS = "ray.io", "v1", "rayjobs"
+TRAININGJOBS = "trainingjobs"
+
+
+class ApiError(Exception):
+    """An API call failed; ``status`` is the HTTP status (0 when the server could not be reached)."""
+
+    def __init__(self, status: int, reason: str, message: str = ""):
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
+
+
+def _api_error(err: ApiException) -> ApiError:
+    message = ""
+    try:
+        message = str(json.loads(err.body or "{}").get("message", ""))
+    except (ValueError, AttributeError):
+        message = str(err.body or "")[:200]
+    return ApiError(int(err.status or 0), str(err.reason or "Error"), message)
+
+
+def client_configuration(settings: OperatorSettings) -> kubernetes.client.Configuration:
+    """The usual resolution: an explicit server (tests), in-cluster, then ``KUBECONFIG``/``~/.kube/config``."""
+    config = kubernetes.client.Configuration()
+    if settings.api_server:
+        config.host = settings.api_server.rstrip("/")
+        config.verify_ssl = False
+        return config
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=config)
+    return config
+
+
+class KubeApi:
+    """The API calls the TrainingJob controller makes, and nothing else."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient):
+        self.client = api_client
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(api_client)
+
+    @classmethod
+    def from_settings(cls, settings: OperatorSettings) -> KubeApi:
+        return cls(kubernetes.client.ApiClient(client_configuration(settings)))
+
+    def close(self) -> None:
+        self.client.close()
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        def call() -> T:
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as err:
+                raise _api_error(err) from None
+            except OSError as err:  # connection refused, reset, DNS...
+                raise ApiError(0, type(err).__name__, str(err)) from None
+
+        return await asyncio.to_thread(call)
+
+    async def kuberay_installed(self) -> bool:
+        """Whether the API server serves ``ray.io/v1`` ``rayjobs`` (discovery; a read)."""
+        try:
+            found: Any = await self._call(self.custom.get_api_resources, RAY_GROUP, RAY_VERSION)
+        except ApiError as err:
+            if err.status == 404:
+                return False
+            raise
+        resources = [r.name for r in (getattr(found, "resources", None) or [])]
+        return RAYJOBS in resources
+
+    async def create_rayjob(self, body: Object) -> tuple[Object, bool]:
+        """(the RayJob, whether this call created it): an existing one of that name is returned, not replaced."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            created: Object = await self._call(
+                self.custom.create_namespaced_custom_object, RAY_GROUP, RAY_VERSION, ns, RAYJOBS, body
+            )
+            return created, True
+        except ApiError as err:
+            if err.status != 409:
+                raise
+        existing: Object = await self._call(
+            self.custom.get_namespaced_custom_object, RAY_GROUP, RAY_VERSION, ns, RAYJOBS, name
+        )
+        return existing, False
+
+    async def patch_rayjob(self, namespace: str, name: str, patch: Object) -> Object:
+        result: Object = await self._call(
+            self.custom.patch_namespaced_custom_object, RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, name, patch
+        )
+        return result
+
+    async def delete_rayjob(self, namespace: str, name: str) -> None:
+        """Deletes with background propagation (the Ray cluster goes with it); a missing one is fine."""
+        await self._ignore_404(
+            self.custom.delete_namespaced_custom_object,
+            RAY_GROUP,
+            RAY_VERSION,
+            namespace,
+            RAYJOBS,
+            name,
+            propagation_policy="Background",
+        )
+
+    async def patch_trainingjob_status(self, namespace: str, name: str, status: Object) -> Object:
+        result: Object = await self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            TRAININGJOBS,
+            name,
+            {"status": status},
+        )
+        return result
+
+    async def ensure_status_access(self, account: Object, role: Object, binding: Object) -> None:
+        """Creates the job's ServiceAccount, Role and RoleBinding; those that exist already are left alone."""
+        ns = account["metadata"]["namespace"]
+        await self._ignore_409(self.core.create_namespaced_service_account, ns, account)
+        await self._ignore_409(self.rbac.create_namespaced_role, ns, role)
+        await self._ignore_409(self.rbac.create_namespaced_role_binding, ns, binding)
+
+    async def delete_status_access(self, namespace: str, name: str) -> None:
+        await self._ignore_404(self.rbac.delete_namespaced_role_binding, name, namespace)
+        await self._ignore_404(self.rbac.delete_namespaced_role, name, namespace)
+        await self._ignore_404(self.core.delete_namespaced_service_account, name, namespace)
+
+    async def post_event(
+        self, involved: Object, type_: str, reason: str, message: str, now: datetime, component: str
+    ) -> None:
+        metadata = involved.get("metadata") or {}
+        ns = metadata.get("namespace") or "default"
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{metadata.get('name', 'trainingjob')}.", "namespace": ns},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": metadata.get("name"),
+                "namespace": ns,
+                "uid": metadata.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": component},
+            "reportingComponent": component,
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "count": 1,
+        }
+        await self._call(self.core.create_namespaced_event, ns, body)
+
+    async def _ignore_409(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            await self._call(fn, *args, **kwargs)
+        except ApiError as err:
+            if err.status != 409:
+                raise
+
+    async def _ignore_404(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            await self._call(fn, *args, **kwargs)
+        except ApiError as err:
+            if err.status != 404:
+                raise

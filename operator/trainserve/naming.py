@@ -1,0 +1,47 @@
+"""Names and labels that tie a TrainingJob to its children (pure; shared by builders, status and handlers)."""
+
+from __future__ import annotations
+
+import re
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "trainserve"
+TRAININGJOB_LABEL = "trainserve.io/trainingjob"
+ATTEMPT_LABEL = "trainserve.io/attempt"
+SPEC_HASH_ANNOTATION = "trainserve.io/spec-hash"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+#: KubeRay refuses RayJob names over 47 characters (it appends 6 to name the RayCluster, limited to 53),
+#: and wants a DNS-1035 label (a letter first, no dots).
+MAX_RAYJOB_NAME = 47
+#: Attempts go up to ``backoffLimit + 1 <= 101``: the suffix ``-<attempt>`` takes at most 4 characters.
+MAX_ATTEMPT_SUFFIX = 4
+MAX_TRAININGJOB_NAME = MAX_RAYJOB_NAME - MAX_ATTEMPT_SUFFIX
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def rayjob_name(trainingjob: str, attempt: int) -> str:
+    """The RayJob of one attempt: ``digits-1``, ``digits-2``...; deterministic, so creating it twice is a 409."""
+    return f"{trainingjob}-{attempt}"
+
+
+def job_account_name(trainingjob: str) -> str:
+    """ServiceAccount, Role and RoleBinding that let the job's head pod patch its own TrainingJob status."""
+    return f"{trainingjob}-trainserve-status"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a TrainingJob name, or None when it can."""
+    if len(name) > MAX_TRAININGJOB_NAME:
+        return (
+            f"the name is {len(name)} characters long, but at most {MAX_TRAININGJOB_NAME} are allowed "
+            f"(KubeRay limits RayJob names, '<name>-<attempt>', to {MAX_RAYJOB_NAME})"
+        )
+    if not DNS1035_LABEL.match(name):
+        return "the name must start with a letter and hold only lowercase letters, digits and '-' (no dots)"
+    return None
+
+
+def child_labels(trainingjob: str) -> dict[str, str]:
+    """Labels on every child: ``kubectl get rayjob -l trainserve.io/trainingjob=NAME`` finds them."""
+    return {MANAGED_BY_LABEL: MANAGED_BY, TRAININGJOB_LABEL: trainingjob}

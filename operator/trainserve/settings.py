@@ -1,0 +1,62 @@
+"""Operator settings: defaults, overridden by ``TRAINSERVE_*`` environment variables, overridden by flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "TRAINSERVE_"
+
+LogFormat = Literal["json", "text"]
+
+
+class OperatorSettings(BaseModel):
+    """Everything the operator needs to know that is not in a TrainingJob."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: str = Field("ghcr.io/trainserve/workloads:0.1.0", description="Default workload image of the Ray pods.")
+    ray_version: str = Field("2.60.0", description="`rayVersion` of the generated Ray clusters.")
+    head_cpu: str = Field("1", description="CPU request and limit of the Ray head pod (it runs no training).")
+    head_memory: str = Field("2Gi", description="Memory request and limit of the Ray head pod.")
+    metrics_port: int = Field(9090, ge=0, le=65535, description="Port of /metrics; 0 disables the endpoint.")
+    log_format: LogFormat = Field("text", description="`json` (one object per line) or `text`.")
+    namespaces: tuple[str, ...] = Field((), description="Namespaces to serve; empty with all_namespaces.")
+    all_namespaces: bool = Field(False, description="Serve every namespace.")
+    standalone: bool = Field(False, description="Skip Kopf peering (no leader election).")
+    resync_seconds: float = Field(300.0, gt=0, description="Every TrainingJob is reconciled at least this often.")
+    kuberay_probe_seconds: float = Field(
+        30.0, gt=0, description="How long a 'KubeRay is (not) installed' answer is trusted."
+    )
+    workers: int = Field(4, ge=1, le=64, description="Concurrent reconciles.")
+    retry_base_seconds: float = Field(1.0, gt=0, description="First delay after a failed reconcile; doubles each time.")
+    retry_max_seconds: float = Field(60.0, gt=0, description="Longest delay between retries of a failed reconcile.")
+    api_server: str | None = Field(None, description="API server URL; default: in-cluster config, then KUBECONFIG.")
+
+
+#: Settings read from the environment, by field name.
+_ENV_FIELDS = {
+    "image": "IMAGE",
+    "ray_version": "RAY_VERSION",
+    "head_cpu": "HEAD_CPU",
+    "head_memory": "HEAD_MEMORY",
+    "metrics_port": "METRICS_PORT",
+    "log_format": "LOG_FORMAT",
+    "resync_seconds": "RESYNC_SECONDS",
+    "workers": "WORKERS",
+}
+
+
+def settings_from(environ: Mapping[str, str] | None = None, **overrides: object) -> OperatorSettings:
+    """Defaults, then ``TRAINSERVE_<FIELD>`` variables, then ``overrides`` that are not None (the flags)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {
+        field: env[ENV_PREFIX + name] for field, name in _ENV_FIELDS.items() if env.get(ENV_PREFIX + name)
+    }
+    if env.get(ENV_PREFIX + "NAMESPACES"):
+        values["namespaces"] = tuple(ns.strip() for ns in env[ENV_PREFIX + "NAMESPACES"].split(",") if ns.strip())
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return OperatorSettings.model_validate(values)

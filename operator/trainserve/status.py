@@ -1,0 +1,405 @@
+"""What a TrainingJob should look like, from what is observed; pure.
+
+``plan(observed)`` takes the TrainingJob (as stored), its RayJobs, whether KubeRay is installed and the time,
+and returns the status to write, what to do to the children, the Events to post and when to look again.
+It is level-triggered: it never relies on remembering an earlier call, so a missed watch event, an
+operator restart or a retry after an API error all end in the same place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from trainserve.api.conditions import ConditionStatus, find_condition, set_condition
+from trainserve.api.trainingjob import TrainingJob, TrainingJobStatus
+from trainserve.api.validation import InvalidResource, Problem, parse
+from trainserve.builders.rayjob import section_hashes
+from trainserve.naming import ATTEMPT_LABEL, KUEUE_QUEUE_LABEL, SPEC_HASH_ANNOTATION, name_problem
+
+FINISHED = ("Succeeded", "Failed")
+EventType = Literal["Normal", "Warning"]
+
+KUBERAY_MISSING_MESSAGE = (
+    "the RayJob CRD (rayjobs.ray.io, ray.io/v1) is not installed: install KubeRay, e.g. "
+    "`helm repo add kuberay https://ray-project.github.io/kuberay-helm/ && "
+    "helm install kuberay-operator kuberay/kuberay-operator`; the job starts once it is there"
+)
+#: Conditions that tell a user something is wrong when True (or, for these two, when False).
+_WARNING_WHEN_TRUE = {"Failed"}
+_WARNING_WHEN_FALSE = {"Valid", "Created"}
+
+
+@dataclass(frozen=True)
+class RayJobView:
+    """The parts of an observed RayJob the operator acts on."""
+
+    name: str
+    attempt: int
+    deployment_status: str = ""
+    job_status: str = ""
+    reason: str | None = None
+    message: str | None = None
+    suspend: bool = False
+    spec_hashes: dict[str, str] = field(default_factory=dict)
+    deleting: bool = False
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> RayJobView:
+        metadata = obj.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        annotations = metadata.get("annotations") or {}
+        status = obj.get("status") or {}
+        try:
+            attempt = int(labels.get(ATTEMPT_LABEL, "0"))
+        except ValueError:
+            attempt = 0
+        try:
+            hashes = json.loads(annotations.get(SPEC_HASH_ANNOTATION, "{}"))
+        except ValueError:
+            hashes = {}
+        return cls(
+            name=str(metadata.get("name", "")),
+            attempt=attempt,
+            deployment_status=str(status.get("jobDeploymentStatus") or ""),
+            job_status=str(status.get("jobStatus") or ""),
+            reason=status.get("reason"),
+            message=status.get("message"),
+            suspend=bool((obj.get("spec") or {}).get("suspend", False)),
+            spec_hashes=hashes if isinstance(hashes, dict) else {},
+            deleting=bool(metadata.get("deletionTimestamp")),
+        )
+
+    @property
+    def succeeded(self) -> bool:
+        return self.deployment_status == "Complete" and self.job_status == "SUCCEEDED"
+
+    @property
+    def failed(self) -> bool:
+        return self.deployment_status in ("Failed", "ValidationFailed") or (
+            self.deployment_status == "Complete" and self.job_status in ("FAILED", "STOPPED")
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.succeeded or self.failed
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything a reconcile looks at."""
+
+    body: dict[str, Any]
+    rayjobs: list[RayJobView]
+    kuberay_installed: bool
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An Event to post on the TrainingJob."""
+
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    """The outcome of a reconcile: the status to write and what to do to the children."""
+
+    status: TrainingJobStatus
+    job: TrainingJob | None = None
+    create_attempt: int | None = None
+    #: ``spec.suspend`` to set on the current RayJob, when it differs.
+    set_suspend: bool | None = None
+    delete_rayjobs: list[str] = field(default_factory=list)
+    delete_access: bool = False
+    deadline_remaining: int | None = None
+    events: list[Transition] = field(default_factory=list)
+    requeue_after: float | None = None
+    finished_now: bool = False
+
+
+def observed_status(body: dict[str, Any]) -> TrainingJobStatus:
+    try:
+        return TrainingJobStatus.model_validate(body.get("status") or {})
+    except ValueError:
+        return TrainingJobStatus()  # a status we cannot read is rebuilt from the children
+
+
+def spec_problems(body: dict[str, Any]) -> tuple[TrainingJob | None, list[Problem]]:
+    """The parsed TrainingJob, or the problems (field path, message, fix) that keep it from running."""
+    name = str((body.get("metadata") or {}).get("name", ""))
+    problem = name_problem(name)
+    if problem:
+        return None, [Problem("metadata.name", problem, f"use a shorter DNS-1035 name, e.g. {name[:20].strip('-.')!r}")]
+    document = {k: v for k, v in body.items() if k != "status"}
+    try:
+        job = parse(document)
+    except InvalidResource as invalid:
+        return None, invalid.problems
+    assert isinstance(job, TrainingJob)
+    return job, []
+
+
+def _events(before: TrainingJobStatus, after: TrainingJobStatus) -> list[Transition]:
+    """One Event per condition that changed status or reason."""
+    out: list[Transition] = []
+    for condition in after.conditions:
+        old = find_condition(before.conditions, condition.type)
+        if old is not None and (old.status, old.reason) == (condition.status, condition.reason):
+            continue
+        if old is None and condition.status == "False" and condition.type not in _WARNING_WHEN_FALSE:
+            continue  # a condition starting out False is no news
+        warning = (condition.type in _WARNING_WHEN_TRUE and condition.status == "True") or (
+            condition.type in _WARNING_WHEN_FALSE and condition.status == "False"
+        )
+        reason = condition.reason or condition.type
+        out.append(Transition("Warning" if warning else "Normal", reason, condition.message or ""))
+    return out
+
+
+class _Status:
+    """A status being rewritten: conditions stamped with one time and generation."""
+
+    def __init__(self, status: TrainingJobStatus, now: datetime, generation: int | None):
+        self.value = status
+        self.now = now
+        self.generation = generation
+
+    def set(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
+        self.value.conditions = set_condition(
+            self.value.conditions, type_, status, reason, message, self.now, self.generation
+        )
+
+    def phase(self, phase: Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]) -> None:
+        self.value.phase = phase
+
+
+def plan(observed: Observed) -> Plan:
+    """Decide; see the module docstring."""
+    before = observed_status(observed.body)
+    generation = (observed.body.get("metadata") or {}).get("generation")
+    st = _Status(before.model_copy(deep=True), observed.now.replace(microsecond=0), generation)
+    result = Plan(status=st.value)
+    job, problems = spec_problems(observed.body)
+    if job is None:
+        _invalid(st, problems)
+    else:
+        result.job = job
+        _plan_valid(job, observed, st, result)
+    st.value.observed_generation = generation
+    result.status = st.value
+    result.events = _events(before, st.value) + result.events
+    result.finished_now = before.phase not in FINISHED and st.value.phase in FINISHED
+    return result
+
+
+def _invalid(st: _Status, problems: list[Problem]) -> None:
+    """Reported once (the status then equals what is stored), not retried until the spec changes."""
+    text = "; ".join(f"{p.path}: {p.message} (fix: {p.fix})" for p in problems)
+    st.set("Valid", "False", "InvalidSpec", text)
+    if st.value.phase is None:
+        st.phase("Pending")
+    if st.value.phase not in FINISHED and find_condition(st.value.conditions, "Created") is None:
+        st.set("Created", "False", "InvalidSpec", "not started: the spec is invalid, see the Valid condition")
+
+
+def _current(observed: Observed, status: TrainingJobStatus) -> tuple[int, RayJobView | None]:
+    """The current attempt number (from status and children, whichever is further) and its RayJob."""
+    attempt = max([status.attempts or 0, *(rj.attempt for rj in observed.rayjobs)])
+    current = next((rj for rj in observed.rayjobs if rj.attempt == attempt and not rj.deleting), None)
+    return attempt, current
+
+
+def _changed_sections(job: TrainingJob, current: RayJobView | None) -> list[str]:
+    if current is None or not current.spec_hashes:
+        return []
+    now = section_hashes(job)
+    return [f"spec.{key}" for key, digest in now.items() if current.spec_hashes.get(key, digest) != digest]
+
+
+def _plan_valid(job: TrainingJob, observed: Observed, st: _Status, result: Plan) -> None:
+    status = st.value
+    policy = job.spec.run_policy
+    now = st.now
+    attempt, current = _current(observed, status)
+    status.attempts = attempt or status.attempts
+
+    if status.phase in FINISHED:
+        _after_finish(job, observed, st, result)
+        return
+
+    changed = _changed_sections(job, current)
+    if changed:
+        st.set(
+            "Valid",
+            "False",
+            "ImmutableFieldChanged",
+            f"{', '.join(changed)} changed while the job exists, which is not allowed: the running attempt "
+            "keeps the old values. Revert the change, or delete the TrainingJob and create a new one.",
+        )
+    else:
+        st.set("Valid", "True", "SpecAccepted", "the spec is valid")
+
+    if not observed.kuberay_installed:
+        st.set("Created", "False", "KubeRayMissing", KUBERAY_MISSING_MESSAGE)
+        st.phase(status.phase if status.phase == "Running" else "Pending")
+        return
+
+    # Deadline over all attempts.
+    deadline = policy.active_deadline_seconds
+    remaining: int | None = None
+    if deadline is not None and status.start_time is not None:
+        remaining = deadline - int((now - status.start_time).total_seconds())
+        if remaining <= 0 or (current is not None and current.failed and current.reason == "DeadlineExceeded"):
+            _fail(st, "DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
+            if current is not None and not current.finished:
+                result.delete_rayjobs.append(current.name)  # stops the Ray cluster now
+            _after_finish(job, observed, st, result)
+            return
+        result.requeue_after = float(remaining)
+    result.deadline_remaining = remaining
+
+    kueue = KUEUE_QUEUE_LABEL in job.metadata.labels
+    if current is None:
+        if changed:
+            return
+        # No RayJob for the current attempt yet (first start, or it was deleted under us): create it.
+        next_attempt = attempt or 1
+        result.create_attempt = next_attempt
+        status.attempts = next_attempt
+        status.ray_job_name = f"{job.metadata.name}-{next_attempt}"
+        status.start_time = status.start_time or now
+        st.set("Created", "True", "RayJobCreated", f"created RayJob {status.ray_job_name} (attempt {next_attempt})")
+        if policy.suspend:
+            _suspended(st, "Suspended", "suspended before start: set runPolicy.suspend to false to start")
+        elif status.phase != "Running":
+            st.phase("Pending")
+        return
+
+    status.ray_job_name = current.name
+    if current.succeeded:
+        version = status.model.version if status.model else None
+        message = f"model version {version} at {status.model.uri}" if status.model and status.model.uri else ""
+        st.phase("Succeeded")
+        status.completion_time = now
+        st.set("Running", "False", "Completed", "training finished")
+        if _is_true(st, "Suspended"):
+            st.set("Suspended", "False", "Completed", "training finished")
+        st.set("Succeeded", "True", "Succeeded", message or "training finished; the model was not reported")
+        _after_finish(job, observed, st, result)
+        return
+    if current.failed:
+        reason = current.reason or "TrainingFailed"
+        detail = current.message or f"RayJob {current.name} failed"
+        if attempt <= policy.backoff_limit and not changed:
+            nxt = attempt + 1
+            result.create_attempt = nxt
+            status.attempts = nxt
+            status.ray_job_name = f"{job.metadata.name}-{nxt}"
+            st.set(
+                "Failed",
+                "False",
+                reason,
+                f"attempt {attempt} failed ({detail}); retrying as attempt {nxt} of {policy.backoff_limit + 1}, "
+                "resuming from the last checkpoint",
+            )
+            st.set("Created", "True", "RayJobCreated", f"created RayJob {status.ray_job_name} (attempt {nxt})")
+            st.set("Running", "False", "Retrying", f"attempt {attempt} failed; starting attempt {nxt}")
+            st.phase("Pending")
+            return
+        limit = f"all {attempt} attempts failed" if attempt > 1 else "the attempt failed"
+        _fail(st, reason, f"{limit} (backoffLimit {policy.backoff_limit}); last: {detail}")
+        _after_finish(job, observed, st, result)
+        return
+
+    # An attempt in progress: pass suspend through, mirror KubeRay's view.
+    desired_suspend = policy.suspend or (current.suspend if kueue else False)
+    if desired_suspend != current.suspend and not (kueue and not policy.suspend):
+        result.set_suspend = desired_suspend
+    if policy.suspend or current.deployment_status in ("Suspending", "Suspended"):
+        done = current.deployment_status == "Suspended"
+        who = "runPolicy.suspend is true" if policy.suspend else "suspended by the queue (Kueue)"
+        _suspended(
+            st,
+            "Suspended" if done else "Suspending",
+            f"{who}: the Ray cluster {'is torn down' if done else 'is being torn down'}; "
+            "it resumes from the last checkpoint when unsuspended",
+        )
+        return
+    if _is_true(st, "Suspended"):
+        st.set("Suspended", "False", "Resumed", "resumed; training continues from the last checkpoint")
+    st.set("Created", "True", "RayJobCreated", f"created RayJob {current.name} (attempt {attempt})")
+    if current.deployment_status == "Running" and current.job_status == "RUNNING":
+        st.phase("Running")
+        st.set("Running", "True", "Training", f"RayJob {current.name} is running (attempt {attempt})")
+    else:
+        st.phase("Pending")
+        state = current.deployment_status or "New"
+        st.set(
+            "Running",
+            "False",
+            "Starting",
+            f"RayJob {current.name}: {state}, job {current.job_status or 'not submitted'}",
+        )
+
+
+def _has(st: _Status, type_: str) -> bool:
+    return find_condition(st.value.conditions, type_) is not None
+
+
+def _is_true(st: _Status, type_: str) -> bool:
+    condition = find_condition(st.value.conditions, type_)
+    return condition is not None and condition.status == "True"
+
+
+def _suspended(st: _Status, reason: str, message: str) -> None:
+    st.phase("Suspended")
+    st.set("Suspended", "True", reason, message)
+    if _has(st, "Running"):
+        st.set("Running", "False", "Suspended", "suspended")
+
+
+def _fail(st: _Status, reason: str, message: str) -> None:
+    st.phase("Failed")
+    st.value.completion_time = st.now
+    st.set("Failed", "True", reason, message)
+    if _has(st, "Running"):
+        st.set("Running", "False", reason, message)
+    if _is_true(st, "Suspended"):
+        st.set("Suspended", "False", reason, "finished")
+
+
+def _after_finish(job: TrainingJob, observed: Observed, st: _Status, result: Plan) -> None:
+    """A finished job never starts again; after ``ttlSecondsAfterFinished`` its children go."""
+    ttl = job.spec.run_policy.ttl_seconds_after_finished
+    completed = st.value.completion_time
+    children = [rj.name for rj in observed.rayjobs if not rj.deleting]
+    if ttl is None or completed is None or not children:
+        return
+    due = completed + timedelta(seconds=ttl)
+    if st.now >= due:
+        result.delete_rayjobs = sorted(set(result.delete_rayjobs) | set(children))
+        result.delete_access = True
+        result.events.append(
+            Transition("Normal", "CleanedUp", f"deleted {', '.join(children)} after ttlSecondsAfterFinished ({ttl}s)")
+        )
+    else:
+        result.requeue_after = (due - st.now).total_seconds()
+
+
+def status_patch(before: dict[str, Any] | None, after: TrainingJobStatus) -> dict[str, Any]:
+    """A JSON merge patch of the top-level status fields that differ; empty when nothing changed.
+
+    ``progress``, ``lastCheckpoint`` and ``model`` belong to the training run (it patches them itself); the
+    operator never rewrites them, so a concurrent progress report is never lost.
+    """
+    old = observed_status({"status": before}).to_wire()
+    new = after.to_wire()
+    owned = set(old) | set(new)
+    owned -= {"progress", "lastCheckpoint", "model"}
+    return {key: new.get(key) for key in sorted(owned) if old.get(key) != new.get(key)}

@@ -1,0 +1,279 @@
+"""A Kubernetes API for operator tests: kmock's emulator with what the API server adds to objects, the
+resources trainserve uses registered, a simulated KubeRay controller, and the real operator in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+import yaml
+
+from tests.support.documents import CRDS
+from trainserve.runner import Operator
+from trainserve.settings import OperatorSettings
+
+TRAININGJOBS = "trainserve.io/v1alpha1/trainingjobs"
+RAYJOBS = "ray.io/v1/rayjobs"
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+NAMESPACE = "ml"
+
+
+@attrs.define(kw_only=True)
+class Emulator(kmock.KubernetesEmulator):
+    """The emulator plus what a real API server does to objects: uid, creationTimestamp, resourceVersion,
+    and ``metadata.generation`` that moves only when ``spec`` changes."""
+
+    _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        data = request.data
+        if request.resource is not None and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
+            if request.action == kmock.action.CREATE:
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("creationTimestamp", _now())
+                meta.setdefault("generation", 1)
+                meta.setdefault("namespace", request.namespace)
+                if meta.get("generateName") and not meta.get("name"):
+                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            elif request.action == kmock.action.UPDATE and request.name is not None:
+                stored = self._stored(request)
+                if stored is not None and request.subresource is None and "spec" in data:
+                    old_meta = stored.get("metadata", {})
+                    merged = kmock.Object(stored)
+                    merged.patch({"spec": data["spec"]})
+                    if merged.raw.get("spec") != stored.get("spec"):
+                        meta["generation"] = int(old_meta.get("generation", 1)) + 1
+            meta["resourceVersion"] = str(next(self._versions))
+        return await super()._handle(request)
+
+    async def _serve_create(self, request: kmock.Request) -> Any:
+        """201 Created, as the API server answers (the kubernetes client reads the body only then)."""
+        body = await super()._serve_create(request)
+        return kmock.Response(status=201, payload=body)
+
+    def _stored(self, request: kmock.Request) -> dict[str, Any] | None:
+        key = (request.resource, request.namespace, request.name)
+        if key in self.objects and not self.objects[key].deleted:
+            return self.objects[key].raw
+        return None
+
+    def request_count(self) -> int:
+        return len(self._requests)
+
+    def writes(self, since: int = 0) -> list[kmock.Request]:
+        """Write requests made by anyone but the test itself (the test uses kmock's own client)."""
+        return [
+            r
+            for r in list(self._requests)[since:]
+            if str(r.method.value).upper() in WRITE_METHODS
+            and not str(r.headers.get("User-Agent", "")).startswith("kmock/")
+        ]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def register(emulator: Emulator, *, kuberay: bool = True) -> None:
+    info = kmock.ResourceInfo
+    emulator.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs={"list", "watch", "get"})
+    emulator.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = info(
+        kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch", "get", "create"}
+    )
+    verbs = {"create", "get", "list", "watch", "patch", "delete"}
+    emulator.resources["v1/events"] = info(kind="Event", namespaced=True, verbs=verbs)
+    emulator.resources["v1/serviceaccounts"] = info(kind="ServiceAccount", namespaced=True, verbs=verbs)
+    emulator.resources["rbac.authorization.k8s.io/v1/roles"] = info(kind="Role", namespaced=True, verbs=verbs)
+    emulator.resources["rbac.authorization.k8s.io/v1/rolebindings"] = info(
+        kind="RoleBinding", namespaced=True, verbs=verbs
+    )
+    emulator.resources[TRAININGJOBS] = info(
+        kind="TrainingJob",
+        namespaced=True,
+        singular="trainingjob",
+        shortnames={"tj"},
+        categories={"trainserve"},
+        verbs=verbs,
+        subresources={"status"},
+    )
+    emulator.objects["v1/namespaces", None, NAMESPACE] = {"metadata": {"name": NAMESPACE}}
+    crd = yaml.safe_load((CRDS / "trainserve.io_trainingjobs.yaml").read_text())
+    emulator.objects["apiextensions.k8s.io/v1/customresourcedefinitions", None, crd["metadata"]["name"]] = crd
+    if kuberay:
+        install_kuberay_resource(emulator)
+
+
+def install_kuberay_resource(emulator: Emulator) -> None:
+    emulator.resources[RAYJOBS] = kmock.ResourceInfo(
+        kind="RayJob",
+        namespaced=True,
+        singular="rayjob",
+        verbs={"create", "get", "list", "watch", "patch", "delete"},
+        subresources={"status"},
+    )
+
+
+async def install_kuberay(emulator: Emulator) -> None:
+    """KubeRay appears: its resource is served and its CRD object is created (Kopf rescans on CRD events)."""
+    install_kuberay_resource(emulator)
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "rayjobs.ray.io"},
+    }
+    crd["spec"] = {"group": "ray.io", "names": {"plural": "rayjobs", "kind": "RayJob"}, "scope": "Namespaced"}
+    crd["spec"]["versions"] = [{"name": "v1", "served": True, "storage": True}]
+    async with emulator.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd) as response:
+        assert response.status < 300, await response.text()
+
+
+class Cluster:
+    """The test's hands on the emulated API: create and edit TrainingJobs, play KubeRay."""
+
+    def __init__(self, emulator: Emulator):
+        self.api = emulator
+
+    def _path(self, resource: str, name: str | None = None, namespace: str = NAMESPACE) -> str:
+        group_version, plural = resource.rsplit("/", 1)
+        root = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
+        path = f"{root}/namespaces/{namespace}/{plural}"
+        return f"{path}/{name}" if name else path
+
+    async def _send(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        async with self.api.request(method, path, json=body, headers=headers) as response:
+            assert response.status < 300, f"{method} {path}: {response.status} {await response.text()}"
+            result: dict[str, Any] = await response.json()
+            return result
+
+    async def create_trainingjob(self, document: dict[str, Any]) -> dict[str, Any]:
+        document = {**document, "metadata": {**document.get("metadata", {}), "namespace": NAMESPACE}}
+        return await self._send("POST", self._path(TRAININGJOBS), document)
+
+    async def patch_trainingjob(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return await self._send("PATCH", self._path(TRAININGJOBS, name), patch)
+
+    async def delete_trainingjob(self, name: str) -> None:
+        await self._send("DELETE", self._path(TRAININGJOBS, name))
+
+    def trainingjob(self, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self.api.objects[TRAININGJOBS, NAMESPACE, name]
+        except KeyError:
+            return None
+        return None if obj.deleted else obj.raw
+
+    def status(self, name: str) -> dict[str, Any]:
+        return (self.trainingjob(name) or {}).get("status") or {}
+
+    def condition(self, name: str, type_: str) -> dict[str, Any]:
+        return next((c for c in self.status(name).get("conditions", []) if c["type"] == type_), {})
+
+    def rayjobs(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for (resource, _, name), obj in list(self.api.objects.items()):
+            if str(resource) == str(kmock.resource(RAYJOBS)) and not obj.deleted:
+                out[name] = obj.raw
+        return out
+
+    def objects_of(self, resource: str) -> list[str]:
+        return [
+            name
+            for (res, _, name), obj in list(self.api.objects.items())
+            if str(res) == str(kmock.resource(resource)) and not obj.deleted
+        ]
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = []
+        for (resource, _, _), obj in list(self.api.objects.items()):
+            is_event = str(resource) == str(kmock.resource("v1/events")) and not obj.deleted
+            if is_event and obj.raw.get("involvedObject", {}).get("name") == name:
+                out.append(obj.raw)
+        return out
+
+    # --- the simulated KubeRay: moves RayJob status the way KubeRay does -----------------------------------
+
+    async def rayjob_status(self, name: str, deployment: str, job: str = "", **extra: Any) -> None:
+        status = {"jobDeploymentStatus": deployment, "jobStatus": job, **extra}
+        await self._send("PATCH", self._path(RAYJOBS, name) + "/status", {"status": status})
+
+    async def run_rayjob(self, name: str) -> None:
+        await self.rayjob_status(name, "Initializing")
+        await self.rayjob_status(name, "Running", "RUNNING")
+
+    async def succeed_rayjob(self, name: str) -> None:
+        await self.rayjob_status(name, "Complete", "SUCCEEDED", endTime=_now())
+
+    async def fail_rayjob(self, name: str, reason: str = "AppFailed", message: str = "the job exited with 1") -> None:
+        await self.rayjob_status(name, "Failed", "FAILED", reason=reason, message=message)
+
+    async def follow_suspend(self, name: str) -> None:
+        """What KubeRay does with ``spec.suspend``: tear the cluster down, or bring it back."""
+        rayjob = self.rayjobs()[name]
+        if rayjob["spec"].get("suspend"):
+            await self.rayjob_status(name, "Suspended", "")
+        else:
+            await self.run_rayjob(name)
+
+    async def report_progress(self, name: str, status: dict[str, Any]) -> None:
+        """What the training workload does (it patches its own TrainingJob's status)."""
+        await self._send("PATCH", self._path(TRAININGJOBS, name) + "/status", {"status": status})
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20.0, message: str = "") -> Any:
+    """Polls ``check`` until it returns something truthy (and no AssertionError); returns that."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            result = check()
+            if isinstance(result, Awaitable):
+                result = await result
+            if result:
+                return result
+        except (AssertionError, KeyError, TypeError) as err:
+            last = err
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting: {message or check}; last error: {last!r}")
+        await asyncio.sleep(0.05)
+
+
+def operator_settings(emulator: Emulator, **overrides: Any) -> OperatorSettings:
+    values: dict[str, Any] = {
+        "api_server": str(emulator.url).rstrip("/"),
+        "all_namespaces": True,
+        "standalone": True,
+        "metrics_port": 0,
+        "resync_seconds": 0.5,
+        "kuberay_probe_seconds": 0.2,
+        "retry_base_seconds": 0.1,
+        "retry_max_seconds": 1.0,
+        "workers": 2,
+    }
+    values.update(overrides)
+    return OperatorSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_operator(settings: OperatorSettings) -> AsyncIterator[Operator]:
+    """The real operator (Kopf + controller) in this event loop, until the block ends."""
+    operator = Operator(settings)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(operator.run(stop_flag=stop, ready_flag=ready))
+    await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()
+    try:
+        yield operator
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=15)
