@@ -9,7 +9,7 @@ import platform
 import statistics
 import subprocess
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -69,8 +69,8 @@ def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
 def write_results(name: str, payload: dict[str, Any], table: str) -> Path:
     """Write ``results/<date>-<name>.json`` and ``.md``; returns the JSON path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    document = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(), "machine": machine()} | payload
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    document = {"benchmark": name, "date": datetime.now(UTC).isoformat(), "machine": machine()} | payload
     path = RESULTS / f"{stamp}-{name}.json"
     path.write_text(json.dumps(document, indent=2))
     (RESULTS / f"{stamp}-{name}.md").write_text(table + "\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.support.documents import example
@@ -32,4 +32,4 @@ def publish_digits_model(output: Path, *, epochs: int, seed: int, hidden: list[i
         data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs, batch_size=64, verbose=0
     )
     metrics = {k: float(v[-1]) for k, v in history.history.items()}
-    return publish_model(model, spec, {"name": "digits"}, data, metrics, None, datetime.now(timezone.utc), 1)
+    return publish_model(model, spec, {"name": "digits"}, data, metrics, None, datetime.now(UTC), 1)

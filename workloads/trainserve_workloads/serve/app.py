@@ -33,12 +33,15 @@ from trainserve.api.serving import (
     deployment_options,
 )
 
+from .batching import DynamicBatcher
 from .model import LoadedModel, load_model
 from .protocol import ProtocolError, parse_v1, parse_v2, v2_response
 from .stats import BATCH_BUCKETS, LATENCY_BUCKETS_MS, StatsCollector, VersionStats
 
 log = logging.getLogger("trainserve.serve")
 STATS_PUSH_SECONDS = 1.0
+#: Models slower than this per call run in a thread, so requests are parsed while the model computes.
+OFFLOAD_ABOVE_S = 0.002
 JSON = "application/json"
 
 
@@ -55,7 +58,7 @@ class Slot:
     """A loaded model version with its own batch queue."""
 
     model: LoadedModel
-    run_batch: Any  # the serve.batch-wrapped coroutine function: rows -> predictions
+    run_batch: DynamicBatcher
 
     @property
     def version_label(self) -> str:
@@ -76,6 +79,9 @@ class ModelServer:
         self.loaded: dict[str, LoadedModel] = {}
         self.local: dict[str, VersionStats] = {}
         self.batch_counts = [0] * (len(BATCH_BUCKETS) + 1)
+        self.pending_requests: dict[tuple[str, str, str], int] = {}
+        self.pending_latencies: list[tuple[str, float]] = []
+        self.pending_batches: list[tuple[str, int]] = []
         self.requests = Counter(
             "trainserve_requests",
             "Inference requests by model, version, protocol and HTTP code.",
@@ -123,20 +129,19 @@ class ModelServer:
 
     def _slot(self, model: LoadedModel, args: ServeAppArgs) -> Slot:
         label = str(model.version) if model.version is not None else "unversioned"
-        tags = {"model": args.model_name, "version": label}
 
-        async def run_batch(batches: list[np.ndarray]) -> list[np.ndarray]:
-            self.batch_size.observe(len(batches), tags=tags)
-            self.batch_counts[_bucket(len(batches), BATCH_BUCKETS)] += 1
-            sizes = [len(b) for b in batches]
-            predictions = model.predict(np.concatenate(batches) if len(batches) > 1 else batches[0])
-            return list(np.split(predictions, np.cumsum(sizes)[:-1]))
+        def counted(size: int) -> None:
+            self.pending_batches.append((label, size))
+            self.batch_counts[_bucket(size, BATCH_BUCKETS)] += 1
 
-        batched = serve.batch(
-            max_batch_size=args.batching.max_batch_size,
-            batch_wait_timeout_s=args.batching.batch_wait_timeout_ms / 1000.0,
-        )(run_batch)
-        return Slot(model, batched)
+        batcher = DynamicBatcher(
+            model.predict,
+            args.batching.max_batch_size,
+            args.batching.batch_wait_timeout_ms / 1000.0,
+            offload=model.single_row_seconds > OFFLOAD_ABOVE_S,
+            on_batch=counted,
+        )
+        return Slot(model, batcher)
 
     # ----- request path ------------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
@@ -270,16 +275,29 @@ class ModelServer:
         return predictions
 
     def _count(self, slot: Slot, protocol: str, code: int, started: float, rows: int) -> None:
+        """Count locally only: Ray's metric calls are slow, so they are made in bulk by the flush loop."""
         latency_ms = (time.perf_counter() - started) * 1000.0
         label = slot.version_label
         self.local.setdefault(label, VersionStats()).observe(latency_ms, rows, error=code >= 500)
-        tags = {"model": self.model_name, "version": label}
-        self.requests.inc(tags=tags | {"protocol": protocol, "code": str(code)})
-        self.latency.observe(latency_ms, tags=tags)
+        self.pending_latencies.append((label, latency_ms))
+        key = (label, protocol, str(code))
+        self.pending_requests[key] = self.pending_requests.get(key, 0) + 1
+
+    def _flush_metrics(self) -> None:
+        for (label, protocol, code), count in self.pending_requests.items():
+            self.requests.inc(
+                count, tags={"model": self.model_name, "version": label, "protocol": protocol, "code": code}
+            )
+        for label, latency_ms in self.pending_latencies:
+            self.latency.observe(latency_ms, tags={"model": self.model_name, "version": label})
+        for label, size in self.pending_batches:
+            self.batch_size.observe(size, tags={"model": self.model_name, "version": label})
+        self.pending_requests, self.pending_latencies, self.pending_batches = {}, [], []
 
     async def _push_stats(self) -> None:
         while True:
             await asyncio.sleep(STATS_PUSH_SECONDS)
+            self._flush_metrics()
             if not self.local and not any(self.batch_counts):
                 continue
             deltas = {version: stats.to_dict() for version, stats in self.local.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ class LoadedModel:
     _signature: Any
     _tf: Any
     _saved: Any  # the loaded SavedModel; keeps the signature's variables alive
+    single_row_seconds: float = 0.0  # measured at load
 
     @property
     def n_features(self) -> int:
@@ -69,5 +71,12 @@ def load_model(uri: str) -> LoadedModel:
         _tf=tf,
         _saved=saved,
     )
-    model.predict(np.zeros((1, model.n_features), dtype=np.float32))  # warm-up: first call builds the graph
+    row = np.zeros((1, model.n_features), dtype=np.float32)
+    model.predict(row)  # warm-up: the first call builds the graph
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        model.predict(row)
+        timings.append(time.perf_counter() - started)
+    model.single_row_seconds = sorted(timings)[len(timings) // 2]
     return model
