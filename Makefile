@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint crds crds-check bench-training clean
+.PHONY: venv demo test lint crds crds-check bench-training bench-serving clean
 
 venv: $(STAMP)
 
@@ -22,8 +22,8 @@ test: venv lint crds-check
 	$(PY) -m pytest
 
 lint: venv
-	$(VENV)/bin/ruff check operator workloads tests benchmarks
-	$(VENV)/bin/ruff format --check operator workloads tests benchmarks
+	$(VENV)/bin/ruff check operator workloads tests benchmarks examples
+	$(VENV)/bin/ruff format --check operator workloads tests benchmarks examples
 	$(VENV)/bin/mypy --strict operator/trainserve
 
 crds: venv
@@ -37,6 +37,9 @@ crds-check: venv
 
 bench-training: venv
 	$(PY) -m benchmarks.training
+
+bench-serving: venv
+	$(PY) -m benchmarks.serving
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

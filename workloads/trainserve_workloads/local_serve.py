@@ -126,7 +126,7 @@ def deploy(args: ServeAppArgs, timeout_s: float = 180) -> None:
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    config = ServeDeploySchema.parse_obj({"applications": [serve_application(args)]})
+    config = ServeDeploySchema.model_validate({"applications": [serve_application(args)]})
     _get_global_client().deploy_apps(config)
     deadline = time.monotonic() + timeout_s
     while True:
