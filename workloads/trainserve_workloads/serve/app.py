@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import random
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
@@ -46,7 +46,9 @@ JSON = "application/json"
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":")), status_code=status, media_type=JSON, headers=headers)
+    """A JSON response; numpy arrays in ``payload`` are written directly."""
+    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
 def _error(status: int, message: str) -> Response:
@@ -151,6 +153,9 @@ class ModelServer:
             return await self._route(request, path, started)
         except ProtocolError as err:
             return _error(err.status, err.message)
+        except Exception:  # a bug of ours: still answer in JSON, and keep serving
+            log.exception("unexpected error on %s %s", request.method, path)
+            return _error(500, "internal error; the server log has the details")
 
     async def _route(self, request: Request, path: str, started: float) -> Response:
         parts = path.strip("/").split("/")
@@ -246,7 +251,7 @@ class ModelServer:
             self._count(slot, "v1", err.status, started, 0)
             raise
         predictions = await self._run(slot, rows, "v1", started)
-        body = {"predictions": predictions.tolist(), "model_version": slot.version_label}
+        body = {"predictions": predictions, "model_version": slot.version_label}
         return _json(200, body, self._headers(slot))
 
     def _headers(self, slot: Slot) -> dict[str, str]:
