@@ -87,6 +87,18 @@ def one_of_error(where: str, options: tuple[str, ...], found: list[str]) -> Pyda
     )
 
 
+def require_exactly_one(where: str, **fields: object) -> None:
+    """Raise the "exactly one of" error unless exactly one of ``fields`` (wire names) is set."""
+    found = [name for name, value in fields.items() if value is not None]
+    if len(found) != 1:
+        raise one_of_error(where, tuple(fields), found)
+
+
+def exactly_one_rule(first: str, second: str) -> dict[str, str]:
+    """The CEL twin of :func:`require_exactly_one` for two optional fields."""
+    return {"rule": f"has(self.{first}) != has(self.{second})", "message": f"set exactly one of {first} or {second}"}
+
+
 def rule_error(message: str, fix: str) -> PydanticCustomError:
     """A cross-field rule error that carries a one-line fix for `trainserve validate`."""
     return PydanticCustomError("rule", message, {"fix": fix})

@@ -18,7 +18,8 @@ from .base import (
     SecretKeyRef,
     StatusModel,
     Toleration,
-    one_of_error,
+    exactly_one_rule,
+    require_exactly_one,
     rule_error,
     section,
 )
@@ -49,22 +50,18 @@ class ModelRef(ApiModel):
     )
     from_training_job: FromTrainingJob | None = Field(None, description="Serve the model a TrainingJob produced.")
 
-    CEL: ClassVar[list[dict[str, str]]] = [
-        {"rule": "has(self.uri) != has(self.fromTrainingJob)", "message": "set exactly one of uri or fromTrainingJob"},
-    ]
+    CEL: ClassVar[list[dict[str, str]]] = [exactly_one_rule("uri", "fromTrainingJob")]
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelRef:
-        found = [n for n, v in (("uri", self.uri), ("fromTrainingJob", self.from_training_job)) if v is not None]
-        if len(found) != 1:
-            raise one_of_error("model", ("uri", "fromTrainingJob"), found)
+        require_exactly_one("model", uri=self.uri, fromTrainingJob=self.from_training_job)
         return self
 
 
 class BatchingSpec(ApiModel):
     """Dynamic batching of concurrent requests into one model call."""
 
-    max_batch_size: int = Field(32, ge=1, le=4096, description="Most rows per model call.")
+    max_batch_size: int = Field(32, ge=1, le=4096, description="Most requests combined into one model call.")
     batch_wait_timeout_ms: float = Field(
         0.0,
         ge=0.0,

@@ -18,7 +18,8 @@ from .base import (
     SecretRef,
     StatusModel,
     Toleration,
-    one_of_error,
+    exactly_one_rule,
+    require_exactly_one,
     rule_error,
     section,
 )
@@ -97,15 +98,11 @@ class ModelSpec(ApiModel):
         "hyperparameters as keyword arguments and returns an uncompiled Keras model.",
     )
 
-    CEL: ClassVar[list[dict[str, str]]] = [
-        {"rule": "has(self.builtin) != has(self.entrypoint)", "message": "set exactly one of builtin or entrypoint"},
-    ]
+    CEL: ClassVar[list[dict[str, str]]] = [exactly_one_rule("builtin", "entrypoint")]
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelSpec:
-        found = [n for n, v in (("builtin", self.builtin), ("entrypoint", self.entrypoint)) if v is not None]
-        if len(found) != 1:
-            raise one_of_error("model", ("builtin", "entrypoint"), found)
+        require_exactly_one("model", builtin=self.builtin, entrypoint=self.entrypoint)
         return self
 
 
@@ -135,7 +132,7 @@ class DatasetSpec(ApiModel):
     shuffle_seed: int = Field(42, ge=0, description="Seed of the shuffle that precedes the train/validation split.")
 
     CEL: ClassVar[list[dict[str, str]]] = [
-        {"rule": "has(self.builtin) != has(self.uri)", "message": "set exactly one of builtin or uri"},
+        exactly_one_rule("builtin", "uri"),
         {"rule": "!has(self.uri) || has(self.format)", "message": "format is required with uri (npz, csv or parquet)"},
         {"rule": "!has(self.builtin) || !has(self.format)", "message": "format applies only to uri datasets"},
         {
@@ -147,9 +144,7 @@ class DatasetSpec(ApiModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
-        found = [n for n, v in (("builtin", self.builtin), ("uri", self.uri)) if v is not None]
-        if len(found) != 1:
-            raise one_of_error("dataset", ("builtin", "uri"), found)
+        require_exactly_one("dataset", builtin=self.builtin, uri=self.uri)
         if self.uri is not None and self.format is None:
             raise rule_error("dataset.uri needs a `format`", "add `format: npz`, `format: csv` or `format: parquet`")
         if self.builtin is not None and self.format is not None:
