@@ -21,7 +21,7 @@ def digits_mlp(output: Path) -> str:
     from trainserve.api.trainingjob import TrainingJobSpec
     from trainserve_workloads.datasets import load_dataset
     from trainserve_workloads.models import build_model, compile_model
-    from trainserve_workloads.train_loop import publish_model
+    from trainserve_workloads.train_loop import RunFacts, publish_model
 
     document = yaml.safe_load(
         (Path(__file__).resolve().parents[1] / "examples" / "digits-trainingjob.yaml").read_text()
@@ -33,7 +33,7 @@ def digits_mlp(output: Path) -> str:
     compile_model(model, spec.training)
     history = model.fit(data.x_train, data.y_train, epochs=5, batch_size=64, verbose=0)
     metrics = {k: float(v[-1]) for k, v in history.history.items()}
-    status = publish_model(model, spec, {"name": "digits"}, data, metrics, None, datetime.now(UTC), 1)
+    status = publish_model(model, spec, data, RunFacts({"name": "digits"}, metrics, None, datetime.now(UTC), 1))
     assert status.uri is not None
     return status.uri
 

@@ -17,7 +17,7 @@ def publish_digits_model(output: Path, *, epochs: int, seed: int, hidden: list[i
 
     from trainserve_workloads.datasets import load_dataset
     from trainserve_workloads.models import build_model, compile_model
-    from trainserve_workloads.train_loop import publish_model
+    from trainserve_workloads.train_loop import RunFacts, publish_model
 
     document = example("digits-trainingjob")["spec"]
     document["output"]["uri"] = str(output)
@@ -32,4 +32,4 @@ def publish_digits_model(output: Path, *, epochs: int, seed: int, hidden: list[i
         data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs, batch_size=64, verbose=0
     )
     metrics = {k: float(v[-1]) for k, v in history.history.items()}
-    return publish_model(model, spec, {"name": "digits"}, data, metrics, None, datetime.now(UTC), 1)
+    return publish_model(model, spec, data, RunFacts({"name": "digits"}, metrics, None, datetime.now(UTC), 1))

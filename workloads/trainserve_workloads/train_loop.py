@@ -12,6 +12,7 @@ import platform
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -128,21 +129,24 @@ def _versions() -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What a model card records about the run that made the model."""
+
+    job: dict[str, Any]
+    metrics: dict[str, float]
+    resumed_from_epoch: int | None
+    started: datetime
+    workers: int
+
+
 def _card(
-    spec: TrainingJobSpec,
-    job: dict[str, Any],
-    data: Dataset,
-    metrics: dict[str, float],
-    resumed: int | None,
-    started: datetime,
-    sample_predictions: list[Any],
-    output_units: int,
-    workers: int,
+    spec: TrainingJobSpec, data: Dataset, run: RunFacts, sample_predictions: list[Any], output_units: int
 ) -> dict[str, Any]:
     training = spec.training.to_wire()
     return {
-        "name": job.get("name"),
-        "namespace": job.get("namespace"),
+        "name": run.job.get("name"),
+        "namespace": run.job.get("namespace"),
         "createdBy": "trainserve",
         "task": "classification"
         if data.classes
@@ -153,17 +157,17 @@ def _card(
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, output_units]}],
         },
         "featureNames": data.feature_names,
-        "metrics": metrics,
+        "metrics": run.metrics,
         "epochsCompleted": spec.training.epochs,
-        "resumedFromEpoch": resumed,
+        "resumedFromEpoch": run.resumed_from_epoch,
         "samples": {"train": len(data.x_train), "validation": len(data.x_val)},
-        "workers": workers,
+        "workers": run.workers,
         "model": spec.model.to_wire(),
         "dataset": spec.dataset.to_wire(),
         "training": training,
         "hyperparameters": training.get("hyperparameters", {}),
         "frameworks": _versions(),
-        "startTime": started.isoformat(),
+        "startTime": run.started.isoformat(),
         "endTime": _now().isoformat(),
         "sample": {"inputs": data.x_val[:SAMPLE_ROWS].tolist(), "predictions": sample_predictions},
     }
@@ -209,9 +213,8 @@ def _train(spec: TrainingJobSpec, config: dict[str, Any], chief: bool, workers: 
         metrics = dict(resume.get("metrics", {}))  # nothing was left to train: the checkpoint's figures stand
 
     if chief:
-        model_status = publish_model(
-            model, spec, config.get("job", {}), data, metrics, first_epoch or None, started, workers
-        )
+        run = RunFacts(config.get("job", {}), metrics, first_epoch or None, started, workers)
+        model_status = publish_model(model, spec, data, run)
         relay.send("completed", epoch=spec.training.epochs, metrics=metrics, model=model_status)
     else:
         _export_to_nowhere(model, data.n_features)
@@ -226,25 +229,16 @@ def _export_to_nowhere(model: keras.Model, n_features: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def publish_model(
-    model: keras.Model,
-    spec: TrainingJobSpec,
-    job: dict[str, Any],
-    data: Dataset,
-    metrics: dict[str, float],
-    resumed: int | None,
-    started: datetime,
-    workers: int,
-) -> ModelStatus:
+def publish_model(model: keras.Model, spec: TrainingJobSpec, data: Dataset, run: RunFacts) -> ModelStatus:
     """Export the SavedModel, check it by reloading it, and publish it with its card as the next version."""
     export_dir = tempfile.mkdtemp(prefix="trainserve-export-")
     try:
         _export(model, data.n_features, export_dir)
         reloaded = tf.saved_model.load(export_dir).signatures["serving_default"]
         sample = reloaded(**{INPUT_NAME: tf.constant(data.x_val[:SAMPLE_ROWS])})[OUTPUT_NAME].numpy()
-        card = _card(spec, job, data, metrics, resumed, started, sample.tolist(), int(sample.shape[-1]), workers)
+        card = _card(spec, data, run, sample.tolist(), int(sample.shape[-1]))
         version, location = modelstore.publish(locate(spec.output.uri), export_dir, card)
-        return ModelStatus(uri=location.uri, version=version, metrics=metrics)
+        return ModelStatus(uri=location.uri, version=version, metrics=run.metrics)
     finally:
         shutil.rmtree(export_dir, ignore_errors=True)
 
