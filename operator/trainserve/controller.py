@@ -229,8 +229,11 @@ class TrainingJobController:
         patch = status_patch(body.get("status"), decision.status)
         if patch:
             updated = await self.api.patch_trainingjob_status(namespace, name, patch)
-            if key in self.store.trainingjobs:
-                merged = copy.deepcopy(body)
+            # Write our status through into the newest cached object, not into `body`: a spec change the
+            # watch delivered while the patch was in flight must not be overwritten with the old spec.
+            latest = self.store.trainingjobs.get(key)
+            if latest is not None:
+                merged = copy.deepcopy(latest)
                 merged["status"] = updated.get("status") or decision.status.to_wire()
                 self.store.trainingjobs[key] = merged
         if decision.finished_now:

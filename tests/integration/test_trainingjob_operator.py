@@ -83,7 +83,10 @@ async def test_failure_is_retried_as_a_new_attempt_that_resumes(emulator: Emulat
         await cluster.run_rayjob("digits-1")
         await cluster.fail_rayjob("digits-1", message="worker OOMKilled")
         second = await eventually(lambda: cluster.rayjobs().get("digits-2"))
-        failed = cluster.condition("digits", "Failed")
+        # The new attempt and the status write are two requests: the status may land a moment later.
+        failed = await eventually(
+            lambda: cluster.condition("digits", "Failed").get("status") and cluster.condition("digits", "Failed")
+        )
         assert failed["status"] == "False" and failed["reason"] == "AppFailed" and "OOMKilled" in failed["message"]
         assert cluster.status("digits")["attempts"] == 2
         # Same resolved spec, so the same checkpoint location: the workload resumes from it.
