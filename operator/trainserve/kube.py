@@ -118,7 +118,8 @@ class KubeApi:
 
     async def delete_rayjob(self, namespace: str, name: str) -> None:
         """Deletes with background propagation (the Ray cluster goes with it); a missing one is fine."""
-        await self._ignore_404(
+        await self._ignoring(
+            404,
             self.custom.delete_namespaced_custom_object,
             RAY_GROUP,
             RAY_VERSION,
@@ -143,14 +144,14 @@ class KubeApi:
     async def ensure_status_access(self, account: Object, role: Object, binding: Object) -> None:
         """Creates the job's ServiceAccount, Role and RoleBinding; those that exist already are left alone."""
         ns = account["metadata"]["namespace"]
-        await self._ignore_409(self.core.create_namespaced_service_account, ns, account)
-        await self._ignore_409(self.rbac.create_namespaced_role, ns, role)
-        await self._ignore_409(self.rbac.create_namespaced_role_binding, ns, binding)
+        await self._ignoring(409, self.core.create_namespaced_service_account, ns, account)
+        await self._ignoring(409, self.rbac.create_namespaced_role, ns, role)
+        await self._ignoring(409, self.rbac.create_namespaced_role_binding, ns, binding)
 
     async def delete_status_access(self, namespace: str, name: str) -> None:
-        await self._ignore_404(self.rbac.delete_namespaced_role_binding, name, namespace)
-        await self._ignore_404(self.rbac.delete_namespaced_role, name, namespace)
-        await self._ignore_404(self.core.delete_namespaced_service_account, name, namespace)
+        await self._ignoring(404, self.rbac.delete_namespaced_role_binding, name, namespace)
+        await self._ignoring(404, self.rbac.delete_namespaced_role, name, namespace)
+        await self._ignoring(404, self.core.delete_namespaced_service_account, name, namespace)
 
     async def post_event(
         self, involved: Object, type_: str, reason: str, message: str, now: datetime, component: str
@@ -179,16 +180,10 @@ class KubeApi:
         }
         await self._call(self.core.create_namespaced_event, ns, body)
 
-    async def _ignore_409(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    async def _ignoring(self, status: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Call ``fn``; an API error with ``status`` (409 exists, 404 gone) means it is done already."""
         try:
             await self._call(fn, *args, **kwargs)
         except ApiError as err:
-            if err.status != 409:
-                raise
-
-    async def _ignore_404(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        try:
-            await self._call(fn, *args, **kwargs)
-        except ApiError as err:
-            if err.status != 404:
+            if err.status != status:
                 raise
