@@ -120,7 +120,8 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
     service = ModelService.model_validate(documents[0])
     token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get(AUTH_TOKEN_ENV)
     try:
-        running = start(local_args(service, state_dir(args.state_dir)), host=args.host, port=args.port, token=token)
+        running_args = local_args(service, state_dir(args.state_dir))
+        running = start(running_args, host=args.host, port=args.port, token=token)
     except WorkloadError as err:
         print(f"{args.filename}: {err.path}: {err.message}\n  fix: {err.fix}", file=sys.stderr)
         return 2
@@ -128,9 +129,22 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
     for label, url in urls(running).items():
         print(f"  {label:<10} {url}")
     sys.stdout.flush()
+    promoter = None
+    if service.spec.canary is not None and service.spec.canary.auto_promote is not None:
+        from trainserve_workloads.local_canary import LocalPromoter
+
+        promoter = LocalPromoter(service, running, running_args)
+        print("  canary     promoted automatically on healthy figures (as the operator does)")
     try:
         while True:
-            time.sleep(3600)
+            wait = 3600.0
+            if promoter is not None:
+                events, next_look = promoter.tick()
+                for event in events:
+                    print(f"{event.type}: {event.reason}: {event.message}")
+                sys.stdout.flush()
+                wait = min(next_look or 5.0, 5.0)
+            time.sleep(wait)
     except KeyboardInterrupt:
         print("stopping...")
     finally:
@@ -176,6 +190,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         namespaces=tuple(args.namespace) if args.namespace else None,
         all_namespaces=args.all_namespaces or None,
         standalone=args.standalone or None,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness,
         image=args.image,
         metrics_port=args.metrics_port,
         log_format=args.log_format,
@@ -229,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="serve every namespace")
     run.add_argument("--standalone", action="store_true", help="no peering/leader election (a single replica)")
+    run.add_argument(
+        "--peering", help="Kopf peering object for leader election; created when missing (env TRAINSERVE_PEERING_NAME)"
+    )
+    run.add_argument(
+        "--liveness", help="health endpoint URL, e.g. http://0.0.0.0:8081/healthz (env TRAINSERVE_LIVENESS_ENDPOINT)"
+    )
     run.add_argument("--image", help="default workload image of the Ray pods (env TRAINSERVE_IMAGE)")
     run.add_argument(
         "--metrics-port", type=int, help="port of /metrics, 0 disables it (env TRAINSERVE_METRICS_PORT, default 9090)"

@@ -19,11 +19,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trainserve.builders import build_rayjob, build_status_access
-from trainserve.kube import ApiError, KubeApi
+from trainserve.kube import RAYJOBS, ApiError, KubeApi
 from trainserve.metrics import OperatorMetrics
 from trainserve.naming import TRAININGJOB_LABEL, job_account_name
 from trainserve.settings import OperatorSettings
 from trainserve.status import KUBERAY_MISSING_MESSAGE, Observed, RayJobView, plan, status_patch
+from trainserve.transitions import Transition
 
 log = logging.getLogger("trainserve.operator")
 
@@ -61,53 +62,157 @@ class Store:
 
 
 class KubeRayProbe:
-    """Whether KubeRay's RayJob CRD is served; answers are cached, changes are logged once."""
+    """Which KubeRay resources the API server serves; answers are cached, changes are logged once."""
 
     def __init__(self, api: KubeApi, ttl: float):
         self.api = api
         self.ttl = ttl
-        self._answer: bool | None = None
+        self._answer: set[str] | None = None
         self._checked = -1e18
         self._lock = asyncio.Lock()
 
-    async def installed(self) -> bool:
+    async def installed(self, plural: str = RAYJOBS) -> bool:
+        """Whether ``ray.io/v1`` ``plural`` (``rayjobs``, ``rayservices``) is served."""
         async with self._lock:
             if self._answer is None or time.monotonic() - self._checked > self.ttl:
-                answer = await self.api.kuberay_installed()
+                answer = await self.api.kuberay_resources()
                 if answer != self._answer:
                     if answer:
-                        log.info("KubeRay found: the RayJob CRD (rayjobs.ray.io/v1) is served")
+                        log.info("KubeRay found: ray.io/v1 serves %s", ", ".join(sorted(answer)))
                     else:
                         log.warning("KubeRay is not installed: %s", KUBERAY_MISSING_MESSAGE)
                 self._answer, self._checked = answer, time.monotonic()
-            return self._answer
+            return plural in self._answer
 
     def invalidate(self) -> None:
         self._checked = -1e18
 
 
-class TrainingJobController:
+class Reconciler:
+    """A work queue of keys, ``settings.workers`` workers calling :meth:`reconcile`, and a periodic resync.
+
+    Failed reconciles are retried with exponential backoff per key; one key is never reconciled twice
+    at once. Subclasses feed the queue from their watches and implement :meth:`reconcile` and :meth:`keys`.
+    """
+
+    KIND = ""
+
+    def __init__(self, api: KubeApi, settings: OperatorSettings, metrics: OperatorMetrics | None):
+        from trainserve.workqueue import WorkQueue
+
+        self.api = api
+        self.settings = settings
+        self.metrics = metrics or OperatorMetrics()
+        self.queue: WorkQueue[Key] = WorkQueue(settings.retry_base_seconds, settings.retry_max_seconds)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def keys(self) -> list[Key]:
+        raise NotImplementedError
+
+    async def reconcile(self, key: Key) -> float | None:
+        """Make ``key`` right; returns when to look again, if ever."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"trainserve-{self.KIND}-worker-{i}")
+            for i in range(self.settings.workers)
+        ]
+        self._tasks.append(asyncio.create_task(self._resync(), name=f"trainserve-{self.KIND}-resync"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.queue.close()
+
+    async def _resync(self) -> None:
+        """Level-triggered safety net: every object is looked at again, even if a watch event was missed."""
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            self.on_resync()
+            for key in self.keys():
+                self.queue.add(key)
+
+    def on_resync(self) -> None:
+        """Called before each resync round."""
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            started = time.monotonic()
+            try:
+                requeue = await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                reason = str(err.status) if isinstance(err, ApiError) else type(err).__name__
+                self.metrics.reconcile_errors.labels(self.KIND, reason).inc()
+                delay = self.queue.retry(key)
+                log.warning(
+                    "reconciling %s %s/%s failed (%s); retrying in %.1fs",
+                    self.KIND,
+                    *key,
+                    err,
+                    delay,
+                    exc_info=not isinstance(err, ApiError),  # a bug: show where
+                )
+            else:
+                self.queue.forget(key)
+                if requeue is not None:
+                    self.queue.add_after(key, requeue + 0.5)
+            finally:
+                self.metrics.reconcile_duration.labels(self.KIND).observe(time.monotonic() - started)
+                self.queue.done(key)
+
+    async def post_events(self, body: Object, events: list[Transition], now: datetime) -> None:
+        namespace, name = _key(body)
+        for event in events:
+            try:
+                await self.api.post_event(body, event.type, event.reason, event.message, now, COMPONENT)
+            except ApiError as err:  # an Event is worth a log line, not a retry of the whole reconcile
+                log.warning("%s %s/%s: could not post event %s: %s", self.KIND, namespace, name, event.reason, err)
+
+    @staticmethod
+    def write_through(cache: dict[Key, Object], key: Key, status: Object) -> None:
+        """Put a status just written into the newest cached object (not the one the reconcile started from):
+        a spec change the watch delivered while the patch was in flight must not be overwritten."""
+        latest = cache.get(key)
+        if latest is not None:
+            merged = copy.deepcopy(latest)
+            merged["status"] = status
+            cache[key] = merged
+
+
+class TrainingJobController(Reconciler):
+    KIND = "TrainingJob"
+
     def __init__(
         self,
         api: KubeApi,
         settings: OperatorSettings,
         metrics: OperatorMetrics | None = None,
         clock: Callable[[], datetime] = utcnow,
+        kuberay: KubeRayProbe | None = None,
     ):
-        from trainserve.workqueue import WorkQueue
-
-        self.api = api
-        self.settings = settings
-        self.metrics = metrics or OperatorMetrics()
+        super().__init__(api, settings, metrics)
         self.clock = clock
         self.store = Store()
-        self.queue: WorkQueue[Key] = WorkQueue(settings.retry_base_seconds, settings.retry_max_seconds)
-        self.kuberay = KubeRayProbe(api, settings.kuberay_probe_seconds)
-        self._tasks: list[asyncio.Task[None]] = []
-        self.metrics.track_phases(self._phases)
+        self.kuberay = kuberay or KubeRayProbe(api, settings.kuberay_probe_seconds)
+        self.metrics.track_trainingjobs(lambda: list(self.store.trainingjobs.values()))
+        #: Called with each TrainingJob key that changed (the ModelService controller follows its sources).
+        self.listeners: list[Callable[[Key], None]] = []
 
-    def _phases(self) -> list[str | None]:
-        return [(tj.get("status") or {}).get("phase") for tj in list(self.store.trainingjobs.values())]
+    def keys(self) -> list[Key]:
+        return list(self.store.trainingjobs)
+
+    def on_resync(self) -> None:
+        self.kuberay.invalidate()
+
+    def trainingjobs_in(self, namespace: str) -> dict[str, Object]:
+        """The cached TrainingJobs of one namespace, by name."""
+        return {name: obj for (ns, name), obj in list(self.store.trainingjobs.items()) if ns == namespace}
 
     # --- fed by the watches -------------------------------------------------------------------------------
 
@@ -117,9 +222,11 @@ class TrainingJobController:
             self.store.trainingjobs.pop(key, None)
             self.store.rayjobs.pop(key, None)
             self.queue.drop(key)
-            return
-        self.store.trainingjobs[key] = obj
-        self.queue.add(key)
+        else:
+            self.store.trainingjobs[key] = obj
+            self.queue.add(key)
+        for listener in self.listeners:
+            listener(key)
 
     def observe_rayjob(self, event_type: str | None, obj: Object) -> None:
         metadata = obj.get("metadata") or {}
@@ -140,52 +247,7 @@ class TrainingJobController:
     async def start(self) -> None:
         with contextlib.suppress(ApiError):
             await self.kuberay.installed()  # logs one line when KubeRay is missing
-        self._tasks = [
-            asyncio.create_task(self._worker(), name=f"trainserve-worker-{i}") for i in range(self.settings.workers)
-        ]
-        self._tasks.append(asyncio.create_task(self._resync(), name="trainserve-resync"))
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        self.queue.close()
-
-    async def _resync(self) -> None:
-        """Level-triggered safety net: every job is looked at again, even if a watch event was missed."""
-        while True:
-            await asyncio.sleep(self.settings.resync_seconds)
-            self.kuberay.invalidate()
-            for key in list(self.store.trainingjobs):
-                self.queue.add(key)
-
-    async def _worker(self) -> None:
-        while True:
-            key = await self.queue.get()
-            started = time.monotonic()
-            try:
-                requeue = await self.reconcile(key)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                reason = str(err.status) if isinstance(err, ApiError) else type(err).__name__
-                self.metrics.reconcile_errors.labels("TrainingJob", reason).inc()
-                delay = self.queue.retry(key)
-                log.warning(
-                    "reconciling TrainingJob %s/%s failed (%s); retrying in %.1fs",
-                    *key,
-                    err,
-                    delay,
-                    exc_info=not isinstance(err, ApiError),  # a bug: show where
-                )
-            else:
-                self.queue.forget(key)
-                if requeue is not None:
-                    self.queue.add_after(key, requeue + 0.5)
-            finally:
-                self.metrics.reconcile_duration.labels("TrainingJob").observe(time.monotonic() - started)
-                self.queue.done(key)
+        await super().start()
 
     # --- the reconcile --------------------------------------------------------------------------------------
 
@@ -229,20 +291,13 @@ class TrainingJobController:
         patch = status_patch(body.get("status"), decision.status)
         if patch:
             updated = await self.api.patch_trainingjob_status(namespace, name, patch)
-            # Write our status through into the newest cached object, not into `body`: a spec change the
-            # watch delivered while the patch was in flight must not be overwritten with the old spec.
-            latest = self.store.trainingjobs.get(key)
-            if latest is not None:
-                merged = copy.deepcopy(latest)
-                merged["status"] = updated.get("status") or decision.status.to_wire()
-                self.store.trainingjobs[key] = merged
+            self.write_through(self.store.trainingjobs, key, updated.get("status") or decision.status.to_wire())
+            for listener in self.listeners:
+                listener(key)
         if decision.finished_now:
+            self.metrics.jobs_finished.labels(decision.status.phase or "Failed").inc()
             self._observe_duration(decision.status.start_time, decision.status.completion_time)
-        for event in decision.events:
-            try:
-                await self.api.post_event(body, event.type, event.reason, event.message, now, COMPONENT)
-            except ApiError as err:  # an Event is worth a log line, not a retry of the whole reconcile
-                log.warning("TrainingJob %s/%s: could not post event %s: %s", namespace, name, event.reason, err)
+        await self.post_events(body, decision.events, now)
         return decision.requeue_after
 
     def _observe_duration(self, start: datetime | None, end: datetime | None) -> None:

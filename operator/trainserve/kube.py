@@ -20,8 +20,8 @@ log = logging.getLogger("trainserve.kube")
 Object = dict[str, Any]
 T = TypeVar("T")
 
-RAY_GROUP, RAY_VERSION, RAYJOBS = "ray.io", "v1", "rayjobs"
-TRAININGJOBS = "trainingjobs"
+RAY_GROUP, RAY_VERSION, RAYJOBS, RAYSERVICES = "ray.io", "v1", "rayjobs", "rayservices"
+TRAININGJOBS, MODELSERVICES = "trainingjobs", "modelservices"
 
 
 class ApiError(Exception):
@@ -57,13 +57,14 @@ def client_configuration(settings: OperatorSettings) -> kubernetes.client.Config
 
 
 class KubeApi:
-    """The API calls the TrainingJob controller makes, and nothing else."""
+    """The API calls the controllers make, and nothing else."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient):
         self.client = api_client
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(api_client)
+        self.networking = kubernetes.client.NetworkingV1Api(api_client)
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> KubeApi:
@@ -83,32 +84,47 @@ class KubeApi:
 
         return await asyncio.to_thread(call)
 
-    async def kuberay_installed(self) -> bool:
-        """Whether the API server serves ``ray.io/v1`` ``rayjobs`` (discovery; a read)."""
+    async def kuberay_resources(self) -> set[str]:
+        """The ``ray.io/v1`` resources the API server serves (discovery; a read); empty without KubeRay."""
         try:
             found: Any = await self._call(self.custom.get_api_resources, RAY_GROUP, RAY_VERSION)
         except ApiError as err:
             if err.status == 404:
-                return False
+                return set()
             raise
-        resources = [r.name for r in (getattr(found, "resources", None) or [])]
-        return RAYJOBS in resources
+        return {str(r.name) for r in (getattr(found, "resources", None) or [])}
 
-    async def create_rayjob(self, body: Object) -> tuple[Object, bool]:
-        """(the RayJob, whether this call created it): an existing one of that name is returned, not replaced."""
+    async def _create_ray_object(self, plural: str, body: Object) -> tuple[Object, bool]:
+        """(the object, whether this call created it): an existing one of that name is returned, not replaced."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         try:
             created: Object = await self._call(
-                self.custom.create_namespaced_custom_object, RAY_GROUP, RAY_VERSION, ns, RAYJOBS, body
+                self.custom.create_namespaced_custom_object, RAY_GROUP, RAY_VERSION, ns, plural, body
             )
             return created, True
         except ApiError as err:
             if err.status != 409:
                 raise
         existing: Object = await self._call(
-            self.custom.get_namespaced_custom_object, RAY_GROUP, RAY_VERSION, ns, RAYJOBS, name
+            self.custom.get_namespaced_custom_object, RAY_GROUP, RAY_VERSION, ns, plural, name
         )
         return existing, False
+
+    async def create_rayjob(self, body: Object) -> tuple[Object, bool]:
+        return await self._create_ray_object(RAYJOBS, body)
+
+    async def create_rayservice(self, body: Object) -> tuple[Object, bool]:
+        return await self._create_ray_object(RAYSERVICES, body)
+
+    async def patch_rayservice(self, namespace: str, name: str, patch: Object) -> Object:
+        result: Object = await self._call(
+            self.custom.patch_namespaced_custom_object, RAY_GROUP, RAY_VERSION, namespace, RAYSERVICES, name, patch
+        )
+        return result
+
+    async def create_network_policy(self, body: Object) -> None:
+        """Creates it; one that exists already is left alone."""
+        await self._ignoring(409, self.networking.create_namespaced_network_policy, body["metadata"]["namespace"], body)
 
     async def patch_rayjob(self, namespace: str, name: str, patch: Object) -> Object:
         result: Object = await self._call(
@@ -129,17 +145,21 @@ class KubeApi:
             propagation_policy="Background",
         )
 
-    async def patch_trainingjob_status(self, namespace: str, name: str, status: Object) -> Object:
+    async def patch_status(self, plural: str, namespace: str, name: str, status: Object) -> Object:
+        """A merge patch of a TrainingJob's or ModelService's ``/status``."""
         result: Object = await self._call(
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
             namespace,
-            TRAININGJOBS,
+            plural,
             name,
             {"status": status},
         )
         return result
+
+    async def patch_trainingjob_status(self, namespace: str, name: str, status: Object) -> Object:
+        return await self.patch_status(TRAININGJOBS, namespace, name, status)
 
     async def ensure_status_access(self, account: Object, role: Object, binding: Object) -> None:
         """Creates the job's ServiceAccount, Role and RoleBinding; those that exist already are left alone."""
@@ -161,7 +181,7 @@ class KubeApi:
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{metadata.get('name', 'trainingjob')}.", "namespace": ns},
+            "metadata": {"generateName": f"{metadata.get('name', 'trainserve')}.", "namespace": ns},
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion"),
                 "kind": involved.get("kind"),

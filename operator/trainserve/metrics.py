@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -11,21 +13,66 @@ from prometheus_client.registry import Collector
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
 
 
-class _PhaseCollector(Collector):
-    """``trainserve_trainingjobs{phase}``, counted from the operator's cache at scrape time."""
+class _TrainingJobCollector(Collector):
+    """``trainserve_trainingjobs{phase}`` and each job's latest epoch metrics, from the cache at scrape time."""
 
-    def __init__(self, phases: Callable[[], Iterable[str | None]]):
-        self.phases = phases
+    def __init__(self, trainingjobs: Callable[[], Iterable[Mapping[str, Any]]]):
+        self.trainingjobs = trainingjobs
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         counts: dict[str, int] = dict.fromkeys(PHASES, 0)
-        for phase in self.phases():
-            key = phase or "Pending"
-            counts[key] = counts.get(key, 0) + 1
+        progress = GaugeMetricFamily(
+            "trainserve_trainingjob_metric",
+            "Latest epoch metrics of each TrainingJob (loss, accuracy, val_...), as reported in its status.",
+            labels=["namespace", "trainingjob", "metric"],
+        )
+        for job in self.trainingjobs():
+            status = job.get("status") or {}
+            phase = status.get("phase") or "Pending"
+            counts[phase] = counts.get(phase, 0) + 1
+            metadata = job.get("metadata") or {}
+            metrics = (status.get("progress") or {}).get("metrics") or {}
+            for metric, value in sorted(metrics.items()):
+                if isinstance(value, int | float):
+                    progress.add_metric(
+                        [str(metadata.get("namespace", "")), str(metadata.get("name", "")), metric], value
+                    )
         family = GaugeMetricFamily("trainserve_trainingjobs", "TrainingJobs by phase.", labels=["phase"])
         for phase, count in counts.items():
             family.add_metric([phase], count)
         yield family
+        yield progress
+
+
+@dataclass(frozen=True)
+class ServiceSample:
+    namespace: str
+    name: str
+    ready: bool
+    canary_percent: int | None
+
+
+class _ServiceCollector(Collector):
+    """``trainserve_modelservices{ready}`` and ``trainserve_canary_traffic_percent``, from the cache at scrape time."""
+
+    def __init__(self, services: Callable[[], Iterable[ServiceSample]]):
+        self.services = services
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        samples = list(self.services())
+        ready = GaugeMetricFamily("trainserve_modelservices", "ModelServices by readiness.", labels=["ready"])
+        for value in ("true", "false"):
+            ready.add_metric([value], sum(1 for s in samples if s.ready == (value == "true")))
+        yield ready
+        share = GaugeMetricFamily(
+            "trainserve_canary_traffic_percent",
+            "Share of requests the canary answers, per ModelService with a canary.",
+            labels=["namespace", "modelservice"],
+        )
+        for sample in samples:
+            if sample.canary_percent is not None:
+                share.add_metric([sample.namespace, sample.name], sample.canary_percent)
+        yield share
 
 
 class OperatorMetrics:
@@ -49,6 +96,12 @@ class OperatorMetrics:
             ["kind", "reason"],
             registry=self.registry,
         )
+        self.jobs_finished = Counter(
+            "trainserve_trainingjobs_finished",
+            "TrainingJobs that finished, by result: Succeeded or Failed.",
+            ["result"],
+            registry=self.registry,
+        )
         self.job_duration = Histogram(
             "trainserve_trainingjob_duration_seconds",
             "From the first attempt's start to success or final failure.",
@@ -56,8 +109,18 @@ class OperatorMetrics:
             buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200),
         )
 
-    def track_phases(self, phases: Callable[[], Iterable[str | None]]) -> None:
-        self.registry.register(_PhaseCollector(phases))
+        self.canary_promotions = Counter(
+            "trainserve_canary_promotions",
+            "Automatic canary decisions: promoted or rolled_back.",
+            ["result"],
+            registry=self.registry,
+        )
+
+    def track_services(self, services: Callable[[], Iterable[ServiceSample]]) -> None:
+        self.registry.register(_ServiceCollector(services))
+
+    def track_trainingjobs(self, trainingjobs: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        self.registry.register(_TrainingJobCollector(trainingjobs))
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Serves /metrics in a daemon thread."""

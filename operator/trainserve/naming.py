@@ -7,6 +7,7 @@ import re
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "trainserve"
 TRAININGJOB_LABEL = "trainserve.io/trainingjob"
+MODELSERVICE_LABEL = "trainserve.io/modelservice"
 ATTEMPT_LABEL = "trainserve.io/attempt"
 SPEC_HASH_ANNOTATION = "trainserve.io/spec-hash"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
@@ -45,3 +46,34 @@ def name_problem(name: str) -> str | None:
 def child_labels(trainingjob: str) -> dict[str, str]:
     """Labels on every child: ``kubectl get rayjob -l trainserve.io/trainingjob=NAME`` finds them."""
     return {MANAGED_BY_LABEL: MANAGED_BY, TRAININGJOB_LABEL: trainingjob}
+
+
+def service_labels(modelservice: str) -> dict[str, str]:
+    """Labels on every child of a ModelService, its Ray pods included (the scale subresource selects them)."""
+    return {MANAGED_BY_LABEL: MANAGED_BY, MODELSERVICE_LABEL: modelservice}
+
+
+def owner_labels(kind: str, name: str) -> dict[str, str]:
+    return service_labels(name) if kind == "ModelService" else child_labels(name)
+
+
+#: KubeRay names a RayService's Services ``<name>-serve-svc`` / ``<name>-head-svc`` and its clusters
+#: ``<name>-<random>``; 47 keeps every derived name within Kubernetes' 63-character limit.
+MAX_MODELSERVICE_NAME = 47
+
+
+def service_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a ModelService name, or None when it can."""
+    if len(name) > MAX_MODELSERVICE_NAME:
+        return (
+            f"the name is {len(name)} characters long, but at most {MAX_MODELSERVICE_NAME} are allowed "
+            "(KubeRay derives Service and cluster names from it)"
+        )
+    if not DNS1035_LABEL.match(name):
+        return "the name must start with a letter and hold only lowercase letters, digits and '-' (no dots)"
+    return None
+
+
+def serve_service_name(modelservice: str) -> str:
+    """The Service KubeRay creates in front of the Serve ingress of a RayService."""
+    return f"{modelservice}-serve-svc"

@@ -1,18 +1,21 @@
-"""Runs the operator: Kopf with the TrainingJob controller, and the metrics endpoint."""
+"""Runs the operator: Kopf with the TrainingJob and ModelService controllers, and the metrics endpoint."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
 
-from trainserve.controller import TrainingJobController
-from trainserve.handlers import trainingjob
+from trainserve.controller import KubeRayProbe, TrainingJobController
+from trainserve.handlers import modelservice, trainingjob
 from trainserve.kube import KubeApi
 from trainserve.metrics import OperatorMetrics
+from trainserve.service_controller import ModelServiceController
 from trainserve.settings import OperatorSettings
 
 log = logging.getLogger("trainserve.operator")
@@ -26,8 +29,19 @@ class Operator:
         self.registry = kopf.OperatorRegistry()
         self.api = KubeApi.from_settings(settings)
         self.metrics = OperatorMetrics()
-        self.trainingjobs = TrainingJobController(self.api, settings, self.metrics)
+        kuberay = KubeRayProbe(self.api, settings.kuberay_probe_seconds)
+        self.trainingjobs = TrainingJobController(self.api, settings, self.metrics, kuberay=kuberay)
+        self.modelservices = ModelServiceController(
+            self.api, settings, self.trainingjobs.trainingjobs_in, self.metrics, kuberay=kuberay
+        )
+        self.trainingjobs.listeners.append(self.modelservices.trainingjob_changed)
         trainingjob.register(self.registry, self.trainingjobs, settings)
+        modelservice.register(self.registry, self.modelservices)
+        if settings.peering_name and not settings.standalone:
+
+            @kopf.on.startup(registry=self.registry, backoff=5)
+            async def create_peering(**_: Any) -> None:
+                await asyncio.to_thread(ensure_peering, self.api, settings)
 
     async def run(
         self,
@@ -46,12 +60,43 @@ class Operator:
             await kopf.operator(
                 registry=self.registry,
                 standalone=settings.standalone,
+                liveness_endpoint=settings.liveness_endpoint,
                 stop_flag=stop_flag,
                 ready_flag=ready_flag,
+                **peering(settings),
                 **kwargs,
             )
         finally:
             self.api.close()
+
+
+def peering(settings: OperatorSettings) -> dict[str, Any]:
+    """Kopf's peering arguments: with a name, peering is mandatory; by default the oldest replica leads.
+
+    Kopf pauses an operator that sees a live peer of higher priority, and pauses *all* peers of equal
+    priority, so replicas need distinct priorities: the negated start time makes a new replica (a rolling
+    update, a restart) a hot standby that takes over when the leader leaves the peering or stops renewing it.
+    """
+    if settings.standalone or not settings.peering_name:
+        return {}
+    priority = settings.peering_priority if settings.peering_priority is not None else -(time.time_ns() // 1000)
+    return {"peering_name": settings.peering_name, "priority": priority}
+
+
+def ensure_peering(api: KubeApi, settings: OperatorSettings) -> None:
+    """Creates the peering object(s) Kopf's mandatory peering waits for; existing ones are left alone."""
+    scopes: list[str | None] = [None] if settings.all_namespaces else list(settings.namespaces)
+    for namespace in scopes:
+        kind = "ClusterKopfPeering" if namespace is None else "KopfPeering"
+        body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": settings.peering_name}}
+        try:
+            if namespace is None:
+                api.custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+            else:
+                api.custom.create_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", body)
+        except ApiException as err:
+            if err.status != 409:  # 409: it exists already
+                raise
 
 
 def run(settings: OperatorSettings, verbose: bool = False) -> None:

@@ -27,6 +27,17 @@ class OperatorSettings(BaseModel):
     namespaces: tuple[str, ...] = Field((), description="Namespaces to serve; empty with all_namespaces.")
     all_namespaces: bool = Field(False, description="Serve every namespace.")
     standalone: bool = Field(False, description="Skip Kopf peering (no leader election).")
+    peering_name: str | None = Field(
+        None,
+        description="Kopf peering object for leader election (mandatory peering; created when missing); "
+        "default: Kopf's optional `default` peering.",
+    )
+    peering_priority: int | None = Field(
+        None, description="Kopf peering priority (the highest runs, the others stand by); default: oldest first."
+    )
+    liveness_endpoint: str | None = Field(
+        None, description="Kopf's health endpoint for probes, e.g. `http://0.0.0.0:8081/healthz`; default: none."
+    )
     resync_seconds: float = Field(300.0, gt=0, description="Every TrainingJob is reconciled at least this often.")
     kuberay_probe_seconds: float = Field(
         30.0, gt=0, description="How long a 'KubeRay is (not) installed' answer is trusted."
@@ -35,6 +46,17 @@ class OperatorSettings(BaseModel):
     retry_base_seconds: float = Field(1.0, gt=0, description="First delay after a failed reconcile; doubles each time.")
     retry_max_seconds: float = Field(60.0, gt=0, description="Longest delay between retries of a failed reconcile.")
     api_server: str | None = Field(None, description="API server URL; default: in-cluster config, then KUBECONFIG.")
+    fast_ingress: bool = Field(
+        True,
+        description="Serve through Ray Serve's throughput-optimized ingress (HAProxy in front of direct "
+        "ingress to replicas) on ModelService pods; false: Serve's classic proxy.",
+    )
+    haproxy_threads: int = Field(2, ge=1, le=64, description="HAProxy threads per Ray pod with fast ingress.")
+    serve_stats_url: str = Field(
+        "http://{service}.{namespace}.svc:8000",
+        description="Where the operator reads a ModelService's per-version figures (canary promotion); "
+        "`{service}` is the serve Service, `{namespace}` its namespace.",
+    )
 
 
 #: Settings read from the environment, by field name.
@@ -47,6 +69,12 @@ _ENV_FIELDS = {
     "log_format": "LOG_FORMAT",
     "resync_seconds": "RESYNC_SECONDS",
     "workers": "WORKERS",
+    "peering_name": "PEERING_NAME",
+    "peering_priority": "PEERING_PRIORITY",
+    "liveness_endpoint": "LIVENESS_ENDPOINT",
+    "fast_ingress": "FAST_INGRESS",
+    "haproxy_threads": "HAPROXY_THREADS",
+    "serve_stats_url": "SERVE_STATS_URL",
 }
 
 

@@ -18,9 +18,9 @@ from trainserve.api.trainingjob import TrainingJob, TrainingJobStatus
 from trainserve.api.validation import InvalidResource, Problem, parse
 from trainserve.builders.rayjob import section_hashes
 from trainserve.naming import ATTEMPT_LABEL, KUEUE_QUEUE_LABEL, SPEC_HASH_ANNOTATION, name_problem
+from trainserve.transitions import Transition, condition_events, top_level_patch
 
 FINISHED = ("Succeeded", "Failed")
-EventType = Literal["Normal", "Warning"]
 
 KUBERAY_MISSING_MESSAGE = (
     "the RayJob CRD (rayjobs.ray.io, ray.io/v1) is not installed: install KubeRay, e.g. "
@@ -97,15 +97,6 @@ class Observed:
     now: datetime
 
 
-@dataclass(frozen=True)
-class Transition:
-    """An Event to post on the TrainingJob."""
-
-    type: EventType
-    reason: str
-    message: str
-
-
 @dataclass
 class Plan:
     """The outcome of a reconcile: the status to write and what to do to the children."""
@@ -145,23 +136,6 @@ def spec_problems(body: dict[str, Any]) -> tuple[TrainingJob | None, list[Proble
     return job, []
 
 
-def _events(before: TrainingJobStatus, after: TrainingJobStatus) -> list[Transition]:
-    """One Event per condition that changed status or reason."""
-    out: list[Transition] = []
-    for condition in after.conditions:
-        old = find_condition(before.conditions, condition.type)
-        if old is not None and (old.status, old.reason) == (condition.status, condition.reason):
-            continue
-        if old is None and condition.status == "False" and condition.type not in _WARNING_WHEN_FALSE:
-            continue  # a condition starting out False is no news
-        warning = (condition.type in _WARNING_WHEN_TRUE and condition.status == "True") or (
-            condition.type in _WARNING_WHEN_FALSE and condition.status == "False"
-        )
-        reason = condition.reason or condition.type
-        out.append(Transition("Warning" if warning else "Normal", reason, condition.message or ""))
-    return out
-
-
 class _Status:
     """A status being rewritten: conditions stamped with one time and generation."""
 
@@ -193,7 +167,15 @@ def plan(observed: Observed) -> Plan:
         _plan_valid(job, observed, st, result)
     st.value.observed_generation = generation
     result.status = st.value
-    result.events = _events(before, st.value) + result.events
+    result.events = (
+        condition_events(
+            before.conditions,
+            st.value.conditions,
+            warning_when_true=_WARNING_WHEN_TRUE,
+            warning_when_false=_WARNING_WHEN_FALSE,
+        )
+        + result.events
+    )
     result.finished_now = before.phase not in FINISHED and st.value.phase in FINISHED
     return result
 
@@ -399,7 +381,4 @@ def status_patch(before: dict[str, Any] | None, after: TrainingJobStatus) -> dic
     operator never rewrites them, so a concurrent progress report is never lost.
     """
     old = observed_status({"status": before}).to_wire()
-    new = after.to_wire()
-    owned = set(old) | set(new)
-    owned -= {"progress", "lastCheckpoint", "model"}
-    return {key: new.get(key) for key in sorted(owned) if old.get(key) != new.get(key)}
+    return top_level_patch(old, after.to_wire(), skip={"progress", "lastCheckpoint", "model"})

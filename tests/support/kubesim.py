@@ -21,7 +21,10 @@ from trainserve.runner import Operator
 from trainserve.settings import OperatorSettings
 
 TRAININGJOBS = "trainserve.io/v1alpha1/trainingjobs"
+MODELSERVICES = "trainserve.io/v1alpha1/modelservices"
 RAYJOBS = "ray.io/v1/rayjobs"
+RAYSERVICES = "ray.io/v1/rayservices"
+NETWORKPOLICIES = "networking.k8s.io/v1/networkpolicies"
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 NAMESPACE = "ml"
 
@@ -105,21 +108,33 @@ def register(emulator: Emulator, *, kuberay: bool = True) -> None:
         verbs=verbs,
         subresources={"status"},
     )
+    emulator.resources[MODELSERVICES] = info(
+        kind="ModelService",
+        namespaced=True,
+        singular="modelservice",
+        shortnames={"ms"},
+        categories={"trainserve"},
+        verbs=verbs,
+        subresources={"status", "scale"},
+    )
+    emulator.resources[NETWORKPOLICIES] = info(kind="NetworkPolicy", namespaced=True, verbs=verbs)
     emulator.objects["v1/namespaces", None, NAMESPACE] = {"metadata": {"name": NAMESPACE}}
-    crd = yaml.safe_load((CRDS / "trainserve.io_trainingjobs.yaml").read_text())
-    emulator.objects["apiextensions.k8s.io/v1/customresourcedefinitions", None, crd["metadata"]["name"]] = crd
+    for plural in ("trainingjobs", "modelservices"):
+        crd = yaml.safe_load((CRDS / f"trainserve.io_{plural}.yaml").read_text())
+        emulator.objects["apiextensions.k8s.io/v1/customresourcedefinitions", None, crd["metadata"]["name"]] = crd
     if kuberay:
         install_kuberay_resource(emulator)
 
 
 def install_kuberay_resource(emulator: Emulator) -> None:
-    emulator.resources[RAYJOBS] = kmock.ResourceInfo(
-        kind="RayJob",
-        namespaced=True,
-        singular="rayjob",
-        verbs={"create", "get", "list", "watch", "patch", "delete"},
-        subresources={"status"},
-    )
+    for resource, kind in ((RAYJOBS, "RayJob"), (RAYSERVICES, "RayService")):
+        emulator.resources[resource] = kmock.ResourceInfo(
+            kind=kind,
+            namespaced=True,
+            singular=kind.lower(),
+            verbs={"create", "get", "list", "watch", "patch", "delete"},
+            subresources={"status"},
+        )
 
 
 async def install_kuberay(emulator: Emulator) -> None:
@@ -165,6 +180,10 @@ class Cluster:
     async def delete_trainingjob(self, name: str) -> None:
         await self._send("DELETE", self._path(TRAININGJOBS, name))
 
+    async def collect_garbage(self, rayjob: str) -> None:
+        """What Kubernetes' garbage collector does to a deleted TrainingJob's RayJob (the emulator has none)."""
+        await self._send("DELETE", self._path(RAYJOBS, rayjob))
+
     def trainingjob(self, name: str) -> dict[str, Any] | None:
         try:
             obj = self.api.objects[TRAININGJOBS, NAMESPACE, name]
@@ -199,6 +218,64 @@ class Cluster:
             if is_event and obj.raw.get("involvedObject", {}).get("name") == name:
                 out.append(obj.raw)
         return out
+
+    # --- ModelServices ----------------------------------------------------------------------------------------
+
+    async def create_modelservice(self, document: dict[str, Any]) -> dict[str, Any]:
+        document = {**document, "metadata": {**document.get("metadata", {}), "namespace": NAMESPACE}}
+        return await self._send("POST", self._path(MODELSERVICES), document)
+
+    async def patch_modelservice(self, name: str, patch: dict[str, Any], subresource: str = "") -> dict[str, Any]:
+        path = self._path(MODELSERVICES, name) + (f"/{subresource}" if subresource else "")
+        return await self._send("PATCH", path, patch)
+
+    async def delete_modelservice(self, name: str) -> None:
+        await self._send("DELETE", self._path(MODELSERVICES, name))
+
+    def get(self, resource: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = self.api.objects[resource, NAMESPACE, name]
+        except KeyError:
+            return None
+        return None if obj.deleted else obj.raw
+
+    def service_status(self, name: str) -> dict[str, Any]:
+        return (self.get(MODELSERVICES, name) or {}).get("status") or {}
+
+    def service_condition(self, name: str, type_: str) -> dict[str, Any]:
+        return next((c for c in self.service_status(name).get("conditions", []) if c["type"] == type_), {})
+
+    def serve_config(self, name: str) -> dict[str, Any]:
+        """The RayService's serveConfigV2, parsed; {} when there is no RayService."""
+        rayservice = self.get(RAYSERVICES, name)
+        return yaml.safe_load(rayservice["spec"]["serveConfigV2"]) if rayservice else {}
+
+    def served(self, name: str) -> dict[str, Any]:
+        """The model deployment's user_config (models, split) in the RayService's serve config."""
+        config = self.serve_config(name)
+        if not config:
+            return {}
+        deployments = config["applications"][0]["deployments"]
+        server: dict[str, Any] = next(d for d in deployments if d["name"] == "ModelServer")
+        return server
+
+    async def rayservice_ready(self, name: str, app: str | None = None, workers: int = 1, ready: bool = True) -> None:
+        """What KubeRay reports once the Ray cluster runs and Serve deployed the latest config."""
+        rayservice = self.get(RAYSERVICES, name)
+        assert rayservice is not None, f"no RayService {name}"
+        generation = rayservice["metadata"].get("generation", 1)
+        app_status = {"status": "RUNNING" if ready else "DEPLOY_FAILED", "serveDeploymentStatuses": {}}
+        if not ready:
+            app_status["message"] = "ModelServer: replica failed to start: cannot load the model"
+        status = {
+            "observedGeneration": generation,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False", "reason": "RayServiceReady"}],
+            "activeServiceStatus": {
+                "applicationStatuses": {app or name: app_status},
+                "rayClusterStatus": {"readyWorkerReplicas": workers, "desiredWorkerReplicas": workers},
+            },
+        }
+        await self._send("PATCH", self._path(RAYSERVICES, name) + "/status", {"status": status})
 
     # --- the simulated KubeRay: moves RayJob status the way KubeRay does -----------------------------------
 

@@ -285,3 +285,45 @@ def test_bearer_token_guards_inference_but_not_health(client: Client, service: A
         assert client.request("GET", "/v2/models/digits/ready")[0] == 200
     finally:
         service.update(base_args(models))
+
+
+def test_local_canary_is_promoted_step_by_step_on_real_traffic(
+    client: Client, service: Any, models: dict[str, Any]
+) -> None:
+    """The operator's promotion logic, on the real application's figures, with real traffic."""
+    from trainserve.api.modelservice import ModelService
+    from trainserve.api.serving import serve_args
+    from trainserve_workloads.local_canary import LocalPromoter
+
+    x, _ = digits()
+    spec = base_args(models).model_dump(mode="json", by_alias=True, include={"modelName", "batching", "resources"})
+    spec |= {
+        "model": {"uri": models["v1"].uri},
+        "canary": {
+            "model": {"uri": models["v2"].uri},
+            "trafficPercent": 30,
+            "autoPromote": {"stepPercent": 40, "intervalSeconds": 5, "minRequests": 40, "maxErrorRate": 0.01},
+        },
+    }
+    document = {"apiVersion": "trainserve.io/v1alpha1", "kind": "ModelService", "metadata": {"name": "digits"}}
+    ms = ModelService.model_validate(document | {"spec": spec})
+    args = serve_args(ms, ModelTarget(uri=models["v1"].uri, version=1), ModelTarget(uri=models["v2"].uri, version=2))
+    service.update(args)
+    promoter = LocalPromoter(ms, service, args)
+    request = {"instances": x[:2].tolist()}
+    shares, reasons = [], []
+    try:
+        deadline = time.monotonic() + 90
+        while "promoted" not in promoter.body.get("status", {}) and time.monotonic() < deadline:
+            events, wait = promoter.tick()
+            reasons += [e.reason for e in events]
+            shares.append(promoter.applied.canary.traffic_percent if promoter.applied.canary else 100)
+            until = time.monotonic() + min(wait or 1.0, 1.0)
+            while time.monotonic() < until:  # real traffic between looks
+                assert client.post("/v1/models/digits:predict", request)[0] == 200
+        assert reasons.count("CanaryStep") == 1 and "CanaryPromoted" in reasons, reasons
+        assert shares[0] == 30 and 70 in shares, shares
+        versions = Counter(client.post("/v1/models/digits:predict", request)[1]["x-model-version"] for _ in range(30))
+        assert versions == Counter({"2": 30})
+    finally:
+        service.update(base_args(models))

@@ -16,6 +16,7 @@ from .base import (
     ObjectMeta,
     Resource,
     SecretKeyRef,
+    SecretRef,
     StatusModel,
     Toleration,
     exactly_one_rule,
@@ -172,6 +173,11 @@ class ModelServiceSpec(ApiModel):
     resources: ServingResources = section(ServingResources, "Per-replica resources and placement.")
     canary: CanarySpec | None = Field(None, description="A canary version and its traffic share.")
     auth: AuthSpec | None = Field(None, description="Require a bearer token on inference requests.")
+    storage_secret_ref: SecretRef | None = Field(
+        None,
+        description="Secret whose keys (e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`) become environment "
+        "variables of the Ray pods for model downloads; default with `fromTrainingJob`: the job's.",
+    )
 
 
 class ServedModel(StatusModel):
@@ -181,13 +187,31 @@ class ServedModel(StatusModel):
     version: int | None = Field(None, description="Version number.")
 
 
+class PromotedModel(ServedModel):
+    """A canary promoted to primary, and the `spec.model` location it stands in for."""
+
+    replaces: str | None = Field(None, description="The resolved `spec.model` location when it was promoted.")
+
+
 class CanaryStatus(StatusModel):
     """The canary's current state."""
 
     uri: str | None = Field(None, description="Location of the canary model version.")
     version: int | None = Field(None, description="Canary version number.")
     traffic_percent: int | None = Field(None, description="Share of traffic the canary answers now.")
-    state: CanaryState | None = Field(None, description="Progressing, Promoted, RolledBack or Paused.")
+    state: CanaryState | None = Field(
+        None,
+        description="Progressing (automatic promotion under way), Paused (the share stays at the spec's "
+        "`trafficPercent`), Promoted or RolledBack (share 0, until `canary.model` changes).",
+    )
+    message: str | None = Field(None, description="The figures behind the last step, promotion or rollback.")
+
+
+class ServiceEndpoints(StatusModel):
+    """Inference URLs inside the cluster."""
+
+    v1: str | None = Field(None, description="KServe v1 predict URL.")
+    v2: str | None = Field(None, description="Open Inference Protocol v2 infer URL.")
 
 
 class ModelServiceStatus(StatusModel):
@@ -199,12 +223,18 @@ class ModelServiceStatus(StatusModel):
         description="Conditions (Ready, ModelLoaded, Canary...).",
     )
     observed_generation: int | None = Field(None, description="The `metadata.generation` last acted on.")
-    url: str | None = Field(None, description="Base URL of the inference endpoints.")
+    url: str | None = Field(None, description="Base URL of the inference endpoints (the serve Service).")
+    endpoints: ServiceEndpoints | None = Field(None, description="The v1 and v2 inference URLs.")
     replicas: int | None = Field(None, description="Replicas the service runs now (for the scale subresource).")
     ready_replicas: int | None = Field(None, description="Replicas ready to answer.")
     selector: str | None = Field(None, description="Label selector of the serving pods (for the scale subresource).")
     model: ServedModel | None = Field(None, description="The primary model being served.")
     canary: CanaryStatus | None = Field(None, description="The canary, while one runs.")
+    promoted: PromotedModel | None = Field(
+        None,
+        description="A canary promoted to primary: served instead of `spec.model` while `spec.canary` names it. "
+        "Set `spec.model` to it and remove `spec.canary` to make that permanent.",
+    )
     ray_service_name: str | None = Field(None, description="Name of the RayService.")
 
 

@@ -90,14 +90,18 @@ def metric_shortfalls(metrics: dict[str, float], minimum: dict[str, float]) -> l
     return misses
 
 
-def serve_args(service: ModelService, primary: ModelTarget, canary: ModelTarget | None) -> ServeAppArgs:
-    """The application arguments for a ModelService whose models are resolved to concrete locations."""
+def serve_args(
+    service: ModelService, primary: ModelTarget, canary: ModelTarget | None, canary_percent: int | None = None
+) -> ServeAppArgs:
+    """The application arguments for a ModelService whose models are resolved to concrete locations.
+
+    ``canary_percent``: the canary's current share (automatic promotion moves it); default the spec's.
+    """
     spec = service.spec
     canary_target = None
     if canary is not None and spec.canary is not None:
-        canary_target = CanaryTarget(
-            uri=canary.uri, version=canary.version, traffic_percent=spec.canary.traffic_percent
-        )
+        share = spec.canary.traffic_percent if canary_percent is None else canary_percent
+        canary_target = CanaryTarget(uri=canary.uri, version=canary.version, traffic_percent=share)
     return ServeAppArgs(
         model_name=spec.model_name or service.metadata.name or "model",
         primary=primary,

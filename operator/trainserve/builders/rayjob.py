@@ -14,6 +14,15 @@ import shlex
 from typing import Any
 
 from trainserve.api.trainingjob import TrainingJob
+from trainserve.builders.common import (
+    child_metadata,
+    container_security,
+    cpu_quantity,
+    placement,
+    pod_security,
+    shm_mount,
+    shm_volume,
+)
 from trainserve.naming import (
     ATTEMPT_LABEL,
     KUEUE_QUEUE_LABEL,
@@ -29,9 +38,6 @@ ENTRYPOINT_MODULE = "trainserve_workloads.train"
 #: Environment variables the workload's Kubernetes progress sink reads (see trainserve_workloads.progress).
 JOB_NAME_ENV = "TRAINSERVE_JOB_NAME"
 JOB_NAMESPACE_ENV = "TRAINSERVE_JOB_NAMESPACE"
-RAY_UID = 1000  # the `ray` user of the rayproject images
-RAY_GID = 100
-SHM_VOLUME = "dshm"
 
 Object = dict[str, Any]
 
@@ -71,47 +77,6 @@ def entrypoint(job: TrainingJob) -> str:
     return f"python -m {ENTRYPOINT_MODULE} --progress kubernetes --config {shlex.quote(config)}"
 
 
-def owner_reference(job: TrainingJob) -> Object:
-    return {
-        "apiVersion": job.api_version,
-        "kind": job.kind,
-        "name": job.metadata.name,
-        "uid": job.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def child_metadata(job: TrainingJob, name: str, labels: dict[str, str] | None = None) -> Object:
-    """Metadata of a child: labels that find it, and an owner reference so deleting the job deletes it."""
-    name_of_job = job.metadata.name or ""
-    metadata: Object = {"name": name, "labels": {**child_labels(name_of_job), **(labels or {})}}
-    if job.metadata.namespace:
-        metadata["namespace"] = job.metadata.namespace
-    if job.metadata.uid:  # absent when rendering a file that is not in a cluster yet
-        metadata["ownerReferences"] = [owner_reference(job)]
-    return metadata
-
-
-def _container_security() -> Object:
-    return {
-        "runAsNonRoot": True,
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _pod_security() -> Object:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RAY_UID,
-        "runAsGroup": RAY_GID,
-        "fsGroup": RAY_GID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _env(job: TrainingJob) -> tuple[list[Object], list[Object]]:
     """(env, envFrom): the job's identity, and the storage Secret's keys as variables (never their values)."""
     env: list[Object] = [
@@ -123,11 +88,6 @@ def _env(job: TrainingJob) -> tuple[list[Object], list[Object]]:
     secret = job.spec.storage_secret_ref
     env_from: list[Object] = [{"secretRef": {"name": secret.name}}] if secret else []
     return env, env_from
-
-
-def _shm_volume() -> Object:
-    """``/dev/shm`` in memory: the Ray object store and TensorFlow's collectives use it."""
-    return {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}
 
 
 def _head_template(job: TrainingJob, settings: OperatorSettings, image: str) -> Object:
@@ -142,9 +102,10 @@ def _head_template(job: TrainingJob, settings: OperatorSettings, image: str) -> 
             {"name": "gcs", "containerPort": 6379},
             {"name": "dashboard", "containerPort": 8265},
             {"name": "client", "containerPort": 10001},
+            {"name": "metrics", "containerPort": 8080},
         ],
-        "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
-        "securityContext": _container_security(),
+        "volumeMounts": [shm_mount()],
+        "securityContext": container_security(),
     }
     if env_from:
         container["envFrom"] = env_from
@@ -154,21 +115,17 @@ def _head_template(job: TrainingJob, settings: OperatorSettings, image: str) -> 
             # The driver runs here and reports progress with this account's token (its own status only).
             "serviceAccountName": job_account_name(job.metadata.name or ""),
             "automountServiceAccountToken": True,
-            "securityContext": _pod_security(),
+            "securityContext": pod_security(),
             "containers": [container],
-            "volumes": [_shm_volume()],
+            "volumes": [shm_volume()],
         },
     }
-
-
-def _quantity(cpus: float) -> str:
-    return str(int(cpus)) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"
 
 
 def _worker_template(job: TrainingJob, image: str) -> Object:
     res = job.spec.resources
     env, env_from = _env(job)
-    amounts: Object = {"cpu": _quantity(res.cpus_per_worker), "memory": res.memory_per_worker}
+    amounts: Object = {"cpu": cpu_quantity(res.cpus_per_worker), "memory": res.memory_per_worker}
     if res.gpus_per_worker:
         amounts[res.gpu_resource_name] = str(res.gpus_per_worker)
     container: Object = {
@@ -176,26 +133,19 @@ def _worker_template(job: TrainingJob, image: str) -> Object:
         "image": image,
         "env": env,
         "resources": {"requests": dict(amounts), "limits": dict(amounts)},
-        "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
-        "securityContext": _container_security(),
+        "ports": [{"name": "metrics", "containerPort": 8080}],
+        "volumeMounts": [shm_mount()],
+        "securityContext": container_security(),
     }
     if env_from:
         container["envFrom"] = env_from
-    tolerations = [t.to_wire() for t in res.tolerations]
-    if res.gpus_per_worker:
-        gpu = {"key": res.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}
-        if gpu not in tolerations:
-            tolerations.append(gpu)
     spec: Object = {
         "automountServiceAccountToken": False,  # workers never talk to the Kubernetes API
-        "securityContext": _pod_security(),
+        "securityContext": pod_security(),
         "containers": [container],
-        "volumes": [_shm_volume()],
+        "volumes": [shm_volume()],
+        **placement(res.node_selector, res.tolerations, res.gpus_per_worker, res.gpu_resource_name),
     }
-    if res.node_selector:
-        spec["nodeSelector"] = dict(res.node_selector)
-    if tolerations:
-        spec["tolerations"] = tolerations
     return {"metadata": {"labels": child_labels(job.metadata.name or "")}, "spec": spec}
 
 
@@ -230,7 +180,7 @@ def build_rayjob(
         "rayClusterSpec": {
             "rayVersion": settings.ray_version,
             "headGroupSpec": {
-                "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0", "metrics-export-port": "8080"},
                 "template": _head_template(job, settings, image),
             },
             "workerGroupSpecs": [
@@ -242,6 +192,7 @@ def build_rayjob(
                     "rayStartParams": {
                         "num-cpus": str(max(1, math.ceil(res.cpus_per_worker))),
                         "num-gpus": str(res.gpus_per_worker),
+                        "metrics-export-port": "8080",
                     },
                     "template": _worker_template(job, image),
                 }

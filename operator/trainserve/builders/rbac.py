@@ -11,7 +11,7 @@ from typing import Any
 
 from trainserve.api.base import GROUP
 from trainserve.api.trainingjob import TrainingJob
-from trainserve.builders.rayjob import child_metadata
+from trainserve.builders.common import child_metadata
 from trainserve.naming import job_account_name
 
 Object = dict[str, Any]

@@ -78,6 +78,7 @@ class ModelServer:
         self.primary: Slot | None = None
         self.canary: Slot | None = None
         self.canary_percent = 0
+        self.requested: dict[str, str] = {}
         self.loaded: dict[str, LoadedModel] = {}
         self.local: dict[str, VersionStats] = {}
         self.batch_counts = [0] * (len(BATCH_BUCKETS) + 1)
@@ -120,6 +121,7 @@ class ModelServer:
         self.primary = self._slot(self.loaded[args.primary.uri], args)
         self.canary = self._slot(self.loaded[args.canary.uri], args) if args.canary else None
         self.canary_percent = args.canary.traffic_percent if args.canary else 0
+        self.requested = {"primary": args.primary.uri} | ({"canary": args.canary.uri} if args.canary else {})
         self.token = token.encode() if token else None
         log.info(
             "serving %s: primary %s, canary %s at %d%%",
@@ -192,6 +194,9 @@ class ModelServer:
         if rest == ["ready"]:
             self._method(request, "GET")
             return _json(200, {"name": name, "ready": True})
+        if rest == ["stats"]:  # open like health: counts and latencies only, read by the operator
+            self._method(request, "GET")
+            return _json(200, await self.stats.snapshot.remote())
         self._authorize(request)
         if rest == []:
             self._method(request, "GET")
@@ -199,9 +204,6 @@ class ModelServer:
         if rest == ["infer"]:
             self._method(request, "POST")
             return await self._infer_v2(request, slot, started)
-        if rest == ["stats"]:
-            self._method(request, "GET")
-            return _json(200, await self.stats.snapshot.remote())
         raise ProtocolError(404, f"no endpoint {'/'.join(rest)} for model {name}")
 
     def _check_model(self, name: str) -> None:
@@ -308,9 +310,26 @@ class ModelServer:
             deltas = {version: stats.to_dict() for version, stats in self.local.items()}
             batches, self.local, self.batch_counts = self.batch_counts, {}, [0] * (len(BATCH_BUCKETS) + 1)
             try:
-                await self.stats.push.remote(deltas, batches)
+                await self.stats.push.remote(deltas, batches, self._roles())
             except Exception:  # figures are best effort; serving must go on
                 log.warning("could not push stats", exc_info=True)
+
+    def _roles(self) -> dict[str, dict[str, Any]]:
+        """Which version answers as primary and which as canary: the operator judges the canary by its uri."""
+        slots = {"primary": self.primary, "canary": self.canary}
+        return {
+            role: {
+                "uri": self.requested.get(role, slot.model.uri),  # as the ModelService names it
+                "loadedFrom": slot.model.uri,
+                "version": slot.version_label,
+                "percent": self._share(role),
+            }
+            for role, slot in slots.items()
+            if slot is not None
+        }
+
+    def _share(self, role: str) -> int:
+        return self.canary_percent if role == "canary" else 100 - (self.canary_percent if self.canary else 0)
 
     def _metadata(self, slot: Slot | None) -> dict[str, Any]:
         model = (slot or self.primary or self._pick()).model

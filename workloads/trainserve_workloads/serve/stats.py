@@ -12,31 +12,8 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Upper bounds of the latency buckets, in milliseconds (the last bucket is open-ended).
-LATENCY_BUCKETS_MS: tuple[float, ...] = (
-    0.5,
-    1,
-    2,
-    3,
-    5,
-    7.5,
-    10,
-    15,
-    20,
-    30,
-    50,
-    75,
-    100,
-    150,
-    200,
-    300,
-    500,
-    750,
-    1000,
-    2000,
-    5000,
-    10000,
-)
+from trainserve.api.figures import LATENCY_BUCKETS_MS, percentile
+
 BATCH_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
@@ -82,30 +59,20 @@ class VersionStats:
         return cls(data["requests"], data["errors"], data["rows"], list(data["latencyCounts"]), data["latencySumMs"])
 
 
-def percentile(counts: list[int], quantile: float) -> float | None:
-    """The quantile of a bucketed histogram, interpolated inside its bucket; None when empty."""
-    total = sum(counts)
-    if total == 0:
-        return None
-    target = quantile * total
-    seen = 0
-    for index, count in enumerate(counts):
-        if count and seen + count >= target:
-            low = LATENCY_BUCKETS_MS[index - 1] if index > 0 else 0.0
-            high = LATENCY_BUCKETS_MS[index] if index < len(LATENCY_BUCKETS_MS) else LATENCY_BUCKETS_MS[-1] * 2
-            return round(low + (high - low) * (target - seen) / count, 3)
-        seen += count
-    return LATENCY_BUCKETS_MS[-1]
-
-
 class StatsCollector:
     """Totals per model version across all replicas (a Serve deployment with one replica)."""
 
     def __init__(self) -> None:
         self.versions: dict[str, VersionStats] = {}
         self.batches: list[int] = [0] * (len(BATCH_BUCKETS) + 1)
+        self.roles: dict[str, dict[str, Any]] = {}
 
-    def push(self, deltas: dict[str, dict[str, Any]], batch_counts: list[int]) -> None:
+    def push(
+        self, deltas: dict[str, dict[str, Any]], batch_counts: list[int], roles: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        """Add a replica's counts; ``roles`` says which version is primary and canary (uri and version label)."""
+        if roles is not None:
+            self.roles = roles
         for version, data in deltas.items():
             self.versions.setdefault(version, VersionStats()).add(VersionStats.from_dict(data))
         self.batches = [a + b for a, b in zip(self.batches, batch_counts, strict=True)]
@@ -114,4 +81,5 @@ class StatsCollector:
         return {
             "versions": {version: stats.to_dict() for version, stats in sorted(self.versions.items())},
             "batchSizes": {"bounds": list(BATCH_BUCKETS), "counts": list(self.batches)},
+            "roles": self.roles,
         }

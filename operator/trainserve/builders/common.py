@@ -1,0 +1,90 @@
+"""Pieces every generated object shares: child metadata with owner references, pod security, GPU placement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainserve.api.base import Toleration
+from trainserve.api.modelservice import ModelService
+from trainserve.api.trainingjob import TrainingJob
+from trainserve.naming import owner_labels
+
+Object = dict[str, Any]
+Owner = TrainingJob | ModelService
+
+RAY_UID = 1000  # the `ray` user of the rayproject images
+RAY_GID = 100
+SHM_VOLUME = "dshm"
+
+
+def owner_reference(owner: Owner) -> Object:
+    return {
+        "apiVersion": owner.api_version,
+        "kind": owner.kind,
+        "name": owner.metadata.name,
+        "uid": owner.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_metadata(owner: Owner, name: str, labels: dict[str, str] | None = None) -> Object:
+    """Metadata of a child: labels that find it, and an owner reference so deleting the owner deletes it."""
+    metadata: Object = {
+        "name": name,
+        "labels": {**owner_labels(owner.kind, owner.metadata.name or ""), **(labels or {})},
+    }
+    if owner.metadata.namespace:
+        metadata["namespace"] = owner.metadata.namespace
+    if owner.metadata.uid:  # absent when rendering a file that is not in a cluster yet
+        metadata["ownerReferences"] = [owner_reference(owner)]
+    return metadata
+
+
+def container_security() -> Object:
+    """The "restricted" Pod Security Standard, container part."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security() -> Object:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RAY_UID,
+        "runAsGroup": RAY_GID,
+        "fsGroup": RAY_GID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def shm_volume() -> Object:
+    """``/dev/shm`` in memory: the Ray object store and TensorFlow's collectives use it."""
+    return {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}
+
+
+def shm_mount() -> Object:
+    return {"name": SHM_VOLUME, "mountPath": "/dev/shm"}
+
+
+def cpu_quantity(cpus: float) -> str:
+    """``2.0`` -> ``"2"``, ``0.5`` -> ``"500m"``."""
+    return str(int(cpus)) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"
+
+
+def placement(node_selector: dict[str, str], tolerations: list[Toleration], gpus: float, gpu_resource: str) -> Object:
+    """``nodeSelector`` and ``tolerations`` of a pod spec; GPU pods tolerate the GPU taint by default."""
+    out: Object = {}
+    wire = [t.to_wire() for t in tolerations]
+    if gpus:
+        gpu = {"key": gpu_resource, "operator": "Exists", "effect": "NoSchedule"}
+        if gpu not in wire:
+            wire.append(gpu)
+    if node_selector:
+        out["nodeSelector"] = dict(node_selector)
+    if wire:
+        out["tolerations"] = wire
+    return out

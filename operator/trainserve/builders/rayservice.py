@@ -1,0 +1,221 @@
+"""ModelService -> KubeRay ``RayService`` (``ray.io/v1``) and the NetworkPolicy around its pods; pure.
+
+The Serve application is ``trainserve_workloads.serve:app`` with the deployment options written into
+``serveConfigV2`` (:func:`trainserve.api.serving.serve_application`), so KubeRay and Ray's own tooling see
+replicas, autoscaling and resources. The head runs Serve's controller and the ingress, no replicas
+(``num-cpus: 0``); one worker group holds the replicas, and Ray's in-tree autoscaler adds and removes
+worker pods between bounds derived from the replica bounds as Serve scales.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from trainserve.api.modelservice import ModelService
+from trainserve.api.serving import (
+    AUTH_TOKEN_ENV,
+    FAST_INGRESS_ENV,
+    ServeAppArgs,
+    quantity_bytes,
+    serve_application,
+)
+from trainserve.builders.common import (
+    child_metadata,
+    container_security,
+    cpu_quantity,
+    placement,
+    pod_security,
+    shm_mount,
+    shm_volume,
+)
+from trainserve.naming import MODELSERVICE_LABEL, service_labels
+from trainserve.settings import OperatorSettings
+
+RAYSERVICE_API_VERSION = "ray.io/v1"
+SERVE_PORT = 8000
+METRICS_PORT = 8080
+DASHBOARD_PORT = 8265
+DASHBOARD_AGENT_PORT = 52365
+WORKER_GROUP = "serve"
+#: Ports anyone in the cluster may reach on a ModelService's Ray pods: the Serve ingress, metrics for
+#: Prometheus, and the dashboard (agent) ports KubeRay polls. Replicas' direct-ingress ports, GCS and the
+#: object store stay private to the service's own Ray pods.
+PUBLIC_PORTS = (SERVE_PORT, METRICS_PORT, DASHBOARD_PORT, DASHBOARD_AGENT_PORT)
+#: A worker pod's memory over what its replicas reserve: Ray's object store takes 30% of the pod by default.
+MEMORY_HEADROOM = 1.5
+
+Object = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WorkerShape:
+    """How serving replicas pack into worker pods, and how many pods the autoscaler may run."""
+
+    replicas_per_pod: int
+    cpus: int
+    gpus: int
+    memory_mib: int
+    min_pods: int
+    max_pods: int
+
+
+def worker_shape(args: ServeAppArgs) -> WorkerShape:
+    """Whole CPUs and GPUs per pod (Ray's ``--num-cpus`` takes integers); fractional replicas share a pod."""
+    res = args.resources
+    if res.gpus_per_replica:
+        per_pod = max(1, math.floor(1 / res.gpus_per_replica)) if res.gpus_per_replica < 1 else 1
+    else:
+        per_pod = max(1, math.floor(1 / res.cpus_per_replica)) if res.cpus_per_replica < 1 else 1
+    if args.autoscaling is not None:
+        low, high = args.autoscaling.min_replicas, args.autoscaling.max_replicas
+    else:
+        low = high = args.replicas
+    memory = per_pod * quantity_bytes(res.memory_per_replica) * MEMORY_HEADROOM
+    return WorkerShape(
+        replicas_per_pod=per_pod,
+        cpus=max(1, math.ceil(per_pod * res.cpus_per_replica - 1e-9)),
+        gpus=math.ceil(per_pod * res.gpus_per_replica - 1e-9) if res.gpus_per_replica else 0,
+        memory_mib=math.ceil(memory / 2**20),
+        min_pods=math.ceil(low / per_pod),
+        max_pods=max(1, math.ceil(high / per_pod)),
+    )
+
+
+def serve_config(args: ServeAppArgs) -> Object:
+    """The Serve config KubeRay deploys (``serveConfigV2``); Ray Serve's ``ServeDeploySchema`` accepts it."""
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
+        "applications": [serve_application(args)],
+    }
+
+
+def _serving_env(service: ModelService, args: ServeAppArgs, settings: OperatorSettings) -> list[Object]:
+    env: list[Object] = [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}]
+    if settings.fast_ingress:
+        values = FAST_INGRESS_ENV | {"RAY_SERVE_HAPROXY_NBTHREAD": str(settings.haproxy_threads)}
+        env += [{"name": key, "value": value} for key, value in sorted(values.items())]
+    if service.spec.auth is not None and args.auth_token_env:
+        ref = service.spec.auth.token_secret_ref
+        env.append(
+            {"name": AUTH_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}},
+        )
+    return env
+
+
+def _container(
+    name: str, image: str, env: list[Object], resources: Object, ports: list[Object], storage_secret: str | None
+) -> Object:
+    container: Object = {
+        "name": name,
+        "image": image,
+        "env": env,
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "ports": ports,
+        "volumeMounts": [shm_mount()],
+        "securityContext": container_security(),
+    }
+    if storage_secret:
+        container["envFrom"] = [{"secretRef": {"name": storage_secret}}]
+    return container
+
+
+def _pod(service: ModelService, container: Object, extra: Object | None = None) -> Object:
+    spec: Object = {
+        "automountServiceAccountToken": False,  # Ray pods of a ModelService never call the Kubernetes API
+        "securityContext": pod_security(),
+        "containers": [container],
+        "volumes": [shm_volume()],
+        **(extra or {}),
+    }
+    return {"metadata": {"labels": service_labels(service.metadata.name or "")}, "spec": spec}
+
+
+def build_rayservice(
+    service: ModelService, args: ServeAppArgs, settings: OperatorSettings, storage_secret: str | None = None
+) -> Object:
+    """The RayService that serves ``args`` (models already resolved to locations) for ``service``.
+
+    ``storage_secret``: the Secret with storage credentials (the spec's, or the source TrainingJob's).
+    """
+    name = service.metadata.name or ""
+    image = service.spec.image or settings.image
+    res = args.resources
+    shape = worker_shape(args)
+    env = _serving_env(service, args, settings)
+    serve_ports = [{"name": "serve", "containerPort": SERVE_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}]
+    head_resources = {"cpu": settings.head_cpu, "memory": settings.head_memory}
+    head = _container(
+        "ray-head",
+        image,
+        env,
+        head_resources,
+        [
+            {"name": "gcs", "containerPort": 6379},
+            {"name": "dashboard", "containerPort": DASHBOARD_PORT},
+            {"name": "client", "containerPort": 10001},
+            *serve_ports,
+        ],
+        storage_secret,
+    )
+    worker_resources: Object = {"cpu": cpu_quantity(shape.cpus), "memory": f"{shape.memory_mib}Mi"}
+    if shape.gpus:
+        worker_resources[res.gpu_resource_name] = str(shape.gpus)
+    worker = _container("ray-worker", image, env, worker_resources, serve_ports, storage_secret)
+    worker_placement = placement(res.node_selector, res.tolerations, res.gpus_per_replica, res.gpu_resource_name)
+    metadata = child_metadata(service, name)
+    spec: Object = {
+        "serveConfigV2": yaml.safe_dump(serve_config(args), sort_keys=True, width=10_000),
+        "rayClusterConfig": {
+            "rayVersion": settings.ray_version,
+            "enableInTreeAutoscaling": True,
+            "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 60},
+            "headGroupSpec": {
+                "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0", "metrics-export-port": "8080"},
+                "template": _pod(service, head),
+            },
+            "workerGroupSpecs": [
+                {
+                    "groupName": WORKER_GROUP,
+                    "replicas": shape.min_pods,
+                    "minReplicas": shape.min_pods,
+                    "maxReplicas": shape.max_pods,
+                    "rayStartParams": {
+                        "num-cpus": str(shape.cpus),
+                        "num-gpus": str(shape.gpus),
+                        "metrics-export-port": "8080",
+                    },
+                    "template": _pod(service, worker, worker_placement),
+                }
+            ],
+        },
+    }
+    return {"apiVersion": RAYSERVICE_API_VERSION, "kind": "RayService", "metadata": metadata, "spec": spec}
+
+
+def network_policy_name(modelservice: str) -> str:
+    return f"{modelservice}-ray"
+
+
+def build_network_policy(service: ModelService) -> Object:
+    """Keeps the replicas' direct-ingress ports (and GCS, object store) reachable from this service's Ray pods
+    only; the ingress, metrics and dashboard ports stay open (see :data:`PUBLIC_PORTS`)."""
+    name = service.metadata.name or ""
+    pods = {"matchLabels": {MODELSERVICE_LABEL: name}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": child_metadata(service, network_policy_name(name)),
+        "spec": {
+            "podSelector": pods,
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": pods}]},
+                {"ports": [{"protocol": "TCP", "port": port} for port in PUBLIC_PORTS]},
+            ],
+        },
+    }

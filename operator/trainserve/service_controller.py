@@ -1,0 +1,234 @@
+"""The ModelService controller: a cache of ModelServices, their RayServices and NetworkPolicies, a work queue,
+and one reconcile built on :func:`trainserve.service_plan.plan_service`.
+
+TrainingJobs come from the TrainingJob controller's cache: a change to a job that a ModelService serves
+from (``fromTrainingJob``) queues that ModelService. The RayService is written only when what we would
+write differs from what we wrote last (kept in an annotation), so KubeRay's defaults and status never
+look like drift, and a patch carries only the difference.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from trainserve.api.figures import Figures
+from trainserve.builders.rayservice import build_network_policy, build_rayservice, network_policy_name
+from trainserve.canary import CanaryWindows
+from trainserve.controller import Key, KubeRayProbe, Object, Reconciler, _key, utcnow
+from trainserve.kube import RAYSERVICES, KubeApi
+from trainserve.metrics import OperatorMetrics, ServiceSample
+from trainserve.naming import MODELSERVICE_LABEL, serve_service_name
+from trainserve.service_plan import (
+    RayServiceView,
+    ServiceObserved,
+    observed_status,
+    plan_service,
+    service_status_patch,
+)
+from trainserve.servingstats import StatsUnavailable, fetch_snapshot
+from trainserve.settings import OperatorSettings
+
+log = logging.getLogger("trainserve.operator")
+
+#: The spec we last applied to a RayService, so a reconcile can tell our change from KubeRay's defaults.
+APPLIED_ANNOTATION = "trainserve.io/applied-spec"
+
+
+def merge_diff(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return new
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            patch[key] = merge_diff(old[key], value)
+    return patch
+
+
+def applied_spec(rayservice: Object) -> Object | None:
+    text = ((rayservice.get("metadata") or {}).get("annotations") or {}).get(APPLIED_ANNOTATION)
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _canonical(spec: Object) -> str:
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class ServiceStore:
+    services: dict[Key, Object] = field(default_factory=dict)
+    rayservices: dict[Key, Object] = field(default_factory=dict)
+    policies: set[Key] = field(default_factory=set)
+
+
+class ModelServiceController(Reconciler):
+    KIND = "ModelService"
+
+    def __init__(
+        self,
+        api: KubeApi,
+        settings: OperatorSettings,
+        trainingjobs: Callable[[str], dict[str, Object]],
+        metrics: OperatorMetrics | None = None,
+        kuberay: KubeRayProbe | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        super().__init__(api, settings, metrics)
+        self.trainingjobs = trainingjobs
+        self.kuberay = kuberay or KubeRayProbe(api, settings.kuberay_probe_seconds)
+        self.clock = clock
+        self.store = ServiceStore()
+        self.canary = CanaryWindows()
+        self.metrics.track_services(self._samples)
+
+    def keys(self) -> list[Key]:
+        return list(self.store.services)
+
+    def _samples(self) -> list[ServiceSample]:
+        out = []
+        for (namespace, name), body in list(self.store.services.items()):
+            status = observed_status(body)
+            ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions)
+            share = status.canary.traffic_percent if status.canary is not None else None
+            out.append(ServiceSample(namespace, name, ready, share))
+        return out
+
+    # --- fed by the watches -------------------------------------------------------------------------------
+
+    def observe_modelservice(self, event_type: str | None, obj: Object) -> None:
+        key = _key(obj)
+        if event_type == "DELETED":
+            self.store.services.pop(key, None)
+            self.canary.forget(key)
+            self.queue.drop(key)
+            return
+        self.store.services[key] = obj
+        self.queue.add(key)
+
+    def _owner_key(self, obj: Object) -> Key | None:
+        metadata = obj.get("metadata") or {}
+        owner = (metadata.get("labels") or {}).get(MODELSERVICE_LABEL)
+        return (str(metadata.get("namespace") or ""), owner) if owner else None
+
+    def observe_rayservice(self, event_type: str | None, obj: Object) -> None:
+        key = self._owner_key(obj)
+        if key is None or str((obj.get("metadata") or {}).get("name")) != key[1]:
+            return
+        if event_type == "DELETED":
+            self.store.rayservices.pop(key, None)
+        else:
+            self.store.rayservices[key] = obj
+        if key in self.store.services:
+            self.queue.add(key)
+
+    def observe_network_policy(self, event_type: str | None, obj: Object) -> None:
+        key = self._owner_key(obj)
+        if key is None or str((obj.get("metadata") or {}).get("name")) != network_policy_name(key[1]):
+            return
+        if event_type == "DELETED":
+            self.store.policies.discard(key)
+        else:
+            self.store.policies.add(key)
+        if key in self.store.services:
+            self.queue.add(key)
+
+    def trainingjob_changed(self, key: Key) -> None:
+        """Queue the ModelServices that serve from (or canary) the TrainingJob ``key``."""
+        namespace, name = key
+        for service_key, body in list(self.store.services.items()):
+            if service_key[0] == namespace and name in _sources(body):
+                self.queue.add(service_key)
+
+    # --- the reconcile --------------------------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> float | None:
+        body = self.store.services.get(key)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return None  # being deleted: the garbage collector removes the children by their owner reference
+        namespace, name = key
+        now = self.clock()
+        window, wait = await self.canary.window(key, body, lambda uri: self._canary_figures(key, body, uri))
+        rayservice = self.store.rayservices.get(key)
+        model_name = ((body.get("spec") or {}).get("modelName")) or name
+        observed = ServiceObserved(
+            body=body,
+            trainingjobs=self.trainingjobs(namespace),
+            rayservice=RayServiceView.from_object(rayservice, model_name) if rayservice else None,
+            kuberay_installed=await self.kuberay.installed(RAYSERVICES),
+            now=now,
+            canary_window=window,
+        )
+        decision = plan_service(observed)
+        service = decision.service
+        if decision.args is not None and service is not None:
+            service = service.model_copy(deep=True)
+            service.metadata.namespace = service.metadata.namespace or namespace
+            desired = build_rayservice(service, decision.args, self.settings, decision.storage_secret)
+            await self._apply_rayservice(key, desired, rayservice)
+            if key not in self.store.policies:
+                await self.api.create_network_policy(build_network_policy(service))
+                self.store.policies.add(key)
+
+        patch = service_status_patch(body.get("status"), decision.status)
+        if patch:
+            updated = await self.api.patch_status("modelservices", namespace, name, patch)
+            self.write_through(self.store.services, key, updated.get("status") or decision.status.to_wire())
+        for result in decision.canary_results:
+            self.metrics.canary_promotions.labels(result).inc()
+            log.info("ModelService %s/%s: canary %s", namespace, name, result.replace("_", " "))
+        await self.post_events(body, decision.events, now)
+        waits = [w for w in (decision.requeue_after, wait) if w is not None]
+        return min(waits) if waits else None
+
+    async def _apply_rayservice(self, key: Key, desired: Object, existing: Object | None) -> None:
+        """Create the RayService, or patch what changed since we last applied; nothing when nothing changed."""
+        namespace, name = key
+        spec_text = _canonical(desired["spec"])
+        if existing is None:
+            desired["metadata"].setdefault("annotations", {})[APPLIED_ANNOTATION] = spec_text
+            created, _ = await self.api.create_rayservice(desired)
+            log.info("ModelService %s/%s: created RayService %s", namespace, name, name)
+            self.store.rayservices[key] = created
+            return
+        before = applied_spec(existing)
+        if before is not None and _canonical(before) == spec_text:
+            return
+        spec_patch = merge_diff(before, desired["spec"]) if before is not None else desired["spec"]
+        patch = {"metadata": {"annotations": {APPLIED_ANNOTATION: spec_text}}, "spec": spec_patch}
+        patched = await self.api.patch_rayservice(namespace, name, patch)
+        log.info("ModelService %s/%s: updated RayService %s (%s)", namespace, name, name, ", ".join(sorted(spec_patch)))
+        self.store.rayservices[key] = patched
+
+    async def _canary_figures(self, key: Key, body: Object, uri: str) -> Figures | None:
+        namespace, name = key
+        model_name = ((body.get("spec") or {}).get("modelName")) or name
+        base = self.settings.serve_stats_url.format(service=serve_service_name(name), namespace=namespace)
+        url = f"{base.rstrip('/')}/v2/models/{model_name}/stats"
+        try:
+            snapshot = await fetch_snapshot(url)
+        except StatsUnavailable as err:
+            log.warning("ModelService %s/%s: no canary figures: %s", namespace, name, err)
+            return None
+        return snapshot.for_uri(uri) or Figures()
+
+
+def _sources(body: Object) -> set[str]:
+    """Names of the TrainingJobs a ModelService's models come from."""
+    spec = body.get("spec") or {}
+    out = set()
+    for ref in ((spec.get("model") or {}), (((spec.get("canary") or {}).get("model")) or {})):
+        source = (ref.get("fromTrainingJob") or {}).get("name")
+        if source:
+            out.add(str(source))
+    return out

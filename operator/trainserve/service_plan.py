@@ -1,0 +1,420 @@
+"""What a ModelService should look like, from what is observed; pure.
+
+``plan_service(observed)`` takes the ModelService (as stored), the TrainingJobs of its namespace, its
+RayService, whether KubeRay is installed, the time and, when a canary step is due, the canary's figures
+since the step began. It returns the status to write, the Serve application to run (or None while there
+is nothing to serve yet), the Events to post and when to look again. Level-triggered like
+:mod:`trainserve.status`: the canary's share and state live in ``status.canary``, so a restart resumes.
+
+Model resolution keeps serving what runs: when ``fromTrainingJob`` points at a job that is running again
+or whose newer model misses ``minMetrics``, the version in ``status.model`` stays; a newer version that
+passes is rolled out in place (a ``serveConfigV2`` change).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from trainserve.api.conditions import ConditionStatus, set_condition
+from trainserve.api.figures import Figures
+from trainserve.api.modelservice import (
+    CanaryStatus,
+    ModelRef,
+    ModelService,
+    ModelServiceStatus,
+    PromotedModel,
+    ServedModel,
+    ServiceEndpoints,
+)
+from trainserve.api.serving import ModelTarget, ServeAppArgs, metric_shortfalls, serve_args
+from trainserve.api.trainingjob import TrainingJobStatus
+from trainserve.api.validation import InvalidResource, Problem, parse
+from trainserve.builders.rayservice import SERVE_PORT, worker_shape
+from trainserve.naming import MODELSERVICE_LABEL, serve_service_name, service_name_problem
+from trainserve.status import KUBERAY_MISSING_MESSAGE
+from trainserve.transitions import Transition, condition_events, top_level_patch
+
+RAYSERVICE_KUBERAY_MISSING = KUBERAY_MISSING_MESSAGE.replace(
+    "RayJob CRD (rayjobs.ray.io", "RayService CRD (rayservices.ray.io"
+)
+_VERSION_FOLDER = re.compile(r"/(\d+)/?$")
+
+
+@dataclass(frozen=True)
+class RayServiceView:
+    """The parts of an observed RayService the operator acts on."""
+
+    name: str
+    ready: bool
+    app_status: str
+    message: str
+    current: bool  # KubeRay has acted on the latest spec (observedGeneration caught up)
+    ready_workers: int
+    desired_workers: int
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any], app_name: str) -> RayServiceView:
+        metadata = obj.get("metadata") or {}
+        status = obj.get("status") or {}
+        conditions = status.get("conditions") or []
+        ready_condition = next((c for c in conditions if c.get("type") == "Ready"), None)
+        ready = (
+            ready_condition.get("status") == "True"
+            if ready_condition is not None
+            else status.get("serviceStatus") == "Running"
+        )
+        active = status.get("activeServiceStatus") or {}
+        app = (active.get("applicationStatuses") or {}).get(app_name) or {}
+        messages = [str(app.get("message") or "")]
+        for deployment, entry in sorted((app.get("serveDeploymentStatuses") or {}).items()):
+            if entry.get("message"):
+                messages.append(f"{deployment}: {entry['message']}")
+        if not ready and ready_condition is not None and ready_condition.get("message"):
+            messages.append(str(ready_condition["message"]))
+        cluster = active.get("rayClusterStatus") or {}
+        generation = metadata.get("generation")
+        observed = status.get("observedGeneration")
+        return cls(
+            name=str(metadata.get("name", "")),
+            ready=ready,
+            app_status=str(app.get("status") or ""),
+            message="; ".join(m for m in messages if m),
+            current=generation is None or (observed is not None and observed >= generation),
+            ready_workers=int(cluster.get("readyWorkerReplicas") or 0),
+            desired_workers=int(cluster.get("desiredWorkerReplicas") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class ServiceObserved:
+    """Everything a reconcile looks at."""
+
+    body: dict[str, Any]
+    trainingjobs: dict[str, dict[str, Any]]  # by name, same namespace
+    rayservice: RayServiceView | None
+    kuberay_installed: bool
+    now: datetime
+    #: The canary's figures since its current step began, when the controller measured a due step.
+    canary_window: Figures | None = None
+
+
+@dataclass
+class ServicePlan:
+    status: ModelServiceStatus
+    service: ModelService | None = None
+    #: The Serve application to run; None while there is no model to serve.
+    args: ServeAppArgs | None = None
+    storage_secret: str | None = None
+    events: list[Transition] = field(default_factory=list)
+    requeue_after: float | None = None
+    #: Results of automatic canary decisions made now: "promoted" or "rolled_back".
+    canary_results: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A model reference resolved: a target to serve, or why not (yet)."""
+
+    target: ModelTarget | None
+    reason: str = ""
+    message: str = ""
+    secret: str | None = None
+
+
+def version_of_uri(uri: str) -> int | None:
+    """``s3://b/models/digits/3`` -> 3: the layout TrainingJobs write (``<output.uri>/<version>``)."""
+    match = _VERSION_FOLDER.search(uri)
+    return int(match.group(1)) if match else None
+
+
+def resolve(ref: ModelRef, trainingjobs: dict[str, dict[str, Any]]) -> Resolution:
+    """A ``uri`` as it is; a ``fromTrainingJob`` once that job succeeded and its model passes ``minMetrics``."""
+    if ref.uri is not None:
+        return Resolution(ModelTarget(uri=ref.uri, version=version_of_uri(ref.uri)))
+    assert ref.from_training_job is not None
+    source = ref.from_training_job
+    body = trainingjobs.get(source.name)
+    if body is None:
+        return Resolution(None, "TrainingJobNotFound", f"TrainingJob {source.name!r} does not exist in this namespace")
+    try:
+        status = TrainingJobStatus.model_validate(body.get("status") or {})
+    except ValueError:
+        status = TrainingJobStatus()
+    secret = ((body.get("spec") or {}).get("storageSecretRef") or {}).get("name")
+    if status.phase != "Succeeded" or status.model is None or not status.model.uri:
+        progress = ""
+        if status.progress is not None and status.progress.epoch is not None:
+            progress = f", epoch {status.progress.epoch} of {status.progress.total_epochs or '?'}"
+        phase = status.phase or "Pending"
+        return Resolution(None, "WaitingForTrainingJob", f"TrainingJob {source.name!r} is {phase}{progress}")
+    short = metric_shortfalls(status.model.metrics, source.min_metrics)
+    if short:
+        return Resolution(
+            None,
+            "MetricsBelowThreshold",
+            f"model version {status.model.version} of TrainingJob {source.name!r} misses minMetrics: {'; '.join(short)}",
+        )
+    return Resolution(ModelTarget(uri=status.model.uri, version=status.model.version), secret=secret)
+
+
+def service_url(name: str, namespace: str) -> str:
+    return f"http://{serve_service_name(name)}.{namespace}.svc.cluster.local:{SERVE_PORT}"
+
+
+def observed_status(body: dict[str, Any]) -> ModelServiceStatus:
+    try:
+        return ModelServiceStatus.model_validate(body.get("status") or {})
+    except ValueError:
+        return ModelServiceStatus()
+
+
+def spec_problems(body: dict[str, Any]) -> tuple[ModelService | None, list[Problem]]:
+    name = str((body.get("metadata") or {}).get("name", ""))
+    problem = service_name_problem(name)
+    if problem:
+        return None, [Problem("metadata.name", problem, f"use a shorter DNS-1035 name, e.g. {name[:20].strip('-.')!r}")]
+    try:
+        service = parse({k: v for k, v in body.items() if k != "status"})
+    except InvalidResource as invalid:
+        return None, invalid.problems
+    assert isinstance(service, ModelService)
+    return service, []
+
+
+class _Status:
+    def __init__(self, status: ModelServiceStatus, now: datetime, generation: int | None):
+        self.value = status
+        self.now = now
+        self.generation = generation
+
+    def set(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
+        self.value.conditions = set_condition(
+            self.value.conditions, type_, status, reason, message, self.now, self.generation
+        )
+
+    def drop(self, type_: str) -> None:
+        self.value.conditions = [c for c in self.value.conditions if c.type != type_]
+
+
+def _served(target: ModelTarget) -> ServedModel:
+    return ServedModel(uri=target.uri, version=target.version)
+
+
+def _target(served: ServedModel | None) -> ModelTarget | None:
+    return ModelTarget(uri=served.uri, version=served.version) if served is not None and served.uri else None
+
+
+def plan_service(observed: ServiceObserved) -> ServicePlan:
+    """Decide; see the module docstring."""
+    before = observed_status(observed.body)
+    metadata = observed.body.get("metadata") or {}
+    st = _Status(before.model_copy(deep=True), observed.now.replace(microsecond=0), metadata.get("generation"))
+    result = ServicePlan(status=st.value)
+    service, problems = spec_problems(observed.body)
+    if service is None:
+        text = "; ".join(f"{p.path}: {p.message} (fix: {p.fix})" for p in problems)
+        st.set("Ready", "False", "InvalidSpec", text)
+    else:
+        result.service = service
+        _plan_valid(service, observed, st, result)
+    st.value.observed_generation = metadata.get("generation")
+    result.status = st.value
+    result.events = (
+        condition_events(  # the canary's own Events say more than its condition's
+            before.conditions,
+            [c for c in st.value.conditions if c.type != "Canary"],
+            warning_when_false={"Ready"} if before.conditions else set(),
+            warning_when_true=set(),
+        )
+        + result.events
+    )
+    return result
+
+
+def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, result: ServicePlan) -> None:
+    status = st.value
+    spec = service.spec
+    name = service.metadata.name or ""
+    namespace = service.metadata.namespace or str((observed.body.get("metadata") or {}).get("namespace") or "")
+    model_name = spec.model_name or name
+    status.url = service_url(name, namespace)
+    status.endpoints = ServiceEndpoints(
+        v1=f"{status.url}/v1/models/{model_name}:predict", v2=f"{status.url}/v2/models/{model_name}/infer"
+    )
+    status.selector = f"{MODELSERVICE_LABEL}={name},ray.io/node-type=worker"
+    status.ray_service_name = name
+
+    if not observed.kuberay_installed:
+        st.set("Ready", "False", "KubeRayMissing", RAYSERVICE_KUBERAY_MISSING)
+        return
+
+    # The primary: the spec's model, a promoted canary standing in for it, or what runs while neither resolves.
+    wanted = resolve(spec.model, observed.trainingjobs)
+    primary = wanted.target
+    if status.promoted is not None and primary is not None and status.promoted.replaces != primary.uri:
+        status.promoted = None  # spec.model moved on: the user's choice wins over an earlier promotion
+    if status.promoted is not None:
+        primary = _target(status.promoted)
+    if primary is None:
+        primary = _target(status.model)
+        if primary is None:
+            st.set("Ready", "False", "WaitingForModel", wanted.message)
+            st.set("ModelLoaded", "False", wanted.reason, wanted.message)
+            status.replicas, status.ready_replicas = 0, 0
+            return
+        st.set(
+            "ModelLoaded",
+            "True",
+            wanted.reason,
+            f"still serving version {status.model and status.model.version}: {wanted.message}",
+        )
+    result.storage_secret = (spec.storage_secret_ref.name if spec.storage_secret_ref else None) or wanted.secret
+
+    canary, percent = _plan_canary(service, observed, st, result, primary)
+    if status.promoted is not None:
+        primary = _target(status.promoted)
+        assert primary is not None
+    args = serve_args(service, primary, canary, percent)
+    result.args = args
+    _mirror_rayservice(args, observed, st, primary, wanted)
+
+
+def _plan_canary(
+    service: ModelService, observed: ServiceObserved, st: _Status, result: ServicePlan, primary: ModelTarget
+) -> tuple[ModelTarget | None, int | None]:
+    """The canary to run beside ``primary`` and its share, moving the automatic promotion along."""
+    status = st.value
+    spec = service.spec.canary
+    if spec is None:
+        status.canary = None
+        st.drop("Canary")
+        return None, None
+    found = resolve(spec.model, observed.trainingjobs)
+    target = found.target
+    if target is None:
+        status.canary = None
+        st.set("Canary", "False", found.reason, f"the canary is not deployed: {found.message}")
+        return None, None
+    if status.promoted is not None and status.promoted.uri == target.uri:
+        status.canary = None
+        st.set("Canary", "False", "Promoted", f"version {target.version} was promoted and serves all requests")
+        return None, None
+    if target.uri == primary.uri:
+        status.canary = None
+        st.set("Canary", "False", "SameAsPrimary", "the canary is the model already served as primary")
+        return None, None
+
+    auto = spec.auto_promote
+    current = status.canary if status.canary is not None and status.canary.uri == target.uri else None
+    if current is None or current.state is None:
+        current = CanaryStatus(
+            uri=target.uri,
+            version=target.version,
+            traffic_percent=spec.traffic_percent,
+            state="Progressing" if auto else "Paused",
+            message=None,
+        )
+        result.events.append(
+            Transition("Normal", "CanaryStarted", f"canary version {target.version} takes {spec.traffic_percent}%")
+        )
+    status.canary = current
+    if current.state == "RolledBack":
+        current.traffic_percent = 0
+        st.set("Canary", "False", "RolledBack", current.message or "rolled back")
+        return target, 0
+    if auto is None:
+        current.state, current.traffic_percent = "Paused", spec.traffic_percent
+        st.set("Canary", "True", "Paused", f"version {target.version} takes {spec.traffic_percent}% (no autoPromote)")
+        return target, spec.traffic_percent
+
+    current.state = "Progressing"
+    share = current.traffic_percent if current.traffic_percent is not None else spec.traffic_percent
+    window = observed.canary_window
+    result.requeue_after = float(auto.interval_seconds)
+    if window is not None and window.requests >= auto.min_requests:
+        p95 = window.p95_ms
+        breach = []
+        if window.error_rate > auto.max_error_rate:
+            breach.append(f"error rate {window.error_rate:.2%} > {auto.max_error_rate:.2%}")
+        if auto.max_latency_p95_ms is not None and p95 is not None and p95 > auto.max_latency_p95_ms:
+            breach.append(f"p95 {p95:.1f} ms > {auto.max_latency_p95_ms} ms")
+        if breach:
+            message = f"rolled back at {share}%: {'; '.join(breach)} ({window.describe()})"
+            current.state, current.traffic_percent, current.message = "RolledBack", 0, message
+            st.set("Canary", "False", "RolledBack", message)
+            result.events.append(Transition("Warning", "CanaryRolledBack", message))
+            result.canary_results.append("rolled_back")
+            result.requeue_after = None
+            return target, 0
+        share = min(100, share + auto.step_percent)
+        if share >= 100:
+            message = f"promoted version {target.version} ({window.describe()})"
+            status.promoted = PromotedModel(uri=target.uri, version=target.version, replaces=primary.uri)
+            status.canary = None
+            st.set("Canary", "False", "Promoted", message)
+            result.events.append(Transition("Normal", "CanaryPromoted", message))
+            result.canary_results.append("promoted")
+            result.requeue_after = None
+            return None, None
+        current.message = f"raised to {share}% after {window.describe()}"
+        result.events.append(Transition("Normal", "CanaryStep", f"canary version {target.version}: {current.message}"))
+    current.traffic_percent = share
+    st.set("Canary", "True", "Progressing", f"version {target.version} takes {share}%, promoted step by step")
+    return target, share
+
+
+def _mirror_rayservice(
+    args: ServeAppArgs, observed: ServiceObserved, st: _Status, primary: ModelTarget, wanted: Resolution
+) -> None:
+    """Ready, ModelLoaded, replicas and the served model, from what KubeRay reports."""
+    status = st.value
+    view = observed.rayservice
+    shape = worker_shape(args)
+    desired = args.autoscaling.min_replicas if args.autoscaling is not None else args.replicas
+    status.replicas = desired
+    if view is None:
+        st.set("Ready", "False", "Creating", f"creating RayService {status.ray_service_name}")
+        status.ready_replicas = 0
+        return
+    if args.autoscaling is not None and view.desired_workers:
+        status.replicas = min(
+            args.autoscaling.max_replicas, max(desired, view.desired_workers * shape.replicas_per_pod)
+        )
+    failed = view.app_status in ("DEPLOY_FAILED", "UNHEALTHY")
+    capacity = view.ready_workers * shape.replicas_per_pod
+    status.ready_replicas = min(status.replicas, capacity) if view.ready else 0
+    if view.ready:
+        st.set("Ready", "True", "Serving", f"answering at {status.url}")
+    elif failed:
+        st.set("Ready", "False", "ApplicationFailed", view.message or f"the Serve application is {view.app_status}")
+    else:
+        detail = f": {view.message}" if view.message else ""
+        st.set("Ready", "False", "Deploying", f"RayService {view.name} is starting{detail}")
+    if failed:
+        st.set("ModelLoaded", "False", "ApplicationFailed", view.message or view.app_status)
+    elif view.current and view.app_status == "RUNNING":
+        status.model = _served(primary)
+        if wanted.target is not None or status.promoted is not None:
+            where = f"version {primary.version} from {primary.uri}" if primary.version is not None else primary.uri
+            st.set("ModelLoaded", "True", "Loaded", f"serving {where}")
+    else:
+        st.set("ModelLoaded", "False", "Loading", "the Serve application is deploying the model")
+
+
+def service_status_patch(before: dict[str, Any] | None, after: ModelServiceStatus) -> dict[str, Any]:
+    """A JSON merge patch of the status fields that differ; empty when nothing changed."""
+    return top_level_patch(observed_status({"status": before}).to_wire(), after.to_wire())
+
+
+def canary_step_due(body: dict[str, Any]) -> tuple[str, int, int] | None:
+    """(canary uri, share, interval) when an automatic promotion runs, so the controller measures figures."""
+    status = observed_status(body)
+    canary = status.canary
+    auto = (((body.get("spec") or {}).get("canary") or {}).get("autoPromote")) or None
+    if canary is None or canary.state != "Progressing" or not canary.uri or auto is None:
+        return None
+    interval = int(auto.get("intervalSeconds", 60))
+    return canary.uri, int(canary.traffic_percent or 0), interval

@@ -1,0 +1,267 @@
+"""The real operator against an emulated API server and a simulated KubeRay, for ModelServices: what a user
+sees in status, RayServices and Events, from the train-to-serve link to canary promotion."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp.web
+import pytest
+import pytest_asyncio
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from tests.support.documents import changed, example
+from tests.support.kubesim import (
+    MODELSERVICES,
+    NETWORKPOLICIES,
+    RAYSERVICES,
+    Cluster,
+    Emulator,
+    eventually,
+    operator_settings,
+    running_operator,
+)
+from tests.support.schemas import kuberay_schema, schema_errors
+from trainserve.api.figures import LATENCY_BUCKETS_MS
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
+
+
+def from_uri(uri: str = "s3://models/digits/1", **spec: Any) -> dict[str, Any]:
+    document = changed(example("digits-modelservice"), "spec.model", {"uri": uri})
+    for key, value in spec.items():
+        document = changed(document, f"spec.{key}", value)
+    return document
+
+
+def ready(cluster: Cluster, name: str = "digits") -> bool:
+    return cluster.service_condition(name, "Ready").get("status") == "True"
+
+
+async def test_uri_to_ready_with_a_valid_rayservice(emulator: Emulator, cluster: Cluster) -> None:
+    async with running_operator(operator_settings(emulator)) as operator:
+        await cluster.create_modelservice(from_uri())
+        rayservice = await eventually(lambda: cluster.get(RAYSERVICES, "digits"))
+        assert schema_errors(rayservice, kuberay_schema("RayService")) == []
+        ServeDeploySchema.model_validate(yaml.safe_load(rayservice["spec"]["serveConfigV2"]))
+        owner = rayservice["metadata"]["ownerReferences"][0]
+        assert (
+            owner["kind"] == "ModelService" and owner["uid"] == cluster.get(MODELSERVICES, "digits")["metadata"]["uid"]
+        )
+        policy = await eventually(lambda: cluster.get(NETWORKPOLICIES, "digits-ray"))
+        assert policy["metadata"]["ownerReferences"][0]["uid"] == owner["uid"]
+        await eventually(lambda: cluster.service_condition("digits", "Ready").get("reason") == "Deploying")
+
+        await cluster.rayservice_ready("digits")
+        await eventually(lambda: ready(cluster))
+        status = cluster.service_status("digits")
+        assert status["url"] == "http://digits-serve-svc.ml.svc.cluster.local:8000"
+        assert status["endpoints"]["v2"].endswith("/v2/models/digits/infer")
+        assert status["model"] == {"uri": "s3://models/digits/1", "version": 1}
+        assert status["replicas"] == status["readyReplicas"] == 1
+        assert status["selector"].startswith("trainserve.io/modelservice=digits")
+        assert cluster.service_condition("digits", "ModelLoaded")["status"] == "True"
+        await eventually(lambda: operator.metrics.sample("trainserve_modelservices", {"ready": "true"}) == 1)
+
+        # Quiet when nothing changes: several resyncs, not one write.
+        before = emulator.request_count()
+        await asyncio.sleep(2.5)
+        assert [f"{r.method} {r.url} {r.data}" for r in emulator.writes(since=before)] == []
+
+        await cluster.rayservice_ready("digits", ready=False)
+        await eventually(lambda: cluster.service_condition("digits", "Ready").get("reason") == "ApplicationFailed")
+        assert "cannot load the model" in cluster.service_condition("digits", "Ready")["message"]
+        assert "ApplicationFailed" in [e["reason"] for e in cluster.events("digits")]
+
+
+async def test_from_trainingjob_waits_serves_then_rolls_to_a_newer_version(
+    emulator: Emulator, cluster: Cluster
+) -> None:
+    async with running_operator(operator_settings(emulator)):
+        await cluster.create_trainingjob(example("digits-trainingjob"))
+        await cluster.create_modelservice(example("digits-modelservice"))
+        await eventually(lambda: cluster.service_condition("digits", "Ready").get("reason") == "WaitingForModel")
+        assert "TrainingJob 'digits' is Pending" in cluster.service_condition("digits", "Ready")["message"]
+        assert cluster.get(RAYSERVICES, "digits") is None
+
+        await finish_training(cluster, version=1, accuracy=0.97)
+        await eventually(lambda: cluster.served("digits").get("user_config", {}).get("primary", {}).get("version") == 1)
+        await cluster.rayservice_ready("digits")
+        await eventually(lambda: cluster.service_status("digits").get("model", {}).get("version") == 1)
+        created = cluster.get(RAYSERVICES, "digits")["metadata"]["uid"]
+
+        # A new run of the job (deleted and created again): version 1 keeps serving while it trains.
+        await cluster.delete_trainingjob("digits")
+        await cluster.collect_garbage("digits-1")
+        await cluster.create_trainingjob(example("digits-trainingjob"))
+        await eventually(lambda: "is Pending" in cluster.service_condition("digits", "ModelLoaded").get("message", ""))
+        assert ready(cluster) and cluster.served("digits")["user_config"]["primary"]["version"] == 1
+
+        await finish_training(cluster, version=2, accuracy=0.98)
+        await eventually(lambda: cluster.served("digits")["user_config"]["primary"]["version"] == 2)
+        rayservice = cluster.get(RAYSERVICES, "digits")
+        assert rayservice["metadata"]["uid"] == created, "the RayService is updated in place, not replaced"
+        await cluster.rayservice_ready("digits")
+        await eventually(lambda: cluster.service_status("digits").get("model", {}).get("version") == 2)
+
+
+async def test_a_min_metrics_miss_is_reported(emulator: Emulator, cluster: Cluster) -> None:
+    async with running_operator(operator_settings(emulator)):
+        await cluster.create_trainingjob(example("digits-trainingjob"))
+        await cluster.create_modelservice(example("digits-modelservice"))
+        await finish_training(cluster, version=1, accuracy=0.5)
+        await eventually(
+            lambda: "val_accuracy 0.5 < 0.9" in cluster.service_condition("digits", "ModelLoaded")["message"]
+        )
+        assert cluster.service_condition("digits", "Ready")["reason"] == "WaitingForModel"
+        assert cluster.get(RAYSERVICES, "digits") is None
+
+
+async def finish_training(cluster: Cluster, version: int, accuracy: float) -> None:
+    """What the training workload and KubeRay do for one run of the digits TrainingJob."""
+    rayjob = await eventually(lambda: [n for n in cluster.rayjobs() if n.startswith("digits-")])
+    name = sorted(rayjob)[-1]
+    await cluster.run_rayjob(name)
+    model = {"uri": f"s3://models/digits/{version}", "version": version, "metrics": {"val_accuracy": accuracy}}
+    await cluster.report_progress("digits", {"model": model})
+    await cluster.succeed_rayjob(name)
+    await eventually(lambda: cluster.status("digits").get("phase") == "Succeeded")
+
+
+async def test_kubectl_scale_changes_the_serve_config(emulator: Emulator, cluster: Cluster) -> None:
+    async with running_operator(operator_settings(emulator)):
+        await cluster.create_modelservice(from_uri())
+        await eventually(lambda: cluster.served("digits").get("num_replicas") == 1)
+        await cluster.patch_modelservice("digits", {"spec": {"replicas": 3}}, subresource="scale")
+        await eventually(lambda: cluster.served("digits").get("num_replicas") == 3)
+        group = cluster.get(RAYSERVICES, "digits")["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+        assert group["maxReplicas"] == 2  # 0.5 CPU replicas, two per worker pod
+        await eventually(lambda: cluster.service_status("digits").get("replicas") == 3)
+
+
+class FakeServeStats:
+    """The serving application's stats endpoint, with figures the test sets (the figures are its input)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, dict[str, Any]] = {}
+        self.roles: dict[str, dict[str, Any]] = {}
+
+    def serve(self, version: str, uri: str, role: str, requests: int, errors: int = 0, latency_ms: float = 4) -> None:
+        counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        counts[next(i for i, b in enumerate(LATENCY_BUCKETS_MS) if latency_ms <= b)] = requests
+        self.versions[version] = {"requests": requests, "errors": errors, "latencyCounts": counts}
+        self.roles[role] = {"uri": uri, "version": version}
+
+    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        assert request.path == "/v2/models/digits/stats"
+        return aiohttp.web.json_response({"versions": self.versions, "roles": self.roles})
+
+
+@pytest_asyncio.fixture()
+async def stats() -> AsyncIterator[tuple[FakeServeStats, str]]:
+    fake = FakeServeStats()
+    app = aiohttp.web.Application()
+    app.router.add_get("/{tail:.*}", fake.handle)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield fake, f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def canary_service(max_error_rate: float = 0.05) -> dict[str, Any]:
+    canary = {
+        "model": {"uri": "s3://models/digits/2"},
+        "trafficPercent": 50,
+        "autoPromote": {"stepPercent": 50, "intervalSeconds": 5, "minRequests": 20, "maxErrorRate": max_error_rate},
+    }
+    return from_uri(canary=canary)
+
+
+async def test_canary_is_promoted_on_healthy_figures(
+    emulator: Emulator, cluster: Cluster, stats: tuple[FakeServeStats, str]
+) -> None:
+    fake, url = stats
+    async with running_operator(operator_settings(emulator, serve_stats_url=url)) as operator:
+        fake.serve("2", "s3://models/digits/2", "canary", requests=5)
+        await cluster.create_modelservice(canary_service())
+        await eventually(
+            lambda: cluster.served("digits").get("user_config", {}).get("canary", {}).get("trafficPercent") == 50
+        )
+        await eventually(lambda: cluster.service_status("digits")["canary"]["state"] == "Progressing")
+        await asyncio.sleep(1)
+        fake.serve("2", "s3://models/digits/2", "canary", requests=105)  # 100 healthy requests in the step
+        await eventually(
+            lambda: (
+                "promoted" in (cluster.service_status("digits").get("promoted") or {}).get("uri", "")
+                or cluster.service_status("digits").get("promoted")
+            ),
+            timeout=15,
+        )
+        server = cluster.served("digits")
+        assert server["user_config"]["primary"]["uri"] == "s3://models/digits/2"
+        assert server["user_config"].get("canary") is None
+        assert "canary" not in cluster.service_status("digits")
+        await eventually(lambda: "CanaryPromoted" in [e["reason"] for e in cluster.events("digits")])
+        assert operator.metrics.sample("trainserve_canary_promotions_total", {"result": "promoted"}) == 1
+
+
+async def test_canary_is_rolled_back_on_errors(
+    emulator: Emulator, cluster: Cluster, stats: tuple[FakeServeStats, str]
+) -> None:
+    fake, url = stats
+    async with running_operator(operator_settings(emulator, serve_stats_url=url)) as operator:
+        fake.serve("2", "s3://models/digits/2", "canary", requests=0)
+        await cluster.create_modelservice(canary_service())
+        await eventually(lambda: cluster.service_status("digits").get("canary", {}).get("state") == "Progressing")
+        await asyncio.sleep(1)
+        fake.serve("2", "s3://models/digits/2", "canary", requests=100, errors=30)
+        await eventually(
+            lambda: cluster.service_status("digits").get("canary", {}).get("state") == "RolledBack", timeout=15
+        )
+        assert cluster.served("digits")["user_config"]["canary"]["trafficPercent"] == 0
+        message = cluster.service_status("digits")["canary"]["message"]
+        assert "error rate 30.00% > 5.00%" in message and "100 requests" in message
+        warning = next(e for e in cluster.events("digits") if e["reason"] == "CanaryRolledBack")
+        assert warning["type"] == "Warning"
+        assert operator.metrics.sample("trainserve_canary_promotions_total", {"result": "rolled_back"}) == 1
+        assert (
+            operator.metrics.sample("trainserve_canary_traffic_percent", {"namespace": "ml", "modelservice": "digits"})
+            == 0
+        )
+
+
+async def test_operator_restart_changes_nothing(emulator: Emulator, cluster: Cluster) -> None:
+    async with running_operator(operator_settings(emulator)):
+        await cluster.create_modelservice(from_uri())
+        await eventually(lambda: cluster.get(RAYSERVICES, "digits") and cluster.get(NETWORKPOLICIES, "digits-ray"))
+        await cluster.rayservice_ready("digits")
+        await eventually(lambda: ready(cluster))
+        await asyncio.sleep(0.5)
+    before = emulator.request_count()
+    async with running_operator(operator_settings(emulator)):
+        await asyncio.sleep(2.5)
+        assert emulator.writes(since=before) == [], "a restarted operator rewrote something"
+
+
+async def test_deletion_leaves_nothing_behind(emulator: Emulator, cluster: Cluster) -> None:
+    async with running_operator(operator_settings(emulator)) as operator:
+        await cluster.create_modelservice(from_uri())
+        await eventually(lambda: cluster.get(RAYSERVICES, "digits") and cluster.get(NETWORKPOLICIES, "digits-ray"))
+        await cluster.rayservice_ready("digits")
+        await eventually(lambda: ready(cluster))
+        uid = cluster.get(MODELSERVICES, "digits")["metadata"]["uid"]
+        await asyncio.sleep(0.5)
+        await cluster.delete_modelservice("digits")
+        # Kubernetes' garbage collector deletes the children by their owner reference (the emulator has none).
+        for resource, name in ((RAYSERVICES, "digits"), (NETWORKPOLICIES, "digits-ray")):
+            assert cluster.get(resource, name)["metadata"]["ownerReferences"][0]["uid"] == uid
+        await eventually(lambda: ("ml", "digits") not in operator.modelservices.store.services)
+        after_delete = emulator.request_count()
+        await asyncio.sleep(1.5)
+        assert emulator.writes(since=after_delete) == [], "the operator acted on a deleted ModelService"

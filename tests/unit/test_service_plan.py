@@ -1,0 +1,128 @@
+"""The ModelService plan: model resolution, Ready/ModelLoaded from KubeRay, and the canary's steps."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.support.documents import changed, example
+from trainserve.api.figures import LATENCY_BUCKETS_MS, Figures
+from trainserve.service_plan import RayServiceView, ServiceObserved, plan_service, service_status_patch
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def body(document: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc = copy.deepcopy(document)
+    doc["metadata"].update({"namespace": "ml", "uid": "u1", "generation": 1})
+    if status is not None:
+        doc["status"] = status
+    return doc
+
+
+def trainingjob(phase: str, version: int = 1, accuracy: float = 0.95) -> dict[str, Any]:
+    status: dict[str, Any] = {"phase": phase}
+    if phase == "Succeeded":
+        uri = f"s3://m/digits/{version}"
+        status["model"] = {"uri": uri, "version": version, "metrics": {"val_accuracy": accuracy}}
+    return {"metadata": {"name": "digits"}, "spec": {}, "status": status}
+
+
+READY = RayServiceView("digits", True, "RUNNING", "", True, 1, 1)
+
+
+def plan(doc: dict[str, Any], jobs: dict[str, Any] | None = None, view: RayServiceView | None = READY, **kw: Any):  # type: ignore[no-untyped-def]
+    return plan_service(
+        ServiceObserved(body=doc, trainingjobs=jobs or {}, rayservice=view, kuberay_installed=True, now=NOW, **kw)
+    )
+
+
+def condition(result: Any, type_: str) -> Any:
+    return next(c for c in result.status.conditions if c.type == type_)
+
+
+def test_waits_for_the_trainingjob_then_serves_its_model() -> None:
+    doc = body(example("digits-modelservice"))
+    waiting = plan(doc, {"digits": trainingjob("Running")}, None)
+    assert waiting.args is None and condition(waiting, "Ready").reason == "WaitingForModel"
+    assert "is Running" in condition(waiting, "Ready").message
+    served = plan(doc, {"digits": trainingjob("Succeeded")})
+    assert served.args is not None and served.args.primary.uri == "s3://m/digits/1"
+    assert condition(served, "Ready").status == "True" and served.status.model is not None
+    assert served.status.model.version == 1
+
+
+def test_a_metric_miss_is_named_and_the_running_model_stays() -> None:
+    doc = body(example("digits-modelservice"))
+    short = plan(doc, {"digits": trainingjob("Succeeded", accuracy=0.5)}, None)
+    assert short.args is None
+    assert "val_accuracy 0.5 < 0.9" in condition(short, "ModelLoaded").message
+    serving = body(example("digits-modelservice"), {"model": {"uri": "s3://m/digits/1", "version": 1}})
+    newer_but_short = plan(serving, {"digits": trainingjob("Succeeded", version=2, accuracy=0.5)})
+    assert newer_but_short.args is not None and newer_but_short.args.primary.uri == "s3://m/digits/1"
+    assert "misses minMetrics" in condition(newer_but_short, "ModelLoaded").message
+
+
+def test_application_failure_surfaces_its_message() -> None:
+    doc = body(example("digits-modelservice"))
+    failed = RayServiceView("digits", False, "DEPLOY_FAILED", "ModelServer: cannot load s3://m", True, 0, 1)
+    result = plan(doc, {"digits": trainingjob("Succeeded")}, failed)
+    assert condition(result, "Ready").reason == "ApplicationFailed"
+    assert "cannot load" in condition(result, "Ready").message
+
+
+def _canary_doc(start: int = 50, step: int = 25) -> dict[str, Any]:
+    doc = changed(example("digits-modelservice"), "spec.model", {"uri": "s3://m/digits/1"})
+    canary = {
+        "model": {"uri": "s3://m/digits/2"},
+        "trafficPercent": start,
+        "autoPromote": {"stepPercent": step, "intervalSeconds": 5, "minRequests": 100, "maxErrorRate": 0.05},
+    }
+    return body(changed(doc, "spec.canary", canary))
+
+
+def _figures(requests: int, errors: int = 0, latency_ms: float = 2.0) -> Figures:
+    counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    counts[next(i for i, b in enumerate(LATENCY_BUCKETS_MS) if latency_ms <= b)] = requests
+    return Figures(requests, errors, tuple(counts))
+
+
+def _advance(doc: dict[str, Any], window: Figures | None) -> Any:
+    result = plan(doc, canary_window=window)
+    doc["status"] = result.status.to_wire()
+    return result
+
+
+def test_canary_steps_up_on_healthy_figures_then_is_promoted() -> None:
+    doc = _canary_doc()
+    first = _advance(doc, None)
+    assert first.args.canary.traffic_percent == 50 and doc["status"]["canary"]["state"] == "Progressing"
+    assert _advance(doc, _figures(10)).args.canary.traffic_percent == 50  # too few requests: no judgement
+    step = _advance(doc, _figures(200))
+    assert step.args.canary.traffic_percent == 75 and [e.reason for e in step.events] == ["CanaryStep"]
+    promoted = _advance(doc, _figures(200))
+    assert promoted.canary_results == ["promoted"] and promoted.args.canary is None
+    assert promoted.args.primary.uri == "s3://m/digits/2" and "canary" not in doc["status"]
+    again = _advance(doc, None)  # promotion sticks while spec.model stays as it was
+    assert again.args.primary.uri == "s3://m/digits/2" and again.events == []
+    moved = changed(doc, "spec.model", {"uri": "s3://m/digits/7"})
+    assert plan(moved).args.primary.uri == "s3://m/digits/7"
+
+
+def test_canary_breach_rolls_back_to_zero_and_stays() -> None:
+    doc = _canary_doc()
+    _advance(doc, None)
+    rolled = _advance(doc, _figures(200, errors=40))
+    assert rolled.canary_results == ["rolled_back"] and rolled.args.canary.traffic_percent == 0
+    assert "error rate 20.00% > 5.00%" in doc["status"]["canary"]["message"]
+    assert [e.type for e in rolled.events] == ["Warning"]
+    assert _advance(doc, _figures(500)).args.canary.traffic_percent == 0
+
+
+def test_status_patch_is_empty_when_nothing_changed() -> None:
+    doc = body(example("digits-modelservice"))
+    first = plan(doc, {"digits": trainingjob("Succeeded")})
+    settled = body(example("digits-modelservice"), first.status.to_wire())
+    again = plan(settled, {"digits": trainingjob("Succeeded")})
+    assert service_status_patch(settled["status"], again.status) == {} and again.events == []
