@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint crds crds-check bench-training bench-serving clean
+.PHONY: venv demo test lint crds crds-check manifests manifests-check bench bench-quick bench-training bench-serving clean
 
 venv: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(PY) examples/demo.py
 
-test: venv lint crds-check
+test: venv lint crds-check manifests-check
 	$(PY) -m pytest
 
 lint: venv
@@ -34,6 +34,22 @@ crds-check: venv
 	@tmp=$$(mktemp -d) && $(VENV)/bin/trainserve crds --output-dir $$tmp && \
 	  diff -ru crds $$tmp > /dev/null || { diff -ru crds $$tmp; echo "crds/ is stale: run 'make crds' and commit"; rm -rf $$tmp; exit 1; }; \
 	  rm -rf $$tmp
+
+# The chart's copy of the CRDs and deploy/install.yaml (the chart rendered with default values), from crds/.
+manifests: crds
+	$(PY) deploy/render.py
+
+# `make manifests` must leave charts/trainserve/crds and deploy/install.yaml as they are.
+manifests-check: venv
+	$(PY) deploy/render.py --check
+
+# Every benchmark in one run (serving, training, autoscaling, operator): tables printed, results in
+# benchmarks/results/<date>.json, .md and .png. bench-quick takes a few minutes, bench about half an hour.
+bench: venv
+	$(PY) -m benchmarks --profile
+
+bench-quick: venv
+	$(PY) -m benchmarks --quick
 
 bench-training: venv
 	$(PY) -m benchmarks.training
