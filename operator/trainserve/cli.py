@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,21 @@ from .api.validation import InvalidResource, load_documents, validate_document
 from .localstate import DEFAULT_STATE_DIR, STATE_DIR_ENV, list_jobs, state_dir
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (a RayService's ``serveConfigV2``, entrypoints) as readable ``|`` blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value and not value.endswith((" ", "\t")) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
 def dump_yaml(document: object) -> str:
     """YAML as we write it everywhere: block style, keys sorted, no line folding."""
-    return yaml.safe_dump(document, sort_keys=True, width=10_000, default_flow_style=False)
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=True, width=10_000, default_flow_style=False)
 
 
 def _read(path: str) -> str:
@@ -68,17 +80,24 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_kind(path: str, kind: str) -> list[dict[str, Any]]:
-    """The documents of one kind in a file, validated; exits with the problems printed when invalid."""
+def _load_valid(path: str, kinds: tuple[str, ...] = ("TrainingJob", "ModelService")) -> list[dict[str, Any]]:
+    """The documents of ``kinds`` in a file, validated; exits with the problems printed when one is invalid."""
     documents = load_documents(_read(path))
-    selected = [d for d in documents if isinstance(d, dict) and d.get("kind") == kind]
-    if not selected:
-        raise SystemExit(f"{path}: no {kind} in this file")
+    selected = [d for d in documents if isinstance(d, dict) and d.get("kind") in kinds]
     problems = [(d, p) for d in selected for p in validate_document(d)]
     if problems:
         for document, problem in problems:
-            print(f"{path}: {kind}/{document.get('metadata', {}).get('name', '?')}: {problem}", file=sys.stderr)
+            name = document.get("metadata", {}).get("name", "?")
+            print(f"{path}: {document.get('kind')}/{name}: {problem}", file=sys.stderr)
         raise SystemExit(2)
+    return selected
+
+
+def _load_kind(path: str, kind: str) -> list[dict[str, Any]]:
+    """The documents of one kind in a file, validated; exits with the problems printed when invalid."""
+    selected = _load_valid(path, (kind,))
+    if not selected:
+        raise SystemExit(f"{path}: no {kind} in this file")
     return selected
 
 
@@ -201,26 +220,67 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    """Print the objects the operator would create for each TrainingJob of a file."""
+    """Print the objects the operator would create for each TrainingJob and ModelService of a file."""
+    from .api.modelservice import ModelService
     from .api.trainingjob import TrainingJob
     from .builders import build_rayjob, build_status_access
-    from .naming import name_problem
+    from .naming import name_problem, service_name_problem
     from .settings import settings_from
 
     settings = settings_from(image=args.image)
+    documents = _load_valid(args.filename)
+    jobs = [TrainingJob.model_validate(d) for d in documents if d.get("kind") == "TrainingJob"]
+    services = [ModelService.model_validate(d) for d in documents if d.get("kind") == "ModelService"]
+    if not jobs and not services:
+        raise SystemExit(f"{args.filename}: no TrainingJob or ModelService in this file")
     out: list[dict[str, Any]] = []
-    for document in _load_kind(args.filename, "TrainingJob"):
-        job = TrainingJob.model_validate(document)
-        problem = name_problem(job.metadata.name or "")
+    named: list[tuple[TrainingJob | ModelService, Callable[[str], str | None]]] = [
+        *((j, name_problem) for j in jobs),
+        *((m, service_name_problem) for m in services),
+    ]
+    for resource, check in named:
+        problem = check(resource.metadata.name or "")
         if problem:
-            print(f"{args.filename}: TrainingJob/{job.metadata.name}: metadata.name: {problem}", file=sys.stderr)
+            print(
+                f"{args.filename}: {resource.kind}/{resource.metadata.name}: metadata.name: {problem}", file=sys.stderr
+            )
             return 2
-        job.metadata.namespace = args.namespace or job.metadata.namespace or "default"
+        resource.metadata.namespace = args.namespace or resource.metadata.namespace or "default"
+    for job in jobs:
         if args.with_access:
             out.extend(build_status_access(job))
         out.append(build_rayjob(job, settings, attempt=args.attempt))
+    for service in services:
+        out.extend(_render_service(service, jobs, settings, args.filename))
     sys.stdout.write("---\n".join(dump_yaml(obj) for obj in out))
     return 0
+
+
+def _render_service(service: Any, jobs: list[Any], settings: Any, filename: str) -> list[dict[str, Any]]:
+    """A ModelService's RayService and NetworkPolicy; ``fromTrainingJob`` becomes that job's output folder
+    (its newest version) when the job is in the same file, else a placeholder the operator fills in."""
+    from .api.serving import ModelTarget, serve_args
+    from .builders.rayservice import build_network_policy, build_rayservice
+
+    outputs = {job.metadata.name: job.spec.output.uri for job in jobs}
+
+    def target(ref: Any, where: str) -> ModelTarget:
+        if ref.uri is not None:
+            return ModelTarget(uri=ref.uri)
+        name = ref.from_training_job.name
+        if name in outputs:
+            return ModelTarget(uri=outputs[name])
+        print(
+            f"{filename}: ModelService/{service.metadata.name}: {where}.fromTrainingJob: TrainingJob {name!r} is not "
+            "in this file; rendered with a placeholder the operator replaces with that job's model",
+            file=sys.stderr,
+        )
+        return ModelTarget(uri=f"<status.model.uri of TrainingJob {name}>")
+
+    canary = target(service.spec.canary.model, "spec.canary.model") if service.spec.canary else None
+    args = serve_args(service, target(service.spec.model, "spec.model"), canary)
+    secret = service.spec.storage_secret_ref.name if service.spec.storage_secret_ref else None
+    return [build_rayservice(service, args, settings, secret), build_network_policy(service)]
 
 
 def build_parser() -> argparse.ArgumentParser:
