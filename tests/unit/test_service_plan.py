@@ -126,3 +126,28 @@ def test_status_patch_is_empty_when_nothing_changed() -> None:
     settled = body(example("digits-modelservice"), first.status.to_wire())
     again = plan(settled, {"digits": trainingjob("Succeeded")})
     assert service_status_patch(settled["status"], again.status) == {} and again.events == []
+
+
+def test_a_bad_spec_is_reported_with_its_field_path_and_nothing_is_served() -> None:
+    doc = body(changed(example("digits-modelservice"), "spec.batching.maxBatchSize", 0))
+    result = plan(doc, {"digits": trainingjob("Succeeded")})
+    ready = condition(result, "Ready")
+    assert result.args is None and ready.status == "False" and ready.reason == "InvalidSpec"
+    assert "spec.batching.maxBatchSize" in ready.message and "fix:" in ready.message
+    too_long = body(changed(example("digits-modelservice"), "metadata.name", "a" * 48))
+    assert "at most 47" in condition(plan(too_long), "Ready").message
+
+
+def test_without_kuberay_the_service_waits_and_says_how_to_install_it() -> None:
+    doc = body(example("digits-modelservice"))
+    result = plan_service(
+        ServiceObserved(
+            body=doc,
+            trainingjobs={"digits": trainingjob("Succeeded")},
+            rayservice=None,
+            kuberay_installed=False,
+            now=NOW,
+        )
+    )
+    ready = condition(result, "Ready")
+    assert result.args is None and ready.reason == "KubeRayMissing" and "rayservices.ray.io" in ready.message
