@@ -150,7 +150,7 @@ class ModelServer:
     # ----- request path ------------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
-        path = request.url.path.rstrip("/") or "/"
+        path = str(request.scope.get("path") or "/").rstrip("/") or "/"  # not request.url: it builds a whole URL
         try:
             return await self._route(request, path, started)
         except ProtocolError as err:

@@ -33,10 +33,36 @@ class LoadedModel:
     def n_features(self) -> int:
         return self.inputs[0].shape[-1]
 
+    _flat_call: Any = None  # the signature's graph function without the keyword-argument layer, when usable
+
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """One graph-mode call of the ``serving_default`` signature for all rows."""
+        if self._flat_call is not None:
+            return np.asarray(self._flat_call(self._tf.constant(rows)))
+        return self._predict_public(rows)
+
+    def _predict_public(self, rows: np.ndarray) -> np.ndarray:
         result = self._signature(**{self.inputs[0].name: self._tf.constant(rows)})
         return np.asarray(result[self.outputs[0].name].numpy())
+
+    def _use_flat_call(self, probe: np.ndarray) -> None:
+        """Call the signature's graph function directly: the structured-argument layer of a concrete function
+        costs about a fifth of a small model's call (measured: 570 vs 435 us for the digits mlp). It is TF's
+        internal API, so it is used only when present and when it answers exactly as the public call does."""
+        inference = getattr(self._signature, "_inference_function", None)
+        captured = list(getattr(self._signature, "captured_inputs", []))
+        if inference is None or not hasattr(inference, "call_flat") or len(self.outputs) != 1:
+            return
+
+        def call(tensor: Any) -> Any:
+            return inference.call_flat(tensor, *captured)[0].numpy()
+
+        try:
+            same = np.array_equal(np.asarray(call(self._tf.constant(probe))), self._predict_public(probe))
+        except Exception:
+            return
+        if same:
+            self._flat_call = call
 
 
 def _specs(entries: list[dict[str, Any]]) -> list[TensorSpec]:
@@ -73,6 +99,7 @@ def load_model(uri: str) -> LoadedModel:
     )
     row = np.zeros((1, model.n_features), dtype=np.float32)
     model.predict(row)  # warm-up: the first call builds the graph
+    model._use_flat_call(np.random.default_rng(0).random((3, model.n_features), dtype=np.float32))
     timings = []
     for _ in range(5):
         started = time.perf_counter()
