@@ -41,6 +41,11 @@ def register(registry: kopf.OperatorRegistry, controller: TrainingJobController,
             assert settings.api_server is not None
             return kopf.ConnectionInfo(server=settings.api_server, insecure=True, default_namespace="default")
 
+    else:
+        # Our registry is a plain OperatorRegistry (no implicit logins): log in the way our own API client does,
+        # with the in-cluster ServiceAccount, else KUBECONFIG / ~/.kube/config.
+        kopf.on.login(registry=registry)(kopf.login_via_client)
+
     @kopf.on.event(GROUP, VERSION, TRAININGJOBS, registry=registry)
     async def trainingjob_changed(event: kopf.RawEvent, **_: Any) -> None:
         controller.observe_trainingjob(event.get("type"), dict(event["object"]))
