@@ -71,3 +71,65 @@ def heavy(output: Path) -> str:
         }
         _, location = modelstore.publish(locate(str(output)), folder, json.loads(json.dumps(card)))
     return location.uri
+
+
+MAKERS = {"digits": digits_mlp, "heavy": heavy}
+FEATURES = {"digits": 64, "heavy": HEAVY_SHAPE[0]}
+
+
+def in_process(uri: str, features: int, seconds: float) -> dict[str, float]:
+    """The limit of any server: the model's signature called with one row in a loop, no HTTP."""
+    import time
+
+    import numpy as np
+    import tensorflow as tf
+
+    from trainserve_workloads.modelstore import resolve
+
+    location, _ = resolve(uri)
+    signature = tf.saved_model.load(location.path).signatures["serving_default"]
+    x = tf.constant(np.random.default_rng(0).random((1, features), dtype=np.float32))
+    for _ in range(20):
+        signature(features=x)
+    times = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        started = time.perf_counter()
+        signature(features=x)["predictions"].numpy()
+        times.append(time.perf_counter() - started)
+    ms = np.array(times) * 1000
+    return {
+        "rps": float(len(ms) / ms.sum() * 1000),
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
+    }
+
+
+def build(
+    names: list[str], folder: Path, limit_seconds: float = 0.0, repeats: int = 1
+) -> tuple[dict[str, str], dict[str, list[dict[str, float]]]]:
+    """Builds the named models in a child process (TensorFlow stays out of the harness) and, with
+    ``limit_seconds``, measures each in-process limit there ``repeats`` times -> ({name: uri}, {name: [limit]})."""
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "benchmarks.models", str(folder), str(limit_seconds), str(repeats), *names]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    if out.returncode != 0:
+        raise RuntimeError(f"building models {names} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["uris"], result["limits"]
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    root, seconds, times = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    uris = {name: MAKERS[name](root / name) for name in sys.argv[4:]}
+    limits = {
+        name: [in_process(uri, FEATURES[name], seconds) for _ in range(times)] if seconds > 0 else []
+        for name, uri in uris.items()
+    }
+    print(json.dumps({"uris": uris, "limits": limits}))

@@ -1,238 +1,355 @@
-"""Serving: a ModelService (through `trainserve local serve`) against the FastAPI baseline and the model in-process.
+"""Serving: a ModelService (served as `trainserve local serve` serves it) against the FastAPI baseline and the model
+in-process.
 
-Two models (the digits mlp; a compute-heavy dense network), concurrency levels from 1 to 64, load from
-`wrk` in its own process (POST bodies from a Lua script). One server runs at a time. Figures per run:
-requests/second, p50 and p99 latency, non-2xx and socket errors.
+Two models (the digits mlp; a compute-heavy dense network), several concurrency levels, load from `wrk` in its
+own process (POST bodies from a Lua script). One server runs at a time. Figures per run: requests/second, p50
+and p99 latency, non-2xx and socket errors; each the median (min-max) over the repeats. With ``--profile``, one
+more c=1 run of the digits model measures CPU per request by process and thread (/proc), and one more is recorded
+with py-spy, on the serving replica and on the baseline server.
 
-    python -m benchmarks.serving [--quick] [--repeats N] [--duration S]
+The ModelService runs in ``benchmarks.serve_driver``: the calls `trainserve local serve -f FILE` makes
+(``local_serve.start`` with the resolved arguments), plus commands on stdin, so that the autoscaling benchmark can
+take the running service over and change it in place.
+
+    python -m benchmarks.serving [--quick] [--models digits heavy] [--repeats N] [--duration S] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
-import re
+import math
+import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import urllib.request
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .harness import RESULTS, markdown_table, summarize, write_results
+from . import pyspy
+from .harness import (
+    REPO,
+    RESULTS,
+    Section,
+    Wrk,
+    cpu_delta,
+    cpu_snapshot,
+    free_port,
+    machine_busy_seconds,
+    markdown_table,
+    plain_log_axis,
+    progress,
+    pyplot,
+    stamp,
+    stop_process,
+    summarize,
+    wait_http,
+    write_results,
+)
+from .models import FEATURES as ROWS
 
-REPO = Path(__file__).resolve().parents[1]
-ROWS = {"digits": 64, "heavy": 1024}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("server not ready")
+MODELS = ("digits", "heavy")
+SERVERS = ("FastAPI baseline", "trainserve")
+KEYS = ("rps", "p50", "p99", "errors")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+@dataclass
+class ServingPlan:
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    concurrency: list[int] = field(default_factory=lambda: [1, 8, 32, 64])
+    repeats: int = 3
+    duration: float = 10.0
+    warmup: float = 3.0
+    in_process_seconds: float = 3.0
+    profile_seconds: float = 0.0  # > 0: py-spy the digits servers during an extra c=1 run
+
+    @classmethod
+    def quick(cls) -> ServingPlan:
+        return cls(concurrency=[1, 32], repeats=1, duration=3.0, warmup=1.0, in_process_seconds=1.5)
+
+    @classmethod
+    def full(cls) -> ServingPlan:
+        return cls()
 
 
-_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-
-
-def _ms(text: str) -> float:
-    match = re.match(r"([\d.]+)(us|ms|s|m)", text)
-    if not match:
-        raise ValueError(text)
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def wrk(url: str, body: str, connections: int, duration: float) -> dict[str, float]:
-    """One wrk run: requests/s, p50/p99 in ms, errors (non-2xx plus socket errors)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\nwrk.headers["Content-Type"] = "application/json"\n'
-        )
-    try:
-        out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", script.name, url],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=duration + 60,
-        ).stdout
-    finally:
-        os.unlink(script.name)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if socket:
-        errors += sum(int(n) for n in socket.groups())
-    return {"rps": rate, "p50": p50, "p99": p99, "errors": errors}
-
-
-def in_process(model_dir: str, features: int, seconds: float) -> dict[str, float]:
-    """The limit: the signature called with one row in a loop, in this process."""
-    script = (
-        "import os, sys, time, json, numpy as np\nos.environ['TF_CPP_MIN_LOG_LEVEL']='3'\nimport tensorflow as tf\n"
-        "f = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
-        "x = tf.constant(np.random.default_rng(0).random((1, int(sys.argv[2])), dtype=np.float32))\n"
-        "for _ in range(20): f(features=x)\n"
-        "times = []\nend = time.monotonic() + float(sys.argv[3])\n"
-        "while time.monotonic() < end:\n    t = time.perf_counter(); f(features=x)['predictions'].numpy(); times.append(time.perf_counter() - t)\n"
-        "t = np.array(times) * 1000\nprint(json.dumps({'rps': len(t) / t.sum() * 1000, 'p50': float(np.percentile(t, 50)), 'p99': float(np.percentile(t, 99)), 'errors': 0}))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script, model_dir, str(features), str(seconds)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-def _body(features: int) -> str:
+def body(features: int) -> str:
     row = np.random.default_rng(1).random(features).round(4).tolist()
     return json.dumps({"instances": [row]})
 
 
-def run_server(
-    kind: str, model_dir: str, name: str, concurrency: list[int], duration: float, work: Path
-) -> dict[int, dict[str, float]]:
-    port = _free_port()
-    if kind == "baseline":
-        command = [sys.executable, "-m", "benchmarks.baseline_server", model_dir, name, str(port)]
-    else:
-        service = {
-            "apiVersion": "trainserve.io/v1alpha1",
-            "kind": "ModelService",
-            "metadata": {"name": name},
-            "spec": {
-                "model": {"uri": model_dir},
-                "replicas": 1,
-                "batching": {"maxBatchSize": 32, "batchWaitTimeoutMs": 0},
-                "resources": {"cpusPerReplica": 0.5, "memoryPerReplica": "2Gi"},
-            },
+def modelservice(name: str, model_dir: str, **spec: Any) -> dict[str, Any]:
+    """The ModelService the benchmark serves: one replica at 0.5 CPU, batch 32 without waiting."""
+    return {
+        "apiVersion": "trainserve.io/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": model_dir},
+            "replicas": 1,
+            "batching": {"maxBatchSize": 32, "batchWaitTimeoutMs": 0},
+            "resources": {"cpusPerReplica": 0.5, "memoryPerReplica": "2Gi"},
         }
-        manifest = work / f"{name}-modelservice.json"
-        manifest.write_text(json.dumps(service))
-        command = [sys.executable, "-m", "trainserve.cli", "local", "serve", "-f", str(manifest), "--port", str(port)]
+        | spec,
+    }
+
+
+class LocalServer:
+    """One ModelService served as `trainserve local serve` serves it (``benchmarks.serve_driver`` makes the same
+    calls), on a free port; it also takes in-place updates and samples replica counts (for autoscaling)."""
+
+    def __init__(self, service: dict[str, Any], work: Path):
+        self.name = service["metadata"]["name"]
+        self.work = work
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = work / f"serve-{self.name}-{self.port}.log"
+        manifest = self._manifest(service)
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.serve_driver", str(manifest), str(self.port)],
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        self.replies: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _manifest(self, service: dict[str, Any]) -> Path:
+        path = self.work / f"{self.name}-modelservice-{time.monotonic_ns()}.json"
+        path.write_text(json.dumps(service))
+        return path
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith(("ready", "ok", "error")):
+                self.replies.put(line.strip())
+        self.replies.put("error the server exited")
+
+    def _reply(self, timeout: float) -> str:
+        try:
+            reply = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"{self.name}: no answer within {timeout:.0f}s; log: {self.log_tail()}") from None
+        if reply.startswith("error"):
+            raise RuntimeError(f"{self.name}: {reply}; log: {self.log_tail()}")
+        return reply
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-2000:] if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        self._reply(timeout)
+        wait_http(f"{self.url}/v2/health/ready", self.process, timeout=60)
+
+    def command(self, line: str, timeout: float = 240) -> str:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self._reply(timeout)
+
+    def update(self, service: dict[str, Any]) -> None:
+        """Apply a changed ModelService in place (what an edit of the resource does in a cluster)."""
+        self.command(f"update {self._manifest(service)}")
+
+    def sample(self, path: Path, interval: float = 0.5) -> None:
+        self.command(f"sample {path} {interval}")
+
+    def replica_pids(self) -> list[int]:
+        return pyspy.find_pids("ServeReplica", self.name, "ModelServer")
+
+    def stop(self) -> None:
+        if self.process.poll() is None and self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.write("stop\n")
+                self.process.stdin.flush()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            stop_process(self.process, timeout=15)
+
+
+def run_load(
+    url: str, name: str, plan: ServingPlan, profile: tuple[dict[str, int], Path] | None = None
+) -> tuple[dict[int, dict[str, float]], dict[str, Any] | None]:
+    """Warm-up, then every concurrency level.
+
+    With ``profile`` ({label: pid}, file): two more c=1 runs. The first measures CPU time per request of each
+    process (all threads, native code included, from /proc) and of the whole machine; the second records the
+    first process (the one that runs the model) with py-spy.
+    """
+    with Wrk(f"{url}/v1/models/{name}:predict", body(ROWS[name])) as load:
+        load.run(max(plan.concurrency), plan.warmup)
+        results = {c: load.run(c, plan.duration) for c in plan.concurrency}
+        if profile is None:
+            return results, None
+        pids, output = profile
+        main = next(iter(pids.values()))
+        before, threads_before = cpu_snapshot(), cpu_snapshot(f"/proc/{main}/task")
+        machine_before = machine_busy_seconds()
+        plain = load.run(1, plan.profile_seconds)
+        requests = max(1, int(plain["requests"]))
+        machine = (machine_busy_seconds() - machine_before) * 1000 / requests
+        processes = cpu_delta(before, cpu_snapshot(), requests)
+        threads = cpu_delta(threads_before, cpu_snapshot(f"/proc/{main}/task"), requests)
+        cpu = {label: sum(p["ms"] for p in processes if p["pid"] == pid) for label, pid in pids.items()}
+        cpu["whole machine (incl. wrk)"] = machine
+        recording = pyspy.Recording(main, plan.profile_seconds, output)
+        time.sleep(0.5)  # py-spy attaches
+        during = load.run(1, plan.profile_seconds)
+        folded = recording.finish(requests=int(during["requests"]))
+        return results, folded | {
+            "load": during,
+            "unprofiled": plain,
+            "cpuMsPerRequestByProcess": cpu,
+            "topProcesses": processes,
+            "topThreads": threads,
+        }
+
+
+def run_baseline(
+    model_dir: str, name: str, plan: ServingPlan, profile_to: Path | None = None
+) -> tuple[dict[int, dict[str, float]], dict[str, Any] | None]:
+    """The FastAPI + uvicorn server: start, measure, stop."""
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.baseline_server", model_dir, name, str(port)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_ready(port, process)
-        url = f"http://127.0.0.1:{port}/v1/models/{name}:predict"
-        body = _body(ROWS[name])
-        wrk(url, body, max(concurrency), 3)  # warm-up
-        return {c: wrk(url, body, c, duration) for c in concurrency}
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready", process)
+        profile = ({"uvicorn": process.pid}, profile_to) if profile_to is not None else None
+        return run_load(f"http://127.0.0.1:{port}", name, plan, profile)
     finally:
-        _stop(process)
+        stop_process(process)
 
 
-def plot(figures: dict[str, Any], concurrency: list[int], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(figures), figsize=(5.5 * len(figures), 8), squeeze=False)
-    for column, model in enumerate(sorted(figures)):
-        for server, series in figures[model].items():
-            if server == "in-process":
-                axes[0][column].axhline(
-                    series["rps"]["median"], linestyle=":", color="grey", label="in-process (1 row)"
-                )
-                continue
-            rps = [series[str(c)]["rps"]["median"] for c in concurrency]
-            p99 = [series[str(c)]["p99"]["median"] for c in concurrency]
-            axes[0][column].plot(concurrency, rps, marker="o", label=server)
-            axes[1][column].plot(concurrency, p99, marker="o", label=server)
-        axes[0][column].set_title(f"{model}: requests/second")
-        axes[1][column].set_title(f"{model}: p99 latency (ms)")
-        for row in (0, 1):
-            axes[row][column].set_xscale("log", base=2)
-            axes[row][column].set_xlabel("concurrent connections")
-            axes[row][column].legend()
-        axes[1][column].set_yscale("log")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+def run_trainserve(
+    model_dir: str, name: str, plan: ServingPlan, work: Path, profile_to: Path | None = None, keep: bool = False
+) -> tuple[dict[int, dict[str, float]], dict[str, Any] | None, LocalServer | None]:
+    """The ModelService: start, measure, stop (or hand the running server over with ``keep``)."""
+    server = LocalServer(modelservice(name, model_dir), work)
+    try:
+        server.wait_ready()
+        profile = None
+        if profile_to is not None:
+            pids = server.replica_pids()
+            if not pids:
+                raise RuntimeError(f"no serving replica process found for {name}")
+            profile = ({"replica": pids[0]}, profile_to)
+        results, recorded = run_load(server.url, name, plan, profile)
+    except BaseException:
+        server.stop()
+        raise
+    if keep:
+        return results, recorded, server
+    server.stop()
+    return results, recorded, None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="concurrency 1, 8, 32; 5 s runs; one repeat")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--duration", type=float, default=None)
-    parser.add_argument("--concurrency", type=int, nargs="+", help="override the connection counts")
-    parser.add_argument("--models", nargs="+", choices=["digits", "heavy"], default=["digits", "heavy"])
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
-    concurrency = args.concurrency or ([1, 8, 32] if args.quick else [1, 8, 32, 64])
-    repeats = args.repeats or (1 if args.quick else 3)
-    duration = args.duration or (5.0 if args.quick else 10.0)
+def measure(
+    plan: ServingPlan,
+    models: dict[str, str],
+    limits: dict[str, list[dict[str, float]]],
+    work: Path,
+    prefix: str,
+    hand_over: list[LocalServer] | None = None,
+) -> Section:
+    """Every model x server x repeat; returns the section (table, figures, plot).
 
-    from .models import digits_mlp, heavy
-
+    ``limits`` are the in-process runs per model (``models.build`` measures them where it builds the models).
+    With ``hand_over``, the last ModelService server started (the last model's, last repeat) is not stopped but
+    appended to it, for the autoscaling benchmark to reuse: one Ray start fewer.
+    """
+    started = time.monotonic()
     figures: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        makers = {"digits": digits_mlp, "heavy": heavy}
-        models = {name: makers[name](work / name) for name in args.models}
-        for name, model_dir in models.items():
-            runs: dict[str, list[dict[int, dict[str, float]]]] = {"FastAPI baseline": [], "trainserve": []}
-            limit = [in_process(model_dir, ROWS[name], 3.0) for _ in range(repeats)]
-            for _ in range(repeats):
-                runs["FastAPI baseline"].append(run_server("baseline", model_dir, name, concurrency, duration, work))
-                runs["trainserve"].append(run_server("trainserve", model_dir, name, concurrency, duration, work))
-            figures[name] = {
-                server: {
-                    str(c): {k: summarize([r[c][k] for r in results]) for k in ("rps", "p50", "p99", "errors")}
-                    for c in concurrency
-                }
-                for server, results in runs.items()
-            }
-            figures[name]["in-process"] = {k: summarize([r[k] for r in limit]) for k in ("rps", "p50", "p99")}
+    profiles: dict[str, Any] = {}
+    for position, name in enumerate(plan.models):
+        model_dir = models[name]
+        runs: dict[str, list[dict[int, dict[str, float]]]] = {server: [] for server in SERVERS}
+        for index in range(plan.repeats):
+            profiling = name == "digits" and index == 0 and plan.profile_seconds > 0
+            progress(f"serving {name}, repeat {index + 1}/{plan.repeats}: FastAPI baseline, then trainserve")
+            baseline, profile = run_baseline(
+                model_dir, name, plan, RESULTS / f"{prefix}profile-baseline.txt" if profiling else None
+            )
+            runs["FastAPI baseline"].append(baseline)
+            if profile is not None:
+                profiles["FastAPI baseline"] = profile
+            last = position == len(plan.models) - 1 and index == plan.repeats - 1
+            ours, profile, server = run_trainserve(
+                model_dir,
+                name,
+                plan,
+                work,
+                RESULTS / f"{prefix}profile-trainserve.txt" if profiling else None,
+                keep=hand_over is not None and last,
+            )
+            runs["trainserve"].append(ours)
+            if profile is not None:
+                profiles["trainserve"] = profile
+            if server is not None and hand_over is not None:
+                hand_over.append(server)
+        figures[name] = {
+            server: {str(c): {k: summarize([r[c][k] for r in results]) for k in KEYS} for c in plan.concurrency}
+            for server, results in runs.items()
+        }
+        figures[name]["in-process"] = {
+            k: summarize([r[k] for r in limits.get(name, [])]) for k in ("rps", "p50", "p99")
+        }
 
+    table = _table(figures, plan)
+    targets = _targets(figures)
+    notes = [
+        f"{plan.repeats} repeat(s) of {plan.duration:g} s per level after a {plan.warmup:g} s warm-up; one replica "
+        "at 0.5 CPU, batch 32, wait 0; cells are req/s / p50 / p99 ms, medians over the repeats.",
+        f"targets: heavy c=32 >= 5x the baseline's req/s with a lower p99 (measured "
+        f"{_x(targets.get('heavy_c32_ratio'))}, p99 lower: {targets.get('heavy_c32_p99_lower', 'n/a')}); "
+        f"digits c=1 >= 0.85x (measured {_x(targets.get('digits_c1_ratio'))}).",
+    ]
+    if profiles:
+        notes += profile_notes(profiles)
+    png = RESULTS / f"{prefix}serving.png"
+    plot(figures, plan.concurrency, png)
+    return Section(
+        name="serving",
+        title="Serving: ModelService vs FastAPI + uvicorn (one model call per request)",
+        figures={"plan": asdict(plan), "figures": figures, "targets": targets, "profiles": profiles},
+        table=table,
+        notes=notes,
+        plots=[png],
+        seconds=time.monotonic() - started,
+    )
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.2f}x"
+
+
+def _table(figures: dict[str, Any], plan: ServingPlan) -> str:
     rows = []
-    for name in args.models:
+    for name in plan.models:
         base, ours = figures[name]["FastAPI baseline"], figures[name]["trainserve"]
-        for c in concurrency:
+        for c in plan.concurrency:
             b, t = base[str(c)], ours[str(c)]
+            ratio = t["rps"]["median"] / b["rps"]["median"] if b["rps"]["median"] else math.nan
+            spread = ""
+            if plan.repeats > 1:
+                spread = f" (ours {t['rps']['min']:.0f}-{t['rps']['max']:.0f})"
             rows.append(
                 [
                     name,
                     c,
                     f"{b['rps']['median']:.0f} / {b['p50']['median']:.1f} / {b['p99']['median']:.1f}",
                     f"{t['rps']['median']:.0f} / {t['p50']['median']:.1f} / {t['p99']['median']:.1f}",
-                    f"{t['rps']['median'] / b['rps']['median']:.2f}x",
+                    f"{ratio:.2f}x{spread}",
                     f"{int(b['errors']['max'])} / {int(t['errors']['max'])}",
                 ]
             )
@@ -247,7 +364,7 @@ def main() -> None:
                 "",
             ]
         )
-    table = markdown_table(
+    return markdown_table(
         [
             "model",
             "c",
@@ -259,30 +376,95 @@ def main() -> None:
         rows,
     )
 
+
+def _targets(figures: dict[str, Any]) -> dict[str, Any]:
     def ratio(model: str, c: int) -> float:
         if model not in figures or str(c) not in figures[model]["trainserve"]:
-            return float("nan")
+            return math.nan
         ours, base = figures[model]["trainserve"][str(c)], figures[model]["FastAPI baseline"][str(c)]
         return float(ours["rps"]["median"] / base["rps"]["median"])
 
-    heavy32, digits1 = ratio("heavy", 32), ratio("digits", 1)
-    targets: dict[str, Any] = {"heavy_c32_ratio": heavy32, "heavy_c32_ratio_target": 5.0}
-    targets |= {"digits_c1_ratio": digits1, "digits_c1_ratio_target": 0.85}
+    targets: dict[str, Any] = {"heavy_c32_ratio": ratio("heavy", 32), "heavy_c32_ratio_target": 5.0}
+    targets |= {"digits_c1_ratio": ratio("digits", 1), "digits_c1_ratio_target": 0.85}
     if "heavy" in figures and "32" in figures["heavy"]["trainserve"]:
         ours, base = figures["heavy"]["trainserve"]["32"], figures["heavy"]["FastAPI baseline"]["32"]
-        targets["heavy_c32_p99_lower"] = ours["p99"]["median"] < base["p99"]["median"]
-    path = write_results(
-        "serving",
-        {"concurrency": concurrency, "repeats": repeats, "duration": duration, "figures": figures, "targets": targets},
-        table,
-    )
-    png = RESULTS / (path.stem + ".png")
-    plot(figures, concurrency, png)
-    print(table)
-    print(
-        f"\nheavy model at c=32: {heavy32:.2f}x the baseline's req/s (target >= 5); digits at c=1: {digits1:.2f}x (target >= 0.85)"
-    )
-    print(f"written: {path}, {png}")
+        targets["heavy_c32_p99_lower"] = bool(ours["p99"]["median"] < base["p99"]["median"])
+    return targets
+
+
+def profile_notes(profiles: dict[str, Any], top: int = 6) -> list[str]:
+    notes = []
+    for server, profile in profiles.items():
+        plain = profile.get("unprofiled", {})
+        cpu = ", ".join(
+            f"{p['name'].split(':')[0]} {p['ms']:.2f}" for p in profile.get("topProcesses", [])[:5] if p["ms"] >= 0.01
+        )
+        cpu += f"; whole machine {profile.get('cpuMsPerRequestByProcess', {}).get('whole machine (incl. wrk)', math.nan):.2f}"
+        functions = ", ".join(f"`{f['function']}` {f['share']:.0%}" for f in profile["self"][:top])
+        notes.append(
+            f"digits c=1, {server}: {plain.get('rps', 0):.0f} req/s, p50 {plain.get('p50', math.nan):.2f} ms; CPU ms "
+            f"per request: {cpu}; py-spy ({profile['file']}) top self time: {functions}"
+        )
+    return notes
+
+
+def plot(figures: dict[str, Any], concurrency: list[int], path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(2, len(figures), figsize=(5.5 * len(figures), 8), squeeze=False)
+    for column, model in enumerate(sorted(figures)):
+        for server, series in figures[model].items():
+            if server == "in-process":
+                axes[0][column].axhline(
+                    series["rps"]["median"], linestyle=":", color="grey", label="in-process (1 row per call)"
+                )
+                continue
+            for row, key in ((0, "rps"), (1, "p99")):
+                median = [series[str(c)][key]["median"] for c in concurrency]
+                low = [series[str(c)][key]["min"] for c in concurrency]
+                high = [series[str(c)][key]["max"] for c in concurrency]
+                (line,) = axes[row][column].plot(concurrency, median, marker="o", label=server)
+                axes[row][column].fill_between(concurrency, low, high, alpha=0.2, color=line.get_color())
+        axes[0][column].set_title(f"{model}: requests/second (median, band min-max)")
+        axes[1][column].set_title(f"{model}: p99 latency, ms (log)")
+        for row in (0, 1):
+            axes[row][column].set_xscale("log", base=2)
+            axes[row][column].set_xticks(concurrency, [str(c) for c in concurrency])
+            axes[row][column].set_xlabel("concurrent connections")
+            axes[row][column].legend()
+        plain_log_axis(axes[1][column])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="concurrency 1 and 32, 3 s runs, one repeat")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--duration", type=float, default=None)
+    parser.add_argument("--concurrency", type=int, nargs="+", help="override the connection counts")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--profile", action="store_true", help="py-spy both digits servers during a c=1 run")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    plan = ServingPlan.quick() if args.quick else ServingPlan.full()
+    plan.models = args.models
+    plan.concurrency = args.concurrency or plan.concurrency
+    plan.repeats = args.repeats or plan.repeats
+    plan.duration = args.duration or plan.duration
+    plan.profile_seconds = 10.0 if args.profile and "digits" in plan.models else 0.0
+
+    from .models import build
+
+    date = stamp()
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        models, limits = build(plan.models, work / "models", plan.in_process_seconds, plan.repeats)
+        section = measure(plan, models, limits, work, f"{date}-")
+    path = write_results("serving", section.figures, section.markdown())
+    print(section.markdown())
+    print(f"\nwritten: {path}, {section.plots[0]}")
 
 
 if __name__ == "__main__":

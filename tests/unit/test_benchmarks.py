@@ -1,0 +1,151 @@
+"""The benchmark harness's pure helpers: statistics, wrk output, profiles, autoscaling analysis."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.autoscaling import analyse_step, counts
+from benchmarks.harness import (
+    fmt,
+    fold_categories,
+    fold_profile,
+    markdown_table,
+    parse_wrk,
+    percentile,
+    summarize,
+    wrk_ms,
+)
+from benchmarks.operator_scale import agent_of, latency_stats
+
+WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:8000/v1/models/digits:predict
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    21.04ms    5.12ms  66.90ms   80.00%
+    Req/Sec     1.53k   102.00     1.70k    70.00%
+  Latency Distribution
+     50%   20.01ms
+     75%   22.50ms
+     90%   26.00ms
+     99%   66.90ms
+  4590 requests in 3.00s, 1.20MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:   1526.40
+Transfer/sec:    410.00KB
+"""
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    values = [1.0, 2.0, 3.0, 4.0]
+    assert percentile(values, 50) == 2.5
+    assert percentile(values, 0) == 1.0 and percentile(values, 100) == 4.0
+    assert percentile(values, 99) == pytest.approx(3.97)
+    assert percentile([5.0], 99) == 5.0
+    assert math.isnan(percentile([], 50))
+
+
+def test_summarize_reports_median_min_max_and_ignores_missing_runs() -> None:
+    assert summarize([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "runs": 3}
+    assert summarize([1.0, math.nan])["runs"] == 1
+    assert summarize([])["runs"] == 0
+
+
+def test_fmt_shows_the_spread_only_for_several_runs() -> None:
+    assert fmt(summarize([1.0, 2.0, 4.0]), 1) == "2.0 (1.0-4.0)"
+    assert fmt(summarize([2.0]), 1) == "2.0"
+    assert fmt(summarize([])) == "n/a"
+
+
+def test_markdown_table() -> None:
+    assert markdown_table(["a", "b"], [[1, "x"]]) == "| a | b |\n|---|---|\n| 1 | x |"
+
+
+def test_wrk_durations_and_output() -> None:
+    assert wrk_ms("812.00us") == pytest.approx(0.812)
+    assert wrk_ms("1.50ms") == 1.5 and wrk_ms("2.01s") == pytest.approx(2010.0)
+    with pytest.raises(ValueError):
+        wrk_ms("fast")
+    result = parse_wrk(WRK_OUTPUT)
+    assert result == {"rps": 1526.4, "p50": 20.01, "p99": 66.9, "requests": 4590, "errors": 7}
+
+
+def test_wrk_output_without_any_completed_request() -> None:
+    result = parse_wrk("  0 requests in 1.00s, 0.00B read\nRequests/sec:      0.00\n")
+    assert result["rps"] == 0.0 and math.isnan(result["p99"])
+
+
+def test_fold_profile_counts_self_and_total_time_per_function() -> None:
+    lines = [
+        "<module> (app.py:9);handle (site-packages/ray/serve/replica.py:10);parse (app.py:3) 6",
+        "<module> (app.py:9);handle (site-packages/ray/serve/replica.py:12) 4",
+        "garbage",
+    ]
+    profile = fold_profile(lines, top=5)
+    assert profile["samples"] == 10
+    assert profile["self"][0] == {"function": "parse (app.py)", "share": 0.6, "samples": 6}
+    assert profile["self"][1]["function"] == "handle (ray/serve/replica.py)"
+    total = {entry["function"]: entry["share"] for entry in profile["total"]}
+    assert total["handle (ray/serve/replica.py)"] == 1.0 and total["parse (app.py)"] == 0.6
+
+
+def test_fold_categories_first_matching_rule_wins() -> None:
+    lines = [
+        "main (a.py:1);Model.fit (k.py:2);Model.evaluate (k.py:3) 2",
+        "main (a.py:1);Model.fit (k.py:2);Function.__call__ (f.py:4) 5",
+        "main (a.py:1);load (d.py:9) 3",
+        "Thread.run (threading.py:982) 10",
+    ]
+    rules = [
+        ("idle", ["leaf:Thread.run ("]),
+        ("setup", ["!Model.fit ("]),
+        ("validation", ["Model.evaluate ("]),
+        ("steps", ["Function.__call__ ("]),
+    ]
+    assert fold_categories(lines, rules) == {"idle": 0.5, "steps": 0.25, "setup": 0.15, "validation": 0.1}
+    assert fold_categories([], rules) == {}
+
+
+def _sample(t: float, running: int, starting: int = 0, stopping: int = 0) -> dict[str, object]:
+    states = {"RUNNING": running}
+    if starting:
+        states["STARTING"] = starting
+    if stopping:
+        states["STOPPING"] = stopping
+    return {"t": t, "states": states}
+
+
+def test_autoscaling_step_analysis() -> None:
+    samples = [
+        _sample(99, 1),
+        _sample(112, 1, starting=3),
+        _sample(125, 4),
+        _sample(140, 3),
+        _sample(150, 1, stopping=2),
+        _sample(155, 1),
+    ]
+    windows = [
+        {"start": 97, "end": 98, "p99": 10.0, "rps": 100, "requests": 100, "errors": 0},
+        {"start": 100, "end": 110, "p99": 50.0, "rps": 500, "requests": 5000, "errors": 0},
+        {"start": 110, "end": 120, "p99": 70.0, "rps": 400, "requests": 4000, "errors": 2},
+    ]
+    figures = analyse_step(samples, windows, step_start=100, step_end=120, min_replicas=1)
+    assert figures["decided_s"] == 12 and figures["up_s"] == 25 and figures["peak_replicas"] == 4
+    assert figures["back_to_min_s"] == 30  # replicas being stopped no longer count
+    assert figures["p99_light_ms"] == 10.0 and figures["p99_step_median_ms"] == 60.0
+    assert figures["p99_step_max_ms"] == 70.0 and figures["rps_step"] == 450 and figures["errors"] == 2
+    assert counts(_sample(0, 2, starting=1, stopping=1)) == (2, 3)
+
+
+def test_autoscaling_without_a_scale_up_reports_none() -> None:
+    figures = analyse_step([_sample(101, 1), _sample(130, 1)], [], 100, 120, 1)
+    assert figures["decided_s"] is None and figures["up_s"] is None and figures["back_to_min_s"] is None
+
+
+def test_operator_helpers() -> None:
+    assert agent_of("kmock/0.8 aiohttp/3.14") == "benchmark"
+    assert agent_of("kopf/1.45.2") == "kopf"
+    assert agent_of("OpenAPI-Generator/36.0.3/python") == "client"
+    stats = latency_stats([0.1, 0.2, 0.3])
+    assert stats["count"] == 3 and stats["p50"] == 0.2 and stats["max"] == 0.3
