@@ -34,12 +34,10 @@ from trainserve.api.trainingjob import TrainingJobStatus
 from trainserve.api.validation import InvalidResource, Problem, parse
 from trainserve.builders.rayservice import SERVE_PORT, worker_shape
 from trainserve.naming import MODELSERVICE_LABEL, serve_service_name, service_name_problem
-from trainserve.status import KUBERAY_MISSING_MESSAGE
+from trainserve.status import kuberay_missing
 from trainserve.transitions import Transition, condition_events, top_level_patch
 
-RAYSERVICE_KUBERAY_MISSING = KUBERAY_MISSING_MESSAGE.replace(
-    "RayJob CRD (rayjobs.ray.io", "RayService CRD (rayservices.ray.io"
-)
+RAYSERVICE_KUBERAY_MISSING = kuberay_missing("RayService", "the service starts once it is there")
 _VERSION_FOLDER = re.compile(r"/(\d+)/?$")
 
 

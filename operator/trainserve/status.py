@@ -22,11 +22,17 @@ from trainserve.transitions import Transition, condition_events, top_level_patch
 
 FINISHED = ("Succeeded", "Failed")
 
-KUBERAY_MISSING_MESSAGE = (
-    "the RayJob CRD (rayjobs.ray.io, ray.io/v1) is not installed: install KubeRay, e.g. "
-    "`helm repo add kuberay https://ray-project.github.io/kuberay-helm/ && "
-    "helm install kuberay-operator kuberay/kuberay-operator`; the job starts once it is there"
-)
+
+def kuberay_missing(kind: str, then: str) -> str:
+    """What to do when KubeRay's ``kind`` CRD is not served: install KubeRay; ``then`` says what follows."""
+    return (
+        f"the {kind} CRD ({kind.lower()}s.ray.io, ray.io/v1) is not installed: install KubeRay, e.g. "
+        "`helm repo add kuberay https://ray-project.github.io/kuberay-helm/ && "
+        f"helm install kuberay-operator kuberay/kuberay-operator`; {then}"
+    )
+
+
+KUBERAY_MISSING_MESSAGE = kuberay_missing("RayJob", "the job starts once it is there")
 #: Conditions that tell a user something is wrong when True (or, for these two, when False).
 _WARNING_WHEN_TRUE = {"Failed"}
 _WARNING_WHEN_FALSE = {"Valid", "Created"}
