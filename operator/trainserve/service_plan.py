@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from trainserve.api.conditions import ConditionStatus, set_condition
 from trainserve.api.figures import Figures
 from trainserve.api.modelservice import (
     CanaryStatus,
@@ -31,11 +30,11 @@ from trainserve.api.modelservice import (
 )
 from trainserve.api.serving import ModelTarget, ServeAppArgs, metric_shortfalls, serve_args
 from trainserve.api.trainingjob import TrainingJobStatus
-from trainserve.api.validation import InvalidResource, Problem, parse
+from trainserve.api.validation import Problem
 from trainserve.builders.rayservice import SERVE_PORT, worker_shape
 from trainserve.naming import MODELSERVICE_LABEL, serve_service_name, service_name_problem
 from trainserve.status import kuberay_missing
-from trainserve.transitions import Transition, condition_events, top_level_patch
+from trainserve.transitions import StatusDraft, Transition, condition_events, parse_stored, top_level_patch
 
 RAYSERVICE_KUBERAY_MISSING = kuberay_missing("RayService", "the service starts once it is there")
 _VERSION_FOLDER = re.compile(r"/(\d+)/?$")
@@ -170,31 +169,13 @@ def observed_status(body: dict[str, Any]) -> ModelServiceStatus:
 
 
 def spec_problems(body: dict[str, Any]) -> tuple[ModelService | None, list[Problem]]:
-    name = str((body.get("metadata") or {}).get("name", ""))
-    problem = service_name_problem(name)
-    if problem:
-        return None, [Problem("metadata.name", problem, f"use a shorter DNS-1035 name, e.g. {name[:20].strip('-.')!r}")]
-    try:
-        service = parse({k: v for k, v in body.items() if k != "status"})
-    except InvalidResource as invalid:
-        return None, invalid.problems
-    assert isinstance(service, ModelService)
-    return service, []
+    """The parsed ModelService, or the problems (field path, message, fix) that keep it from serving."""
+    service, problems = parse_stored(body, service_name_problem)
+    assert service is None or isinstance(service, ModelService)
+    return service, problems
 
 
-class _Status:
-    def __init__(self, status: ModelServiceStatus, now: datetime, generation: int | None):
-        self.value = status
-        self.now = now
-        self.generation = generation
-
-    def set(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
-        self.value.conditions = set_condition(
-            self.value.conditions, type_, status, reason, message, self.now, self.generation
-        )
-
-    def drop(self, type_: str) -> None:
-        self.value.conditions = [c for c in self.value.conditions if c.type != type_]
+_Status = StatusDraft[ModelServiceStatus]
 
 
 def _served(target: ModelTarget) -> ServedModel:

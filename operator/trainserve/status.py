@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from trainserve.api.conditions import ConditionStatus, find_condition, set_condition
+from trainserve.api.conditions import find_condition
 from trainserve.api.trainingjob import TrainingJob, TrainingJobStatus
-from trainserve.api.validation import InvalidResource, Problem, parse
+from trainserve.api.validation import Problem
 from trainserve.builders.rayjob import section_hashes
 from trainserve.naming import ATTEMPT_LABEL, KUEUE_QUEUE_LABEL, SPEC_HASH_ANNOTATION, name_problem
-from trainserve.transitions import Transition, condition_events, top_level_patch
+from trainserve.transitions import StatusDraft, Transition, condition_events, parse_stored, top_level_patch
 
 FINISHED = ("Succeeded", "Failed")
 
@@ -129,31 +129,13 @@ def observed_status(body: dict[str, Any]) -> TrainingJobStatus:
 
 def spec_problems(body: dict[str, Any]) -> tuple[TrainingJob | None, list[Problem]]:
     """The parsed TrainingJob, or the problems (field path, message, fix) that keep it from running."""
-    name = str((body.get("metadata") or {}).get("name", ""))
-    problem = name_problem(name)
-    if problem:
-        return None, [Problem("metadata.name", problem, f"use a shorter DNS-1035 name, e.g. {name[:20].strip('-.')!r}")]
-    document = {k: v for k, v in body.items() if k != "status"}
-    try:
-        job = parse(document)
-    except InvalidResource as invalid:
-        return None, invalid.problems
-    assert isinstance(job, TrainingJob)
-    return job, []
+    job, problems = parse_stored(body, name_problem)
+    assert job is None or isinstance(job, TrainingJob)
+    return job, problems
 
 
-class _Status:
-    """A status being rewritten: conditions stamped with one time and generation."""
-
-    def __init__(self, status: TrainingJobStatus, now: datetime, generation: int | None):
-        self.value = status
-        self.now = now
-        self.generation = generation
-
-    def set(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
-        self.value.conditions = set_condition(
-            self.value.conditions, type_, status, reason, message, self.now, self.generation
-        )
+class _Status(StatusDraft[TrainingJobStatus]):
+    """A TrainingJob status being rewritten."""
 
     def phase(self, phase: Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]) -> None:
         self.value.phase = phase
