@@ -74,7 +74,7 @@ async def test_uri_to_ready_with_a_valid_rayservice(emulator: Emulator, cluster:
         await cluster.rayservice_ready("digits", ready=False)
         await eventually(lambda: cluster.service_condition("digits", "Ready").get("reason") == "ApplicationFailed")
         assert "cannot load the model" in cluster.service_condition("digits", "Ready")["message"]
-        assert "ApplicationFailed" in [e["reason"] for e in cluster.events("digits")]
+        await eventually(lambda: "ApplicationFailed" in [e["reason"] for e in cluster.events("digits")])
 
 
 async def test_from_trainingjob_waits_serves_then_rolls_to_a_newer_version(
@@ -227,13 +227,14 @@ async def test_canary_is_rolled_back_on_errors(
         assert cluster.served("digits")["user_config"]["canary"]["trafficPercent"] == 0
         message = cluster.service_status("digits")["canary"]["message"]
         assert "error rate 30.00% > 5.00%" in message and "100 requests" in message
-        warning = next(e for e in cluster.events("digits") if e["reason"] == "CanaryRolledBack")
-        assert warning["type"] == "Warning"
-        assert operator.metrics.sample("trainserve_canary_promotions_total", {"result": "rolled_back"}) == 1
-        assert (
-            operator.metrics.sample("trainserve_canary_traffic_percent", {"namespace": "ml", "modelservice": "digits"})
-            == 0
+        # The Event and the metrics follow the status write: wait for them, do not race them.
+        warnings = await eventually(lambda: [e for e in cluster.events("digits") if e["reason"] == "CanaryRolledBack"])
+        assert warnings[0]["type"] == "Warning"
+        await eventually(
+            lambda: operator.metrics.sample("trainserve_canary_promotions_total", {"result": "rolled_back"}) == 1
         )
+        share = {"namespace": "ml", "modelservice": "digits"}
+        await eventually(lambda: operator.metrics.sample("trainserve_canary_traffic_percent", share) == 0)
 
 
 async def test_operator_restart_changes_nothing(emulator: Emulator, cluster: Cluster) -> None:
