@@ -105,6 +105,7 @@ def test_fast_ingress_is_on_by_default_and_can_be_turned_off() -> None:
     fast = rayservice_of(example("digits-modelservice"))
     env = {e["name"]: e.get("value") for e in pods(fast)[0]["spec"]["containers"][0]["env"]}
     assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"].startswith("trainserve_workloads.serve.")
     classic = rayservice_of(example("digits-modelservice"), fast_ingress=False)
     env = {e["name"] for e in pods(classic)[0]["spec"]["containers"][0]["env"]}
     assert "RAY_SERVE_THROUGHPUT_OPTIMIZED" not in env

@@ -157,12 +157,14 @@ def deployment_options(args: ServeAppArgs) -> dict[str, Any]:
 
 #: Environment of the Ray processes that serve: the throughput-optimized path measured in
 #: docs/serving-performance (direct ingress to replicas behind HAProxy on the usual port, user code and
-#: router on the main loop), with HAProxy's own metrics off and one thread (size it to the node on a cluster).
+#: router on the main loop), with HAProxy's own metrics off and one thread (size it to the node on a cluster),
+#: and our middleware on Serve's HTTP servers (it lets Serve await the handler directly; see its module).
 FAST_INGRESS_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "trainserve_workloads.serve.http_middleware:middlewares",
 }
 
 

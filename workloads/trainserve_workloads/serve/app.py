@@ -22,7 +22,7 @@ import orjson
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from trainserve.api.serving import (
@@ -155,6 +155,8 @@ class ModelServer:
             return await self._route(request, path, started)
         except ProtocolError as err:
             return _error(err.status, err.message)
+        except ClientDisconnect:  # the client left before its body arrived: no one to answer
+            return Response(status_code=499)
         except Exception:  # a bug of ours: still answer in JSON, and keep serving
             log.exception("unexpected error on %s %s", request.method, path)
             return _error(500, "internal error; the server log has the details")
