@@ -69,6 +69,7 @@ def test_serve_config_carries_models_split_scaling_and_resources() -> None:
     assert server["autoscaling_config"]["target_ongoing_requests"] == 32
     assert server["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 1.0, "memory": 8 * 2**30}
     assert server["max_ongoing_requests"] >= 64  # room for full batches
+    assert server["logging_config"] == {"enable_access_log": False, "log_level": "WARNING"}  # no per-request record
     config = server["user_config"]
     assert config["primary"]["uri"] == MODEL.uri
     assert config["canary"] == {"uri": CANARY.uri, "version": 4, "trafficPercent": 10}

@@ -28,6 +28,7 @@ from starlette.responses import Response
 from trainserve.api.serving import (
     DEFAULT_MAX_BODY_BYTES,
     MODEL_DEPLOYMENT,
+    REPLICA_LOGGING,
     STATS_DEPLOYMENT,
     ServeAppArgs,
     deployment_options,
@@ -364,9 +365,9 @@ def build_app(args: dict[str, Any]) -> Any:
         name=STATS_DEPLOYMENT,
         num_replicas=1,
         ray_actor_options={"num_cpus": 0},
-        logging_config={"enable_access_log": False},
+        logging_config=REPLICA_LOGGING,
     )
-    server = serve.deployment(ModelServer, name=MODEL_DEPLOYMENT, logging_config={"enable_access_log": False})
+    server = serve.deployment(ModelServer, name=MODEL_DEPLOYMENT, logging_config=REPLICA_LOGGING)
     max_body = int(args.get("maxBodyBytes", DEFAULT_MAX_BODY_BYTES))
     if "primary" in args:
         full = ServeAppArgs.model_validate(args)
