@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
@@ -35,7 +36,7 @@ from trainserve.api.serving import (
 )
 
 from .batching import DynamicBatcher
-from .model import LoadedModel, load_model
+from .model import LoadedModel, load_model, size_thread_pools
 from .protocol import ProtocolError, parse_v1, parse_v2, v2_response
 from .stats import BATCH_BUCKETS, LATENCY_BUCKETS_MS, StatsCollector, VersionStats
 
@@ -104,6 +105,8 @@ class ModelServer:
             tag_keys=("model", "version"),
         )
         self.replica = serve.get_replica_context().replica_id.unique_id
+        threads = size_thread_pools(ray.get_runtime_context().get_assigned_resources().get("CPU"))
+        log.info("TensorFlow thread pools: %s", threads or "TensorFlow's own sizing")
         self.pusher = asyncio.get_running_loop().create_task(self._push_stats())
 
     # ----- configuration -------------------------------------------------------------------------
