@@ -128,9 +128,10 @@ class ModelServer:
         self.requested = {"primary": args.primary.uri} | ({"canary": args.canary.uri} if args.canary else {})
         self.token = token.encode() if token else None
         log.info(
-            "serving %s: primary %s, canary %s at %d%%",
+            "serving %s: primary %s (%s), canary %s at %d%%",
             self.model_name,
             self.primary.version_label,
+            self.primary.model.call_path,
             self.canary.version_label if self.canary else "-",
             self.canary_percent,
         )
