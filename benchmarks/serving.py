@@ -311,8 +311,8 @@ def measure(
         f"{plan.repeats} repeat(s) of {plan.duration:g} s per level after a {plan.warmup:g} s warm-up; one replica "
         "at 0.5 CPU, batch 32, wait 0; cells are req/s / p50 / p99 ms, medians over the repeats.",
         f"targets: heavy c=32 >= 5x the baseline's req/s with a lower p99 (measured "
-        f"{_x(targets.get('heavy_c32_ratio'))}, p99 lower: {targets.get('heavy_c32_p99_lower', 'n/a')}); "
-        f"digits c=1 >= 0.85x (measured {_x(targets.get('digits_c1_ratio'))}).",
+        f"{_x(targets.get('heavy_c32_ratio'), 5.0)}, p99 lower: {targets.get('heavy_c32_p99_lower', 'n/a')}); "
+        f"digits c=1 >= 0.85x (measured {_x(targets.get('digits_c1_ratio'), 0.85)}).",
     ]
     if profiles:
         notes += profile_notes(profiles)
@@ -329,8 +329,13 @@ def measure(
     )
 
 
-def _x(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.2f}x"
+def _x(value: float | None, target: float | None = None) -> str:
+    """A ratio; against a target with three decimals and the verdict, so that rounding never hides a miss."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    if target is None:
+        return f"{value:.2f}x"
+    return f"{value:.3f}x, {'met' if value >= target else 'not met'}"
 
 
 def _table(figures: dict[str, Any], plan: ServingPlan) -> str:
