@@ -560,9 +560,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs="+", default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--slow-emulator", action="store_true", help="keep kmock's linear object lookups")
-    parser.add_argument(
-        "--via-cli", action="store_true", help="start the operator as `trainserve run` with KUBECONFIG"
-    )
+    parser.add_argument("--via-cli", action="store_true", help="start the operator as `trainserve run` with KUBECONFIG")
     args = parser.parse_args()
     plan = OperatorPlan.quick() if args.quick else OperatorPlan.full()
     plan.jobs = args.jobs or plan.jobs
