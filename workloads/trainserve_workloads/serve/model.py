@@ -37,7 +37,7 @@ class LoadedModel:
         return self.inputs[0].shape[-1]
 
     _flat_call: Any = None  # the signature's graph function without the keyword-argument layer, when usable
-    call_path: str = "signature"  # how predict calls the model (see _use_flat_call)
+    call_path: str = "signature"  # how predict calls the model (see _pick_fastest_call)
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """One graph-mode call of the ``serving_default`` signature for all rows."""
@@ -49,15 +49,16 @@ class LoadedModel:
         result = self._signature(**{self.inputs[0].name: self._tf.constant(rows)})
         return np.asarray(result[self.outputs[0].name].numpy())
 
-    def _use_flat_call(self, probe: np.ndarray) -> None:
+    def _pick_fastest_call(self, probe: np.ndarray) -> None:
         """Call the signature's graph function directly, on TensorFlow's single-threaded executor when possible.
 
         The structured-argument layer of a concrete function costs about a fifth of a small model's call
-        (measured: 570 vs 435 us for the digits mlp), and handing each op to a pool thread most of the rest: on
-        the single-threaded executor (ops run in the calling thread, each still using the intra-op pool) the
-        digits mlp served 6-10% more requests/s at concurrency 1. That executor refuses some graphs (v1 control
-        flow, asynchronous kernels), so it is not tried with a GPU, and ``call_flat`` is TF's internal API: each
-        way is used only when it answers exactly as the public call does, else the next one (public last).
+        (measured: 570 vs 435 us for the digits mlp). On the single-threaded executor the ops run in the calling
+        thread (each still uses the intra-op pool) instead of being handed to pool threads: the digits mlp served
+        1,907 -> 2,317 and 2,106 -> 2,227 requests/s at concurrency 1 (medians of two A/B pairs of 5 runs). That
+        executor refuses some graphs (v1 control flow, asynchronous kernels), so it is not tried with a GPU, and
+        ``call_flat`` is TF's internal API: each way is used only when it answers exactly as the public call
+        does, else the next one (the public call last).
         """
         inference = getattr(self._signature, "_inference_function", None)
         captured = list(getattr(self._signature, "captured_inputs", []))
@@ -91,9 +92,9 @@ def size_thread_pools(cpus: float | None) -> int | None:
 
     TensorFlow sizes them to every core of the node, so a replica given half a core (or 2 of 64) oversubscribes
     its share and each model call pays for handing ops to threads that cannot run (measured, digits mlp at
-    concurrency 1 and 0.5 CPU: 6-9% more requests/s with one thread each). ``TF_NUM_INTRAOP_THREADS`` or
-    ``TF_NUM_INTEROP_THREADS``, when set, win. Must run before TensorFlow's context starts (the first model
-    load); returns the thread count set, or None when it left TensorFlow alone.
+    concurrency 1 and 0.5 CPU, one thread each: 7-10% more requests/s over two A/B pairs of 5 runs).
+    ``TF_NUM_INTRAOP_THREADS`` or ``TF_NUM_INTEROP_THREADS``, when set, win. Must run before TensorFlow's context
+    starts (the first model load); returns the thread count set, or None when it left TensorFlow alone.
     """
     if not cpus or cpus <= 0 or os.environ.get("TF_NUM_INTRAOP_THREADS") or os.environ.get("TF_NUM_INTEROP_THREADS"):
         return None
@@ -142,7 +143,7 @@ def load_model(uri: str) -> LoadedModel:
     )
     row = np.zeros((1, model.n_features), dtype=np.float32)
     model.predict(row)  # warm-up: the first call builds the graph
-    model._use_flat_call(np.random.default_rng(0).random((3, model.n_features), dtype=np.float32))
+    model._pick_fastest_call(np.random.default_rng(0).random((3, model.n_features), dtype=np.float32))
     timings = []
     for _ in range(5):
         started = time.perf_counter()
