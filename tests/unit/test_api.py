@@ -122,6 +122,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("negative replicas", changed(MS, "spec.replicas", -1), "spec.replicas", ">= 0"),
     ("bad model name", changed(MS, "spec.modelName", "my model!"), "spec.modelName", "pattern"),
+    ("unknown runtime", changed(MS, "spec.runtime", "tflite"), "spec.runtime", "tensorflow"),
 ]
 
 

@@ -74,6 +74,15 @@ def test_serve_config_carries_models_split_scaling_and_resources() -> None:
     assert config["primary"]["uri"] == MODEL.uri
     assert config["canary"] == {"uri": CANARY.uri, "version": 4, "trafficPercent": 10}
     assert config["authTokenEnv"] == AUTH_TOKEN_ENV
+    assert config["runtime"] == "auto"  # applied in place, like the models
+
+
+def test_runtime_tensorflow_reaches_the_replicas_config() -> None:
+    document = example("digits-gpu-modelservice")
+    document["spec"]["runtime"] = "tensorflow"
+    deployments = serve_config(rayservice_of(document, CANARY))["applications"][0]["deployments"]
+    server = next(d for d in deployments if d["name"] == "ModelServer")
+    assert server["user_config"]["runtime"] == "tensorflow"
 
 
 def test_gpu_workers_scale_between_replica_bounds_with_the_token_from_the_secret() -> None:

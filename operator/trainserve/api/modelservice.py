@@ -27,6 +27,7 @@ from .base import (
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"
 CanaryState = Literal["Progressing", "Promoted", "RolledBack", "Paused"]
+ModelRuntime = Literal["auto", "tensorflow"]
 
 
 class FromTrainingJob(ApiModel):
@@ -166,6 +167,12 @@ class ModelServiceSpec(ApiModel):
         description="Name in the inference URLs (`/v1/models/NAME`, `/v2/models/NAME`); default: `metadata.name`.",
     )
     batching: BatchingSpec = section(BatchingSpec, "Dynamic batching.")
+    runtime: ModelRuntime = Field(
+        "auto",
+        description="How replicas run the model. `auto`: on a CPU, TensorFlow Lite (converted at load, float32, "
+        "builtin ops) when it answers a probe exactly as the SavedModel and faster, which small models gain most "
+        "from; else TensorFlow. `tensorflow`: always the SavedModel's `serving_default` signature.",
+    )
     replicas: int = Field(1, ge=0, le=1000, description="Fixed number of replicas, used when `autoscaling` is absent.")
     autoscaling: AutoscalingSpec | None = Field(
         None, description="Autoscaling bounds and targets; replaces `replicas`."

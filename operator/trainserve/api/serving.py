@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from .base import ApiModel
-from .modelservice import AutoscalingSpec, BatchingSpec, ModelService, ServingResources
+from .modelservice import AutoscalingSpec, BatchingSpec, ModelRuntime, ModelService, ServingResources
 
 #: Environment variable that carries the bearer token into the serving replicas.
 AUTH_TOKEN_ENV = "TRAINSERVE_AUTH_TOKEN"
@@ -63,6 +63,7 @@ class ServeAppArgs(ApiModel):
     primary: ModelTarget = Field(description="The model answering most requests.")
     canary: CanaryTarget | None = Field(None, description="A second version taking a share of traffic.")
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Dynamic batching.")
+    runtime: ModelRuntime = Field("auto", description="How replicas run the model: `auto` or `tensorflow`.")
     replicas: int = Field(1, ge=0, description="Fixed replicas when `autoscaling` is unset.")
     autoscaling: AutoscalingSpec | None = Field(None, description="Serve autoscaling.")
     resources: ServingResources = Field(default_factory=ServingResources, description="Per-replica resources.")
@@ -72,9 +73,11 @@ class ServeAppArgs(ApiModel):
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, description="Largest request body accepted.")
 
     def dynamic_config(self) -> dict[str, Any]:
-        """What replicas apply in place on a change (Serve ``user_config``): models, split, batching, auth."""
+        """What replicas apply in place on a change (Serve ``user_config``): models, split, batching, runtime, auth."""
         return self.model_dump(
-            mode="json", by_alias=True, include={"model_name", "primary", "canary", "batching", "auth_token_env"}
+            mode="json",
+            by_alias=True,
+            include={"model_name", "primary", "canary", "batching", "runtime", "auth_token_env"},
         )
 
 
@@ -107,6 +110,7 @@ def serve_args(
         primary=primary,
         canary=canary_target,
         batching=spec.batching,
+        runtime=spec.runtime,
         replicas=spec.replicas,
         autoscaling=spec.autoscaling,
         resources=spec.resources,

@@ -36,55 +36,81 @@ class LoadedModel:
     def n_features(self) -> int:
         return self.inputs[0].shape[-1]
 
-    _flat_call: Any = None  # the signature's graph function without the keyword-argument layer, when usable
-    call_path: str = "signature"  # how predict calls the model (see _pick_fastest_call)
+    _fast_call: Any = None  # rows -> outputs, a faster way answering as the signature does (_pick_fastest_call)
+    call_path: str = "signature"  # how predict calls the model
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        """One graph-mode call of the ``serving_default`` signature for all rows."""
-        if self._flat_call is not None:
-            return np.asarray(self._flat_call(self._tf.constant(rows)))
+        """One call of the model (the ``serving_default`` signature, or its exact equivalent) for all rows."""
+        if self._fast_call is not None:
+            return np.asarray(self._fast_call(rows))
         return self._predict_public(rows)
 
     def _predict_public(self, rows: np.ndarray) -> np.ndarray:
         result = self._signature(**{self.inputs[0].name: self._tf.constant(rows)})
         return np.asarray(result[self.outputs[0].name].numpy())
 
-    def _pick_fastest_call(self, probe: np.ndarray) -> None:
-        """Call the signature's graph function directly, on TensorFlow's single-threaded executor when possible.
+    def _pick_fastest_call(self, probes: list[np.ndarray], saved_model_dir: str | None, runtime: str) -> None:
+        """Use the fastest way to call the model that answers the probes as the public signature does.
 
-        The structured-argument layer of a concrete function costs about a fifth of a small model's call
-        (measured: 570 vs 435 us for the digits mlp). On the single-threaded executor the ops run in the calling
-        thread (each still uses the intra-op pool) instead of being handed to pool threads: the digits mlp served
-        1,907 -> 2,317 and 2,106 -> 2,227 requests/s at concurrency 1 (medians of two A/B pairs of 5 runs). That
-        executor refuses some graphs (v1 control flow, asynchronous kernels), so it is not tried with a GPU, and
-        ``call_flat`` is TF's internal API: each way is used only when it answers exactly as the public call
-        does, else the next one (the public call last).
+        - TensorFlow Lite (``lite.convert``; ``runtime: auto``, no GPU): the digits mlp's call takes under 2 us
+          instead of about 100 us. Its kernels round differently in the last bits (the digits mlp's softmax on
+          real digits: up to 1.5e-7), so it must agree to float32 round-off (``lite.agrees``), not bit for bit,
+          and be faster than the TensorFlow way below, timed here.
+        - The signature's graph function on TensorFlow's single-threaded executor: the ops run in the calling
+          thread instead of being handed to pool threads (digits mlp at concurrency 1: 1,907 -> 2,317 and 2,106 ->
+          2,227 requests/s, medians of two A/B pairs of 5 runs). That executor refuses some graphs (v1 control
+          flow, asynchronous kernels), so it is not tried with a GPU.
+        - The graph function without the structured-argument layer, which costs about a fifth of a small model's
+          call (570 vs 435 us for the digits mlp). ``call_flat`` is TensorFlow's internal API.
+        - Else the public signature. The two TensorFlow ways run the same kernels and must answer bit for bit.
         """
+        tf = self._tf
+        gpu = bool(tf.config.list_logical_devices("GPU"))
+        expected = [self._predict_public(probe) for probe in probes]
+
+        def answers(call: Any, alike: Any) -> bool:
+            try:
+                return all(alike(np.asarray(call(p)), e) for p, e in zip(probes, expected, strict=True))
+            except Exception:
+                return False
+
         inference = getattr(self._signature, "_inference_function", None)
         captured = list(getattr(self._signature, "captured_inputs", []))
-        if inference is None or not hasattr(inference, "call_flat") or len(self.outputs) != 1:
+        if inference is not None and hasattr(inference, "call_flat") and len(self.outputs) == 1:
+
+            def flat(rows: np.ndarray) -> Any:
+                return inference.call_flat(tf.constant(rows), *captured)[0].numpy()
+
+            def single_threaded(rows: np.ndarray) -> Any:
+                with tf.experimental.function_executor_type(SINGLE_THREADED_EXECUTOR):
+                    return flat(rows)
+
+            ways = (
+                [("flat call", flat)] if gpu else [("single-threaded executor", single_threaded), ("flat call", flat)]
+            )
+            for name, call in ways:
+                if answers(call, np.array_equal):
+                    self._fast_call, self.call_path = call, name
+                    break
+        if runtime != "auto" or gpu or saved_model_dir is None or len(self.outputs) != 1:
             return
-        tf = self._tf
+        from . import lite
 
-        def flat(tensor: Any) -> Any:
-            return inference.call_flat(tensor, *captured)[0].numpy()
+        converted = lite.convert(saved_model_dir)
+        if converted is None or not answers(converted, lite.agrees):
+            return
+        if _median_seconds(converted, probes[0]) < _median_seconds(self.predict, probes[0]):
+            self._fast_call, self.call_path = converted, "tensorflow lite"
 
-        def single_threaded(tensor: Any) -> Any:
-            with tf.experimental.function_executor_type(SINGLE_THREADED_EXECUTOR):
-                return flat(tensor)
 
-        expected = self._predict_public(probe)
-        ways = [("flat call", flat)]
-        if not tf.config.list_logical_devices("GPU"):
-            ways.insert(0, ("single-threaded executor", single_threaded))
-        for name, call in ways:
-            try:
-                same = np.array_equal(np.asarray(call(tf.constant(probe))), expected)
-            except Exception:
-                continue
-            if same:
-                self._flat_call, self.call_path = call, name
-                return
+def _median_seconds(call: Any, rows: np.ndarray, times: int = 9) -> float:
+    call(rows)
+    timings = []
+    for _ in range(times):
+        started = time.perf_counter()
+        call(rows)
+        timings.append(time.perf_counter() - started)
+    return sorted(timings)[times // 2]
 
 
 def size_thread_pools(cpus: float | None) -> int | None:
@@ -113,8 +139,12 @@ def _specs(entries: list[dict[str, Any]]) -> list[TensorSpec]:
     return [TensorSpec(e["name"], e["datatype"], list(e["shape"])) for e in entries]
 
 
-def load_model(uri: str) -> LoadedModel:
-    """Load a version folder (or the newest version under an output folder), downloading it if remote."""
+def load_model(uri: str, runtime: str = "auto") -> LoadedModel:
+    """Load a version folder (or the newest version under an output folder), downloading it if remote.
+
+    ``runtime``: ``auto`` may run the model on TensorFlow Lite (see ``LoadedModel._pick_fastest_call``);
+    ``tensorflow`` always runs the SavedModel itself.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -127,27 +157,28 @@ def load_model(uri: str) -> LoadedModel:
         local_dir = temporary
     try:
         saved = tf.saved_model.load(local_dir)
+        signature = saved.signatures["serving_default"]
+        model = LoadedModel(
+            uri=location.uri,
+            version=card.get("version"),
+            card=card,
+            inputs=_specs(card["signature"]["inputs"]),
+            outputs=_specs(card["signature"]["outputs"]),
+            _signature=signature,
+            _tf=tf,
+            _saved=saved,
+        )
+        row = np.zeros((1, model.n_features), dtype=np.float32)
+        model.predict(row)  # warm-up: the first call builds the graph
+        random = np.random.default_rng(0)
+        probes = [  # small and large inputs: a saturated softmax rounds differently from a flat one
+            random.random((1, model.n_features), dtype=np.float32),
+            random.random((3, model.n_features), dtype=np.float32),
+            (random.standard_normal((32, model.n_features)) * 10).astype(np.float32),
+        ]
+        model._pick_fastest_call(probes, local_dir, runtime)
     finally:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)
-    signature = saved.signatures["serving_default"]
-    model = LoadedModel(
-        uri=location.uri,
-        version=card.get("version"),
-        card=card,
-        inputs=_specs(card["signature"]["inputs"]),
-        outputs=_specs(card["signature"]["outputs"]),
-        _signature=signature,
-        _tf=tf,
-        _saved=saved,
-    )
-    row = np.zeros((1, model.n_features), dtype=np.float32)
-    model.predict(row)  # warm-up: the first call builds the graph
-    model._pick_fastest_call(np.random.default_rng(0).random((3, model.n_features), dtype=np.float32))
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        model.predict(row)
-        timings.append(time.perf_counter() - started)
-    model.single_row_seconds = sorted(timings)[len(timings) // 2]
+    model.single_row_seconds = _median_seconds(model.predict, row, times=5)
     return model

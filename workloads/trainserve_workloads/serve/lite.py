@@ -1,0 +1,114 @@
+"""A SavedModel converted to TensorFlow Lite, called on the CPU.
+
+A small model's TensorFlow call is mostly fixed per-call cost: the digits mlp takes about 100 us per call through
+the signature's graph function and under 2 us in the TensorFlow Lite interpreter with the same float32 weights
+and the same answers (measured on this project's 2-core machine, one row). The conversion is TensorFlow's own
+(``tf.lite.TFLiteConverter``, builtin ops only, no quantization); ``model.LoadedModel`` uses it only where it
+agrees with the signature to float32 round-off and is faster.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Largest SavedModel (all its files) worth converting: the converter holds the model twice while it works and
+#: the interpreter keeps its own packed copy of the weights, so big models would double a replica's memory for a
+#: gain that shrinks as compute grows.
+MAX_CONVERT_BYTES = 256 * 1024 * 1024
+
+
+#: How closely TensorFlow Lite must agree with the signature: float32 round-off of differently ordered kernels
+#: (measured up to 1.5e-7 absolute, 1.1e-6 relative on digits; 2.4e-7 on a 1024-4096-4096-10 mlp), far from a
+#: changed answer.
+RELATIVE_TOLERANCE = 1e-5
+ABSOLUTE_TOLERANCE = 1e-6
+
+
+def agrees(answer: np.ndarray, expected: np.ndarray) -> bool:
+    """Same shape and dtype, and every value equal to float32 round-off (NaN where the signature gives NaN)."""
+    return (
+        answer.shape == expected.shape
+        and answer.dtype == expected.dtype
+        and bool(np.allclose(answer, expected, rtol=RELATIVE_TOLERANCE, atol=ABSOLUTE_TOLERANCE, equal_nan=True))
+    )
+
+
+def _interpreter_class() -> Any:
+    """LiteRT's interpreter when installed (TensorFlow's successor package), else TensorFlow's own."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter
+
+
+def _size(directory: str) -> int:
+    return sum(path.stat().st_size for path in Path(directory).rglob("*") if path.is_file())
+
+
+class LiteCall:
+    """Calls a converted model on a batch of rows; the interpreter is resized when the batch size changes.
+
+    An interpreter runs one call at a time, hence the lock (uncontended: a replica's batcher runs one batch at a
+    time per model). The interpreter releases the GIL while it computes.
+    """
+
+    def __init__(self, interpreter: Any):
+        self._interpreter = interpreter
+        self._input = interpreter.get_input_details()[0]["index"]
+        self._output = interpreter.get_output_details()[0]["index"]
+        self._shape: tuple[int, ...] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        with self._lock:
+            if rows.shape != self._shape:
+                self._interpreter.resize_tensor_input(self._input, rows.shape)
+                self._interpreter.allocate_tensors()
+                self._shape = rows.shape
+            self._interpreter.set_tensor(self._input, rows)
+            self._interpreter.invoke()
+            return np.asarray(self._interpreter.get_tensor(self._output))  # a copy, safe to hand out
+
+
+def convert(saved_model_dir: str) -> LiteCall | None:
+    """The model's ``serving_default`` signature as a TensorFlow Lite call, or None when it cannot be one.
+
+    None when the SavedModel is larger than ``MAX_CONVERT_BYTES``, needs ops outside TensorFlow Lite's builtins,
+    or does not take one float32 tensor and give one float32 tensor. The interpreter gets as many threads as
+    TensorFlow's intra-op pool (``model.size_thread_pools`` sizes it to the replica's CPU share).
+    """
+    size = _size(saved_model_dir)
+    if size > MAX_CONVERT_BYTES:
+        log.info("not converting to TensorFlow Lite: the model has %d bytes (limit %d)", size, MAX_CONVERT_BYTES)
+        return None
+    import tensorflow as tf
+
+    try:
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        content = converter.convert()
+        with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moves to LiteRT
+            warnings.simplefilter("ignore")
+            threads = tf.config.threading.get_intra_op_parallelism_threads() or None  # 0: TensorFlow's own sizing
+            interpreter = _interpreter_class()(model_content=content, num_threads=threads)
+    except Exception as err:  # unsupported ops and converter errors: TensorFlow serves the model
+        log.info("not converting to TensorFlow Lite: %s", str(err).splitlines()[0] if str(err) else repr(err))
+        return None
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1 or any(d["dtype"] != np.float32 for d in inputs + outputs):
+        log.info("not converting to TensorFlow Lite: the model does not map one float32 tensor to another")
+        return None
+    return LiteCall(interpreter)
