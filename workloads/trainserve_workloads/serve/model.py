@@ -1,4 +1,4 @@
-"""A served model version: the SavedModel's serving signature called in graph mode, and its card."""
+"""A served model version: its serving signature (or the same model on TensorFlow Lite), and its card."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class LoadedModel:
     call_path: str = "signature"  # how predict calls the model
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        """One call of the model (the ``serving_default`` signature, or its exact equivalent) for all rows."""
+        """One call of the model (the ``serving_default`` signature, or the fastest equivalent) for all rows."""
         if self._fast_call is not None:
             return np.asarray(self._fast_call(rows))
         return self._predict_public(rows)
