@@ -42,6 +42,8 @@ from .stats import BATCH_BUCKETS, LATENCY_BUCKETS_MS, StatsCollector, VersionSta
 
 log = logging.getLogger("trainserve.serve")
 STATS_PUSH_SECONDS = 1.0
+#: Ray metric observations made per event-loop turn (about 2 us each) when the counts are flushed.
+METRICS_SLICE = 64
 #: Models slower than this per single-row call run in a thread, so requests are parsed while the model computes
 #: (TensorFlow and TensorFlow Lite release the GIL). A hand-off to a thread costs tens of microseconds, so fast
 #: models run inline. The compute-heavy benchmark model takes 1.8 ms on TensorFlow Lite and 2.7 ms on TensorFlow,
@@ -300,21 +302,29 @@ class ModelServer:
         key = (label, protocol, str(code))
         self.pending_requests[key] = self.pending_requests.get(key, 0) + 1
 
-    def _flush_metrics(self) -> None:
-        for (label, protocol, code), count in self.pending_requests.items():
+    async def _flush_metrics(self) -> None:
+        """Hand the counts of the last second to Ray's metrics, a slice of observations per loop turn.
+
+        Ray's histogram costs about 2 us per observation; at 4,000 requests/s one uninterrupted flush held the
+        event loop for about 16 ms every second, which was the p99 latency at concurrency 1.
+        """
+        requests, latencies, batches = self.pending_requests, self.pending_latencies, self.pending_batches
+        self.pending_requests, self.pending_latencies, self.pending_batches = {}, [], []
+        for (label, protocol, code), count in requests.items():
             self.requests.inc(
                 count, tags={"model": self.model_name, "version": label, "protocol": protocol, "code": code}
             )
-        for label, latency_ms in self.pending_latencies:
-            self.latency.observe(latency_ms, tags={"model": self.model_name, "version": label})
-        for label, size in self.pending_batches:
-            self.batch_size.observe(size, tags={"model": self.model_name, "version": label})
-        self.pending_requests, self.pending_latencies, self.pending_batches = {}, [], []
+        observations = [(self.latency, label, ms) for label, ms in latencies]
+        observations += [(self.batch_size, label, float(size)) for label, size in batches]
+        for index, (histogram, label, value) in enumerate(observations, start=1):
+            histogram.observe(value, tags={"model": self.model_name, "version": label})
+            if index % METRICS_SLICE == 0:
+                await asyncio.sleep(0)  # requests that arrived meanwhile go first
 
     async def _push_stats(self) -> None:
         while True:
             await asyncio.sleep(STATS_PUSH_SECONDS)
-            self._flush_metrics()
+            await self._flush_metrics()
             if not self.local and not any(self.batch_counts):
                 continue
             deltas = {version: stats.to_dict() for version, stats in self.local.items()}
