@@ -69,6 +69,7 @@ class ServingPlan:
     warmup: float = 3.0
     in_process_seconds: float = 3.0
     profile_seconds: float = 0.0  # > 0: py-spy the digits servers during an extra c=1 run
+    runtime: str = "auto"  # the ModelService's spec.runtime: "tensorflow" measures the serving path alone
 
     @classmethod
     def quick(cls) -> ServingPlan:
@@ -235,7 +236,7 @@ def run_trainserve(
     model_dir: str, name: str, plan: ServingPlan, work: Path, profile_to: Path | None = None, keep: bool = False
 ) -> tuple[dict[int, dict[str, float]], dict[str, Any] | None, LocalServer | None]:
     """The ModelService: start, measure, stop (or hand the running server over with ``keep``)."""
-    server = LocalServer(modelservice(name, model_dir), work)
+    server = LocalServer(modelservice(name, model_dir, runtime=plan.runtime), work)
     try:
         server.wait_ready()
         profile = None
@@ -309,14 +310,15 @@ def measure(
     targets = _targets(figures)
     notes = [
         f"{plan.repeats} repeat(s) of {plan.duration:g} s per level after a {plan.warmup:g} s warm-up; one replica "
-        "at 0.5 CPU, batch 32, wait 0; cells are req/s / p50 / p99 ms, medians over the repeats.",
+        f"at 0.5 CPU, batch 32, wait 0, runtime {plan.runtime}; cells are req/s / p50 / p99 ms, medians over the "
+        "repeats.",
         f"targets: heavy c=32 >= 5x the baseline's req/s with a lower p99 (measured "
         f"{_x(targets.get('heavy_c32_ratio'), 5.0)}, p99 lower: {targets.get('heavy_c32_p99_lower', 'n/a')}); "
         f"digits c=1 >= 0.85x (measured {_x(targets.get('digits_c1_ratio'), 0.85)}).",
     ]
     if profiles:
         notes += profile_notes(profiles)
-    png = RESULTS / f"{prefix}serving.png"
+    png = RESULTS / f"{prefix}serving{'' if plan.runtime == 'auto' else '-' + plan.runtime}.png"
     plot(figures, plan.concurrency, png)
     return Section(
         name="serving",
@@ -450,6 +452,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", help="override the connection counts")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--profile", action="store_true", help="py-spy both digits servers during a c=1 run")
+    parser.add_argument(
+        "--runtime",
+        choices=("auto", "tensorflow"),
+        default="auto",
+        help="the ModelService's spec.runtime; tensorflow: the SavedModel as the baseline calls it",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -459,6 +467,7 @@ def main() -> None:
     plan.repeats = args.repeats or plan.repeats
     plan.duration = args.duration or plan.duration
     plan.profile_seconds = 10.0 if args.profile and "digits" in plan.models else 0.0
+    plan.runtime = args.runtime
 
     from .models import build
 
@@ -467,7 +476,9 @@ def main() -> None:
         work = Path(folder)
         models, limits = build(plan.models, work / "models", plan.in_process_seconds, plan.repeats)
         section = measure(plan, models, limits, work, f"{date}-")
-    path = write_results("serving", section.figures, section.markdown())
+    path = write_results(
+        "serving" if plan.runtime == "auto" else f"serving-{plan.runtime}", section.figures, section.markdown()
+    )
     print(section.markdown())
     print(f"\nwritten: {path}, {section.plots[0]}")
 
