@@ -170,8 +170,9 @@ class ModelServiceSpec(ApiModel):
     runtime: ModelRuntime = Field(
         "auto",
         description="How replicas run the model. `auto`: on a CPU, TensorFlow Lite (converted at load, float32, "
-        "builtin ops) when it answers a probe exactly as the SavedModel and faster, which small models gain most "
-        "from; else TensorFlow. `tensorflow`: always the SavedModel's `serving_default` signature.",
+        "builtin ops) when it is faster and agrees with the SavedModel on probes to float32 round-off, which small "
+        "models gain most from; else TensorFlow. `tensorflow`: always the SavedModel's `serving_default` signature, "
+        "bit for bit.",
     )
     replicas: int = Field(1, ge=0, le=1000, description="Fixed number of replicas, used when `autoscaling` is absent.")
     autoscaling: AutoscalingSpec | None = Field(

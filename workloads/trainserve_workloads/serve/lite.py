@@ -2,9 +2,9 @@
 
 A small model's TensorFlow call is mostly fixed per-call cost: the digits mlp takes about 100 us per call through
 the signature's graph function and under 2 us in the TensorFlow Lite interpreter with the same float32 weights
-and the same answers (measured on this project's 2-core machine, one row). The conversion is TensorFlow's own
-(``tf.lite.TFLiteConverter``, builtin ops only, no quantization); ``model.LoadedModel`` uses it only where it
-agrees with the signature to float32 round-off and is faster.
+(measured on this project's 2-core machine, one row); the answers differ by round-off only. The conversion is
+TensorFlow's own (``tf.lite.TFLiteConverter``, builtin ops only, no quantization); ``model.LoadedModel`` uses it
+only where it agrees with the signature to float32 round-off and is faster.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 #: gain that shrinks as compute grows.
 MAX_CONVERT_BYTES = 256 * 1024 * 1024
 
-
 #: How closely TensorFlow Lite must agree with the signature: float32 round-off of differently ordered kernels
 #: (measured up to 1.5e-7 absolute, 1.1e-6 relative on digits; 2.4e-7 on a 1024-4096-4096-10 mlp), far from a
 #: changed answer.
@@ -39,18 +38,6 @@ def agrees(answer: np.ndarray, expected: np.ndarray) -> bool:
         and answer.dtype == expected.dtype
         and bool(np.allclose(answer, expected, rtol=RELATIVE_TOLERANCE, atol=ABSOLUTE_TOLERANCE, equal_nan=True))
     )
-
-
-def _interpreter_class() -> Any:
-    """LiteRT's interpreter when installed (TensorFlow's successor package), else TensorFlow's own."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter
-    except ImportError:
-        import tensorflow as tf
-
-        return tf.lite.Interpreter
 
 
 def _size(directory: str) -> int:
@@ -100,10 +87,10 @@ def convert(saved_model_dir: str) -> LiteCall | None:
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         content = converter.convert()
-        with warnings.catch_warnings():  # tf.lite.Interpreter warns that it moves to LiteRT
-            warnings.simplefilter("ignore")
-            threads = tf.config.threading.get_intra_op_parallelism_threads() or None  # 0: TensorFlow's own sizing
-            interpreter = _interpreter_class()(model_content=content, num_threads=threads)
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or None  # 0: TensorFlow's own sizing
+        with warnings.catch_warnings():  # it warns that it moves to the LiteRT package; a TensorFlow without it
+            warnings.simplefilter("ignore")  # fails here, and TensorFlow serves the model
+            interpreter = tf.lite.Interpreter(model_content=content, num_threads=threads)
     except Exception as err:  # unsupported ops and converter errors: TensorFlow serves the model
         log.info("not converting to TensorFlow Lite: %s", str(err).splitlines()[0] if str(err) else repr(err))
         return None
