@@ -3,6 +3,7 @@ Lite to float32 round-off; TensorFlow's own ways bit for bit)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,20 @@ def test_runtime_tensorflow_runs_the_savedmodel_on_the_single_threaded_executor(
     assert_answers_as_the_signature(model, bit_for_bit=True)
 
 
+def test_a_larger_model_serves_on_tensorflow_until_a_child_process_has_converted_it(
+    digits_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lite, "CONVERT_IN_PROCESS_BYTES", 0)  # every model counts as large
+    model = load_model(digits_uri)
+    assert model.call_path == "single-threaded executor"  # serving on TensorFlow while the child converts
+    deadline = time.monotonic() + 120
+    while model.call_path != "tensorflow lite" and time.monotonic() < deadline:
+        assert_answers_as_the_signature(model, bit_for_bit=False)  # answers stay right across the switch
+        time.sleep(0.2)
+    assert model.call_path == "tensorflow lite"
+    assert_answers_as_the_signature(model, bit_for_bit=False)
+
+
 def test_a_model_too_big_to_convert_stays_on_tensorflow(digits_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lite, "MAX_CONVERT_BYTES", 1024)
     model = load_model(digits_uri)
@@ -59,8 +74,12 @@ def test_a_model_too_big_to_convert_stays_on_tensorflow(digits_uri: str, monkeyp
     assert_answers_as_the_signature(model, bit_for_bit=True)
 
 
-def test_a_model_outside_tensorflow_lites_builtin_ops_stays_on_tensorflow(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_process_bytes", [lite.CONVERT_IN_PROCESS_BYTES, 0], ids=["in process", "in a child"])
+def test_a_model_outside_tensorflow_lites_builtin_ops_stays_on_tensorflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process_bytes: int
+) -> None:
     """A signature with an op TensorFlow Lite lacks (a string op here) cannot convert; TensorFlow serves it."""
+    monkeypatch.setattr(lite, "CONVERT_IN_PROCESS_BYTES", in_process_bytes)
     import tensorflow as tf
 
     class Hashing(tf.Module):

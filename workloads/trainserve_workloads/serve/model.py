@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +18,7 @@ from .. import modelstore
 from .protocol import TensorSpec
 
 SINGLE_THREADED_EXECUTOR = "SINGLE_THREADED_EXECUTOR"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,58 +52,72 @@ class LoadedModel:
         result = self._signature(**{self.inputs[0].name: self._tf.constant(rows)})
         return np.asarray(result[self.outputs[0].name].numpy())
 
-    def _pick_fastest_call(self, probes: list[np.ndarray], saved_model_dir: str | None, runtime: str) -> None:
-        """Use the fastest way to call the model that answers the probes as the public signature does.
+    def _pick_fastest_call(self, probes: list[np.ndarray]) -> None:
+        """Use the fastest TensorFlow way to call the model that answers the probes bit for bit as the public
+        signature does (``try_lite`` may then move the model to TensorFlow Lite).
 
-        - TensorFlow Lite (``lite.convert``; ``runtime: auto``, no GPU): the digits mlp's call takes under 2 us
-          instead of about 100 us. Its kernels round differently in the last bits (the digits mlp's softmax on
-          real digits: up to 1.5e-7), so it must agree to float32 round-off (``lite.agrees``), not bit for bit,
-          and be faster than the TensorFlow way below, timed here.
         - The signature's graph function on TensorFlow's single-threaded executor: the ops run in the calling
           thread instead of being handed to pool threads (digits mlp at concurrency 1: 1,907 -> 2,317 and 2,106 ->
           2,227 requests/s, medians of two A/B pairs of 5 runs). That executor refuses some graphs (v1 control
           flow, asynchronous kernels), so it is not tried with a GPU.
         - The graph function without the structured-argument layer, which costs about a fifth of a small model's
           call (570 vs 435 us for the digits mlp). ``call_flat`` is TensorFlow's internal API.
-        - Else the public signature. The two TensorFlow ways run the same kernels and must answer bit for bit.
+        - Else the public signature.
         """
-        tf = self._tf
-        gpu = bool(tf.config.list_logical_devices("GPU"))
-        expected = [self._predict_public(probe) for probe in probes]
-
-        def answers(call: Any, alike: Any) -> bool:
-            try:
-                return all(alike(np.asarray(call(p)), e) for p, e in zip(probes, expected, strict=True))
-            except Exception:
-                return False
-
         inference = getattr(self._signature, "_inference_function", None)
         captured = list(getattr(self._signature, "captured_inputs", []))
-        if inference is not None and hasattr(inference, "call_flat") and len(self.outputs) == 1:
-
-            def flat(rows: np.ndarray) -> Any:
-                return inference.call_flat(tf.constant(rows), *captured)[0].numpy()
-
-            def single_threaded(rows: np.ndarray) -> Any:
-                with tf.experimental.function_executor_type(SINGLE_THREADED_EXECUTOR):
-                    return flat(rows)
-
-            ways = (
-                [("flat call", flat)] if gpu else [("single-threaded executor", single_threaded), ("flat call", flat)]
-            )
-            for name, call in ways:
-                if answers(call, np.array_equal):
-                    self._fast_call, self.call_path = call, name
-                    break
-        if runtime != "auto" or gpu or saved_model_dir is None or len(self.outputs) != 1:
+        if inference is None or not hasattr(inference, "call_flat") or len(self.outputs) != 1:
             return
+        tf = self._tf
+
+        def flat(rows: np.ndarray) -> Any:
+            return inference.call_flat(tf.constant(rows), *captured)[0].numpy()
+
+        def single_threaded(rows: np.ndarray) -> Any:
+            with tf.experimental.function_executor_type(SINGLE_THREADED_EXECUTOR):
+                return flat(rows)
+
+        ways = (
+            [("flat call", flat)]
+            if self.on_gpu
+            else [("single-threaded executor", single_threaded), ("flat call", flat)]
+        )
+        for name, call in ways:
+            if self._answers(call, probes, np.array_equal):
+                self._fast_call, self.call_path = call, name
+                return
+
+    @property
+    def on_gpu(self) -> bool:
+        return bool(self._tf.config.list_logical_devices("GPU"))
+
+    def _answers(self, call: Any, probes: list[np.ndarray], alike: Any) -> bool:
+        try:
+            return all(alike(np.asarray(call(p)), self._predict_public(p)) for p in probes)
+        except Exception:
+            return False
+
+    def try_lite(self, saved_model_dir: str, probes: list[np.ndarray], remove_after: str | None = None) -> None:
+        """Move the model to TensorFlow Lite (``lite.convert``) if that is faster and agrees with the signature.
+
+        The digits mlp's call takes under 2 us instead of about 100 us. TensorFlow Lite's kernels round differently
+        in the last bits (the digits mlp's softmax on real digits: up to 1.5e-7), so it must agree to float32
+        round-off (``lite.agrees``), not bit for bit, and be faster than the TensorFlow call, timed here. Safe to
+        run while the model serves: ``predict`` switches with one assignment. ``remove_after``: a downloaded
+        model folder to delete when done.
+        """
         from . import lite
 
-        converted = lite.convert(saved_model_dir)
-        if converted is None or not answers(converted, lite.agrees):
-            return
-        if _median_seconds(converted, probes[0]) < _median_seconds(self.predict, probes[0]):
-            self._fast_call, self.call_path = converted, "tensorflow lite"
+        try:
+            converted = lite.convert(saved_model_dir)
+            if converted is None or not self._answers(converted, probes, lite.agrees):
+                return
+            if _median_seconds(converted, probes[0]) < _median_seconds(self.predict, probes[0]):
+                self._fast_call, self.call_path = converted, "tensorflow lite"
+                log.info("model %s now runs on TensorFlow Lite", self.uri)
+        finally:
+            if remove_after:
+                shutil.rmtree(remove_after, ignore_errors=True)
 
 
 def _median_seconds(call: Any, rows: np.ndarray, times: int = 9) -> float:
@@ -142,8 +159,9 @@ def _specs(entries: list[dict[str, Any]]) -> list[TensorSpec]:
 def load_model(uri: str, runtime: str = "auto") -> LoadedModel:
     """Load a version folder (or the newest version under an output folder), downloading it if remote.
 
-    ``runtime``: ``auto`` may run the model on TensorFlow Lite (see ``LoadedModel._pick_fastest_call``);
-    ``tensorflow`` always runs the SavedModel itself.
+    ``runtime``: ``auto`` may run the model on TensorFlow Lite (``LoadedModel.try_lite``): small models are
+    converted before this returns, larger ones in the background while TensorFlow serves them; ``tensorflow``
+    always runs the SavedModel itself.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -176,7 +194,16 @@ def load_model(uri: str, runtime: str = "auto") -> LoadedModel:
             random.random((3, model.n_features), dtype=np.float32),
             (random.standard_normal((32, model.n_features)) * 10).astype(np.float32),
         ]
-        model._pick_fastest_call(probes, local_dir, runtime)
+        model._pick_fastest_call(probes)
+        if runtime == "auto" and not model.on_gpu and len(model.outputs) == 1:
+            from . import lite
+
+            if lite.converts_in_process(local_dir):
+                model.try_lite(local_dir, probes)
+            else:  # converted in a child process, in the background: the replica serves on TensorFlow meanwhile
+                owned, temporary = temporary, None
+                thread = threading.Thread(target=model.try_lite, args=(local_dir, probes, owned), daemon=True)
+                thread.start()
     finally:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)
