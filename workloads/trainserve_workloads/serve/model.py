@@ -39,7 +39,7 @@ class LoadedModel:
     def n_features(self) -> int:
         return self.inputs[0].shape[-1]
 
-    _fast_call: Any = None  # rows -> outputs, a faster way answering as the signature does (_pick_fastest_call)
+    _fast_call: Any = None  # rows -> outputs, faster than the signature (_pick_fastest_call, try_lite)
     call_path: str = "signature"  # how predict calls the model
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
