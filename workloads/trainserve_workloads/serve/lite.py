@@ -127,7 +127,7 @@ def convert(saved_model_dir: str) -> LiteCall | None:
     import tensorflow as tf
 
     try:
-        content = (_convert_here if converts_in_process(saved_model_dir) else _convert_in_child)(saved_model_dir)
+        content = (_convert_here if size <= CONVERT_IN_PROCESS_BYTES else _convert_in_child)(saved_model_dir)
         threads = tf.config.threading.get_intra_op_parallelism_threads() or None  # 0: TensorFlow's own sizing
         with warnings.catch_warnings():  # it warns that it moves to the LiteRT package; a TensorFlow without it
             warnings.simplefilter("ignore")  # fails here, and TensorFlow serves the model

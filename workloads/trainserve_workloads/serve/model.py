@@ -18,6 +18,7 @@ from .. import modelstore
 from .protocol import TensorSpec
 
 SINGLE_THREADED_EXECUTOR = "SINGLE_THREADED_EXECUTOR"
+Probe = tuple[np.ndarray, np.ndarray]  # rows, and the public signature's answer to them
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +53,7 @@ class LoadedModel:
         result = self._signature(**{self.inputs[0].name: self._tf.constant(rows)})
         return np.asarray(result[self.outputs[0].name].numpy())
 
-    def _pick_fastest_call(self, probes: list[np.ndarray]) -> None:
+    def _pick_fastest_call(self, probes: list[Probe]) -> None:
         """Use the fastest TensorFlow way to call the model that answers the probes bit for bit as the public
         signature does (``try_lite`` may then move the model to TensorFlow Lite).
 
@@ -91,13 +92,13 @@ class LoadedModel:
     def on_gpu(self) -> bool:
         return bool(self._tf.config.list_logical_devices("GPU"))
 
-    def _answers(self, call: Any, probes: list[np.ndarray], alike: Any) -> bool:
+    def _answers(self, call: Any, probes: list[Probe], alike: Any) -> bool:
         try:
-            return all(alike(np.asarray(call(p)), self._predict_public(p)) for p in probes)
+            return all(alike(np.asarray(call(rows)), expected) for rows, expected in probes)
         except Exception:
             return False
 
-    def try_lite(self, saved_model_dir: str, probes: list[np.ndarray], remove_after: str | None = None) -> None:
+    def try_lite(self, saved_model_dir: str, probes: list[Probe], remove_after: str | None = None) -> None:
         """Move the model to TensorFlow Lite (``lite.convert``) if that is faster and agrees with the signature.
 
         The digits mlp's call takes under 2 us instead of about 100 us. TensorFlow Lite's kernels round differently
@@ -112,7 +113,8 @@ class LoadedModel:
             converted = lite.convert(saved_model_dir)
             if converted is None or not self._answers(converted, probes, lite.agrees):
                 return
-            if _median_seconds(converted, probes[0]) < _median_seconds(self.predict, probes[0]):
+            row = probes[0][0]
+            if _median_seconds(converted, row) < _median_seconds(self.predict, row):
                 self._fast_call, self.call_path = converted, "tensorflow lite"
                 log.info("model %s now runs on TensorFlow Lite", self.uri)
         finally:
@@ -189,11 +191,12 @@ def load_model(uri: str, runtime: str = "auto") -> LoadedModel:
         row = np.zeros((1, model.n_features), dtype=np.float32)
         model.predict(row)  # warm-up: the first call builds the graph
         random = np.random.default_rng(0)
-        probes = [  # small and large inputs: a saturated softmax rounds differently from a flat one
+        inputs = [  # small and large inputs: a saturated softmax rounds differently from a flat one
             random.random((1, model.n_features), dtype=np.float32),
             random.random((3, model.n_features), dtype=np.float32),
             (random.standard_normal((32, model.n_features)) * 10).astype(np.float32),
         ]
+        probes = [(rows, model._predict_public(rows)) for rows in inputs]
         model._pick_fastest_call(probes)
         if runtime == "auto" and not model.on_gpu and len(model.outputs) == 1:
             from . import lite
