@@ -38,8 +38,8 @@ def main() -> None:
     from ray import serve
 
     from trainserve.api.modelservice import ModelService
-    from trainserve.api.serving import MODEL_DEPLOYMENT
     from trainserve.localstate import state_dir
+    from trainserve.serveconfig import MODEL_DEPLOYMENT
     from trainserve_workloads.local_serve import local_args, start
 
     def load(path: Path) -> Any:

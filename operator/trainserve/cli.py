@@ -1,4 +1,4 @@
-"""The `trainserve` command line: validate resources, print CRDs (more commands join as they land)."""
+"""The `trainserve` command line: validate, render and CRDs; local training and serving; the operator itself."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import yaml
 
 from .api.crd import all_crds, crd_filename
 from .api.validation import InvalidResource, load_documents, validate_document
+from .builders.raypod import SERVE_PORT
 from .localstate import DEFAULT_STATE_DIR, STATE_DIR_ENV, list_jobs, state_dir
 
 
@@ -223,7 +224,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Print the objects the operator would create for each TrainingJob and ModelService of a file."""
     from .api.modelservice import ModelService
     from .api.trainingjob import TrainingJob
-    from .builders import build_rayjob, build_status_access
+    from .builders.rayjob import build_rayjob
+    from .builders.rbac import build_status_access
     from .naming import name_problem, service_name_problem
     from .settings import settings_from
 
@@ -321,8 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="debug logs")
     run.set_defaults(func=cmd_run)
 
-    render = commands.add_parser("render", help="print the RayJob the operator would create for a TrainingJob")
-    render.add_argument("-f", "--filename", required=True, help="YAML file with TrainingJobs ('-' for stdin)")
+    render = commands.add_parser(
+        "render", help="print what the operator would create: RayJobs, RayServices, NetworkPolicies"
+    )
+    render.add_argument(
+        "-f", "--filename", required=True, help="YAML file with TrainingJobs and ModelServices ('-' for stdin)"
+    )
     render.add_argument("--namespace", help="namespace to render for (default: the document's, or `default`)")
     render.add_argument("--attempt", type=int, default=1, help="attempt number (default 1)")
     render.add_argument("--image", help="workload image when the spec sets none (env TRAINSERVE_IMAGE)")
@@ -346,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_local_train)
     serve = local_commands.add_parser("serve", help="serve a ModelService YAML on a local Ray until Ctrl-C")
     serve.add_argument("-f", "--filename", required=True, help="YAML file with a ModelService")
-    serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    serve.add_argument("--port", type=int, default=SERVE_PORT, help=f"HTTP port (default {SERVE_PORT})")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument(
         "--token-file", help="file holding the bearer token when spec.auth is set (or $TRAINSERVE_AUTH_TOKEN)"

@@ -161,6 +161,9 @@ class KubeApi:
     async def patch_trainingjob_status(self, namespace: str, name: str, status: Object) -> Object:
         return await self.patch_status(TRAININGJOBS, namespace, name, status)
 
+    async def patch_modelservice_status(self, namespace: str, name: str, status: Object) -> Object:
+        return await self.patch_status(MODELSERVICES, namespace, name, status)
+
     async def ensure_status_access(self, account: Object, role: Object, binding: Object) -> None:
         """Creates the job's ServiceAccount, Role and RoleBinding; those that exist already are left alone."""
         ns = account["metadata"]["namespace"]

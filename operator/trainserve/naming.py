@@ -1,4 +1,5 @@
-"""Names and labels that tie a TrainingJob to its children (pure; shared by builders, status and handlers)."""
+"""Names and labels that tie a TrainingJob or ModelService to its children (pure; shared by the API, builders,
+plans and handlers)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,24 @@ MAX_RAYJOB_NAME = 47
 #: Attempts go up to ``backoffLimit + 1 <= 101``: the suffix ``-<attempt>`` takes at most 4 characters.
 MAX_ATTEMPT_SUFFIX = 4
 MAX_TRAININGJOB_NAME = MAX_RAYJOB_NAME - MAX_ATTEMPT_SUFFIX
-DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+TRAININGJOB_NAME_LIMIT = f"KubeRay limits RayJob names to {MAX_RAYJOB_NAME}"
+DNS1035_PATTERN = "^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS1035_LABEL = re.compile(DNS1035_PATTERN)
+
+
+def name_rules(limit: int, why: str) -> list[dict[str, str]]:
+    """The CRD's CEL rules on ``metadata.name`` (the API server's twin of ``name_problem``): at most ``limit``
+    characters (``why`` says who sets the limit), a DNS-1035 label."""
+    return [
+        {
+            "rule": f"size(self.metadata.name) <= {limit}",
+            "message": f"metadata.name must be at most {limit} characters ({why})",
+        },
+        {
+            "rule": f"self.metadata.name.matches('{DNS1035_PATTERN}')",
+            "message": "metadata.name must start with a letter and hold only lowercase letters, digits and '-'",
+        },
+    ]
 
 
 def rayjob_name(trainingjob: str, attempt: int) -> str:
@@ -36,7 +54,7 @@ def name_problem(name: str) -> str | None:
     if len(name) > MAX_TRAININGJOB_NAME:
         return (
             f"the name is {len(name)} characters long, but at most {MAX_TRAININGJOB_NAME} are allowed "
-            f"(KubeRay limits RayJob names, '<name>-<attempt>', to {MAX_RAYJOB_NAME})"
+            f"({TRAININGJOB_NAME_LIMIT}, and names them '<name>-<attempt>')"
         )
     if not DNS1035_LABEL.match(name):
         return "the name must start with a letter and hold only lowercase letters, digits and '-' (no dots)"
@@ -60,6 +78,7 @@ def owner_labels(kind: str, name: str) -> dict[str, str]:
 #: KubeRay names a RayService's Services ``<name>-serve-svc`` / ``<name>-head-svc`` and its clusters
 #: ``<name>-<random>``; 47 keeps every derived name within Kubernetes' 63-character limit.
 MAX_MODELSERVICE_NAME = 47
+MODELSERVICE_NAME_LIMIT = "KubeRay derives Service and cluster names from it"
 
 
 def service_name_problem(name: str) -> str | None:
@@ -67,7 +86,7 @@ def service_name_problem(name: str) -> str | None:
     if len(name) > MAX_MODELSERVICE_NAME:
         return (
             f"the name is {len(name)} characters long, but at most {MAX_MODELSERVICE_NAME} are allowed "
-            "(KubeRay derives Service and cluster names from it)"
+            f"({MODELSERVICE_NAME_LIMIT})"
         )
     if not DNS1035_LABEL.match(name):
         return "the name must start with a letter and hold only lowercase letters, digits and '-' (no dots)"

@@ -11,11 +11,12 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
 
-from trainserve.controller import KubeRayProbe, TrainingJobController
-from trainserve.handlers import modelservice, trainingjob
+from trainserve.controllers.base import KubeRayProbe
+from trainserve.controllers.modelservice import ModelServiceController
+from trainserve.controllers.trainingjob import TrainingJobController
+from trainserve.handlers import modelservice, operator, trainingjob
 from trainserve.kube import KubeApi
 from trainserve.metrics import OperatorMetrics
-from trainserve.service_controller import ModelServiceController
 from trainserve.settings import OperatorSettings
 
 log = logging.getLogger("trainserve.operator")
@@ -35,7 +36,8 @@ class Operator:
             self.api, settings, self.trainingjobs.trainingjobs_in, self.metrics, kuberay=kuberay
         )
         self.trainingjobs.listeners.append(self.modelservices.trainingjob_changed)
-        trainingjob.register(self.registry, self.trainingjobs, settings)
+        operator.register(self.registry, settings)
+        trainingjob.register(self.registry, self.trainingjobs)
         modelservice.register(self.registry, self.modelservices)
         if settings.peering_name and not settings.standalone:
 
@@ -103,5 +105,5 @@ def run(settings: OperatorSettings, verbose: bool = False) -> None:
     """``trainserve run``: blocks until the operator is stopped (SIGINT/SIGTERM)."""
     if not settings.all_namespaces and not settings.namespaces:
         raise SystemExit("trainserve run: give --namespace NS (repeatable) or --all-namespaces")
-    trainingjob.configure_logging(settings.log_format, verbose)
+    operator.configure_logging(settings.log_format, verbose)
     asyncio.run(Operator(settings).run())

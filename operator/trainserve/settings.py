@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trainserve.builders.raypod import SERVE_PORT
+
 ENV_PREFIX = "TRAINSERVE_"
 
 LogFormat = Literal["json", "text"]
@@ -38,7 +40,9 @@ class OperatorSettings(BaseModel):
     liveness_endpoint: str | None = Field(
         None, description="Kopf's health endpoint for probes, e.g. `http://0.0.0.0:8081/healthz`; default: none."
     )
-    resync_seconds: float = Field(300.0, gt=0, description="Every TrainingJob is reconciled at least this often.")
+    resync_seconds: float = Field(
+        300.0, gt=0, description="Every TrainingJob and ModelService is reconciled at least this often."
+    )
     kuberay_probe_seconds: float = Field(
         30.0, gt=0, description="How long a 'KubeRay is (not) installed' answer is trusted."
     )
@@ -53,7 +57,7 @@ class OperatorSettings(BaseModel):
     )
     haproxy_threads: int = Field(2, ge=1, le=64, description="HAProxy threads per Ray pod with fast ingress.")
     serve_stats_url: str = Field(
-        "http://{service}.{namespace}.svc:8000",
+        f"http://{{service}}.{{namespace}}.svc:{SERVE_PORT}",
         description="Where the operator reads a ModelService's per-version figures (canary promotion); "
         "`{service}` is the serve Service, `{namespace}` its namespace.",
     )

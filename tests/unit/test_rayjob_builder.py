@@ -13,7 +13,8 @@ from kubernetes_validate.utils import latest_version
 from tests.support.documents import all_examples, changed, example
 from tests.support.schemas import kuberay_schema, schema_errors
 from trainserve.api.trainingjob import TrainingJob
-from trainserve.builders import build_rayjob, build_status_access
+from trainserve.builders.rayjob import build_rayjob
+from trainserve.builders.rbac import build_status_access
 from trainserve.settings import OperatorSettings
 
 SETTINGS = OperatorSettings(image="example.com/workloads:1")

@@ -13,7 +13,7 @@ from ray.serve._private.haproxy import get_haproxy_binary
 from ray.serve._private.http_util import validate_http_proxy_callback_return
 from ray.serve._private.utils import call_function_from_import_path
 
-from trainserve.api.serving import FAST_INGRESS_ENV
+from trainserve.serveconfig import FAST_INGRESS_ENV
 from trainserve_workloads.serve.http_middleware import DISCONNECT_DISABLED_HEADER
 
 

@@ -1,7 +1,7 @@
 """Automatic canary promotion for `trainserve local serve`: the operator's decision on local figures.
 
-The same :func:`trainserve.service_plan.plan_service` decides, from the same stats endpoint, with the same
-step bookkeeping (:class:`trainserve.canary.CanaryWindows`); only the models are the ones resolved from
+The same :func:`trainserve.plans.modelservice.plan_service` decides, from the same stats endpoint, with the same
+step bookkeeping (:class:`trainserve.controllers.canary_windows.CanaryWindows`); only the models are the ones resolved from
 the local state folder, and changes go to the local Serve application instead of a RayService.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 from trainserve.api.figures import Figures
 from trainserve.api.modelservice import ModelService
 from trainserve.api.serving import ModelTarget, ServeAppArgs, serve_args
-from trainserve.canary import CanaryWindows
-from trainserve.service_plan import RayServiceView, ServiceObserved, plan_service
+from trainserve.controllers.canary_windows import CanaryWindows
+from trainserve.plans.common import Transition
+from trainserve.plans.modelservice import RayServiceView, ServiceObserved, plan_service
 from trainserve.servingstats import StatsUnavailable, fetch_snapshot
-from trainserve.transitions import Transition
 
 from .local_serve import LocalService
 

@@ -8,16 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from trainserve.api.modelservice import ModelRef, ModelService
-from trainserve.api.serving import (
-    AUTH_TOKEN_ENV,
-    FAST_INGRESS_ENV,
-    ModelTarget,
-    ServeAppArgs,
-    metric_shortfalls,
-    serve_application,
-    serve_args,
-)
+from trainserve.api.serving import AUTH_TOKEN_ENV, ModelTarget, ServeAppArgs, serve_args
+from trainserve.api.trainingjob import TrainingJobStatus
 from trainserve.localstate import load_job
+from trainserve.plans.common import servable_model
+from trainserve.serveconfig import FAST_INGRESS_ENV, serve_application
 
 from . import modelstore
 from .errors import WorkloadError
@@ -42,20 +37,14 @@ def resolve_model(ref: ModelRef, state_root: Path, field: str) -> ModelTarget:
         raise WorkloadError(
             where, f"no local TrainingJob {name!r} in {state_root}", f"run `trainserve local train` for {name} first"
         )
-    status = job.status
-    if status is None or status.phase != "Succeeded" or status.model is None or status.model.uri is None:
-        phase = status.phase if status else "Pending"
+    found = servable_model(name, job.status or TrainingJobStatus(), ref.from_training_job.min_metrics)
+    if found.reason == "MetricsBelowThreshold":
         raise WorkloadError(
-            where, f"TrainingJob {name!r} has not succeeded (phase {phase})", "wait for it to finish, or train it"
+            f"{field}.fromTrainingJob.minMetrics", found.message, "train a better model, or lower the thresholds"
         )
-    short = metric_shortfalls(status.model.metrics, ref.from_training_job.min_metrics)
-    if short:
-        raise WorkloadError(
-            f"{field}.fromTrainingJob.minMetrics",
-            f"model version {status.model.version} of {name!r} misses: {'; '.join(short)}",
-            "train a better model, or lower the thresholds",
-        )
-    return ModelTarget(uri=status.model.uri, version=status.model.version)
+    if found.model is None or found.model.uri is None:
+        raise WorkloadError(where, found.message, "wait for it to finish, or train it: `trainserve local train`")
+    return ModelTarget(uri=found.model.uri, version=found.model.version)
 
 
 def local_args(service: ModelService, state_root: Path) -> ServeAppArgs:

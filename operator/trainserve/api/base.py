@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -17,6 +18,34 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 #: A Kubernetes resource quantity such as ``2Gi``, ``512Mi`` or ``1.5``.
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+_QUANTITY = re.compile(QUANTITY_PATTERN)
+_SUFFIX_FACTORS: dict[str, float] = {
+    "": 1,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """``"2Gi"`` -> 2147483648."""
+    match = _QUANTITY.match(quantity)
+    if not match:
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
+    suffix = match.group(2) or ""
+    return int(float(quantity[: len(quantity) - len(suffix)]) * _SUFFIX_FACTORS[suffix])
+
+
 #: A Kubernetes extended resource name such as ``nvidia.com/gpu``.
 RESOURCE_NAME_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"

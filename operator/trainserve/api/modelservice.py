@@ -6,6 +6,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from trainserve.naming import MAX_MODELSERVICE_NAME, MODELSERVICE_NAME_LIMIT, name_rules
+
 from .base import (
     CONDITIONS_LIST,
     OBJECT_NAME_PATTERN,
@@ -251,6 +253,8 @@ class ModelService(Resource):
 
     KIND: ClassVar[str] = "ModelService"
     PLURAL: ClassVar[str] = "modelservices"
+    #: Rules on the whole object: KubeRay derives the Services and clusters of a RayService from its name.
+    ROOT_CEL: ClassVar[list[dict[str, str]]] = name_rules(MAX_MODELSERVICE_NAME, MODELSERVICE_NAME_LIMIT)
     SHORT_NAMES: ClassVar[list[str]] = ["ms"]
 
     api_version: Literal["trainserve.io/v1alpha1"] = Field("trainserve.io/v1alpha1", alias="apiVersion")

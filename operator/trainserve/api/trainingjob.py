@@ -7,6 +7,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from trainserve.naming import MAX_TRAININGJOB_NAME, TRAININGJOB_NAME_LIMIT, name_rules
+
 from .base import (
     CONDITIONS_LIST,
     QUANTITY_PATTERN,
@@ -324,16 +326,7 @@ class TrainingJob(Resource):
     PLURAL: ClassVar[str] = "trainingjobs"
     #: Rules on the whole object (CEL may read metadata.name): KubeRay allows RayJob names of 47 characters,
     #: and the operator names them `<name>-<attempt>` (attempt up to 101), all DNS-1035 labels.
-    ROOT_CEL: ClassVar[list[dict[str, str]]] = [
-        {
-            "rule": "size(self.metadata.name) <= 43",
-            "message": "metadata.name must be at most 43 characters (KubeRay limits RayJob names to 47)",
-        },
-        {
-            "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
-            "message": "metadata.name must start with a letter and hold only lowercase letters, digits and '-'",
-        },
-    ]
+    ROOT_CEL: ClassVar[list[dict[str, str]]] = name_rules(MAX_TRAININGJOB_NAME, TRAININGJOB_NAME_LIMIT)
     SHORT_NAMES: ClassVar[list[str]] = ["tj"]
 
     api_version: Literal["trainserve.io/v1alpha1"] = Field("trainserve.io/v1alpha1", alias="apiVersion")

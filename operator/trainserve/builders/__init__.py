@@ -1,6 +1,5 @@
-"""Pure builders: a TrainingJob (and the operator's settings) in, the Kubernetes objects it needs out."""
+"""Pure builders: a resource (and the operator's settings) in, the Kubernetes objects it needs out.
 
-from .rayjob import build_rayjob, resolved_config, section_hashes
-from .rbac import build_status_access
-
-__all__ = ["build_rayjob", "build_status_access", "resolved_config", "section_hashes"]
+``raypod`` builds every Ray pod; ``rayjob`` and ``rayservice`` the KubeRay objects of each kind; ``rbac`` a
+job's status access; ``common`` the metadata and security every object shares.
+"""

@@ -14,14 +14,16 @@ import shlex
 from typing import Any
 
 from trainserve.api.trainingjob import TrainingJob
-from trainserve.builders.common import (
-    child_metadata,
-    container_security,
-    cpu_quantity,
-    placement,
-    pod_security,
-    shm_mount,
-    shm_volume,
+from trainserve.builders.common import child_metadata, cpu_quantity, placement
+from trainserve.builders.raypod import (
+    HEAD_CONTAINER,
+    HEAD_PORTS,
+    METRICS,
+    WORKER_CONTAINER,
+    head_group,
+    ray_container,
+    ray_pod,
+    worker_group,
 )
 from trainserve.naming import (
     ATTEMPT_LABEL,
@@ -77,76 +79,42 @@ def entrypoint(job: TrainingJob) -> str:
     return f"python -m {ENTRYPOINT_MODULE} --progress kubernetes --config {shlex.quote(config)}"
 
 
-def _env(job: TrainingJob) -> tuple[list[Object], list[Object]]:
-    """(env, envFrom): the job's identity, and the storage Secret's keys as variables (never their values)."""
-    env: list[Object] = [
+def _env(job: TrainingJob) -> list[Object]:
+    """The job's identity for the progress channel, and the workload's interpreter settings."""
+    return [
         {"name": JOB_NAME_ENV, "value": job.metadata.name or ""},
         {"name": JOB_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "TF_USE_LEGACY_KERAS", "value": "1"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    secret = job.spec.storage_secret_ref
-    env_from: list[Object] = [{"secretRef": {"name": secret.name}}] if secret else []
-    return env, env_from
 
 
-def _head_template(job: TrainingJob, settings: OperatorSettings, image: str) -> Object:
-    env, env_from = _env(job)
+def _head_group(job: TrainingJob, settings: OperatorSettings, image: str) -> Object:
+    name = job.metadata.name or ""
+    secret = job.spec.storage_secret_ref.name if job.spec.storage_secret_ref else None
     resources = {"cpu": settings.head_cpu, "memory": settings.head_memory}
-    container: Object = {
-        "name": "ray-head",
-        "image": image,
-        "env": env,
-        "resources": {"requests": dict(resources), "limits": dict(resources)},
-        "ports": [
-            {"name": "gcs", "containerPort": 6379},
-            {"name": "dashboard", "containerPort": 8265},
-            {"name": "client", "containerPort": 10001},
-            {"name": "metrics", "containerPort": 8080},
-        ],
-        "volumeMounts": [shm_mount()],
-        "securityContext": container_security(),
-    }
-    if env_from:
-        container["envFrom"] = env_from
-    return {
-        "metadata": {"labels": child_labels(job.metadata.name or "")},
-        "spec": {
-            # The driver runs here and reports progress with this account's token (its own status only).
-            "serviceAccountName": job_account_name(job.metadata.name or ""),
-            "automountServiceAccountToken": True,
-            "securityContext": pod_security(),
-            "containers": [container],
-            "volumes": [shm_volume()],
-        },
-    }
+    container = ray_container(HEAD_CONTAINER, image, _env(job), resources, [*HEAD_PORTS, METRICS], secret)
+    # The driver runs here and reports progress with this account's token (its own status only).
+    return head_group(ray_pod(child_labels(name), container, service_account=job_account_name(name)))
 
 
-def _worker_template(job: TrainingJob, image: str) -> Object:
+def _worker_group(job: TrainingJob, image: str) -> Object:
     res = job.spec.resources
-    env, env_from = _env(job)
+    secret = job.spec.storage_secret_ref.name if job.spec.storage_secret_ref else None
     amounts: Object = {"cpu": cpu_quantity(res.cpus_per_worker), "memory": res.memory_per_worker}
     if res.gpus_per_worker:
         amounts[res.gpu_resource_name] = str(res.gpus_per_worker)
-    container: Object = {
-        "name": "ray-worker",
-        "image": image,
-        "env": env,
-        "resources": {"requests": dict(amounts), "limits": dict(amounts)},
-        "ports": [{"name": "metrics", "containerPort": 8080}],
-        "volumeMounts": [shm_mount()],
-        "securityContext": container_security(),
-    }
-    if env_from:
-        container["envFrom"] = env_from
-    spec: Object = {
-        "automountServiceAccountToken": False,  # workers never talk to the Kubernetes API
-        "securityContext": pod_security(),
-        "containers": [container],
-        "volumes": [shm_volume()],
-        **placement(res.node_selector, res.tolerations, res.gpus_per_worker, res.gpu_resource_name),
-    }
-    return {"metadata": {"labels": child_labels(job.metadata.name or "")}, "spec": spec}
+    container = ray_container(WORKER_CONTAINER, image, _env(job), amounts, [METRICS], secret)
+    where = placement(res.node_selector, res.tolerations, res.gpus_per_worker, res.gpu_resource_name)
+    return worker_group(
+        "trainers",
+        ray_pod(child_labels(job.metadata.name or ""), container, **where),
+        replicas=res.workers,
+        min_replicas=res.workers,
+        max_replicas=res.workers,
+        cpus=max(1, math.ceil(res.cpus_per_worker)),
+        gpus=res.gpus_per_worker,
+    )
 
 
 def build_rayjob(
@@ -164,7 +132,6 @@ def build_rayjob(
     ``spec.suspend`` (default ``runPolicy.suspend``).
     """
     name = job.metadata.name or ""
-    res = job.spec.resources
     image = job.spec.image or settings.image
     labels = {ATTEMPT_LABEL: str(attempt)}
     queue = job.metadata.labels.get(KUEUE_QUEUE_LABEL)
@@ -179,24 +146,8 @@ def build_rayjob(
         "suspend": job.spec.run_policy.suspend if suspend is None else suspend,
         "rayClusterSpec": {
             "rayVersion": settings.ray_version,
-            "headGroupSpec": {
-                "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0", "metrics-export-port": "8080"},
-                "template": _head_template(job, settings, image),
-            },
-            "workerGroupSpecs": [
-                {
-                    "groupName": "trainers",
-                    "replicas": res.workers,
-                    "minReplicas": res.workers,
-                    "maxReplicas": res.workers,
-                    "rayStartParams": {
-                        "num-cpus": str(max(1, math.ceil(res.cpus_per_worker))),
-                        "num-gpus": str(res.gpus_per_worker),
-                        "metrics-export-port": "8080",
-                    },
-                    "template": _worker_template(job, image),
-                }
-            ],
+            "headGroupSpec": _head_group(job, settings, image),
+            "workerGroupSpecs": [_worker_group(job, image)],
         },
     }
     if deadline is not None:

@@ -1,7 +1,7 @@
 """ModelService -> KubeRay ``RayService`` (``ray.io/v1``) and the NetworkPolicy around its pods; pure.
 
 The Serve application is ``trainserve_workloads.serve:app`` with the deployment options written into
-``serveConfigV2`` (:func:`trainserve.api.serving.serve_application`), so KubeRay and Ray's own tooling see
+``serveConfigV2`` (:func:`trainserve.serveconfig.serve_application`), so KubeRay and Ray's own tooling see
 replicas, autoscaling and resources. The head runs Serve's controller and the ingress, no replicas
 (``num-cpus: 0``); one worker group holds the replicas, and Ray's in-tree autoscaler adds and removes
 worker pods between bounds derived from the replica bounds as Serve scales.
@@ -15,31 +15,30 @@ from typing import Any
 
 import yaml
 
+from trainserve.api.base import quantity_bytes
 from trainserve.api.modelservice import ModelService
-from trainserve.api.serving import (
-    AUTH_TOKEN_ENV,
-    FAST_INGRESS_ENV,
-    ServeAppArgs,
-    quantity_bytes,
-    serve_application,
-)
-from trainserve.builders.common import (
-    child_metadata,
-    container_security,
-    cpu_quantity,
-    placement,
-    pod_security,
-    shm_mount,
-    shm_volume,
+from trainserve.api.serving import AUTH_TOKEN_ENV, ServeAppArgs
+from trainserve.builders.common import child_metadata, cpu_quantity, placement
+from trainserve.builders.raypod import (
+    DASHBOARD_AGENT_PORT,
+    DASHBOARD_PORT,
+    HEAD_CONTAINER,
+    HEAD_PORTS,
+    METRICS,
+    METRICS_PORT,
+    SERVE_PORT,
+    WORKER_CONTAINER,
+    head_group,
+    port,
+    ray_container,
+    ray_pod,
+    worker_group,
 )
 from trainserve.naming import MODELSERVICE_LABEL, service_labels
+from trainserve.serveconfig import FAST_INGRESS_ENV, serve_application
 from trainserve.settings import OperatorSettings
 
 RAYSERVICE_API_VERSION = "ray.io/v1"
-SERVE_PORT = 8000
-METRICS_PORT = 8080
-DASHBOARD_PORT = 8265
-DASHBOARD_AGENT_PORT = 52365
 WORKER_GROUP = "serve"
 #: Ports anyone in the cluster may reach on a ModelService's Ray pods: the Serve ingress, metrics for
 #: Prometheus, and the dashboard (agent) ports KubeRay polls. Replicas' direct-ingress ports, GCS and the
@@ -107,34 +106,6 @@ def _serving_env(service: ModelService, args: ServeAppArgs, settings: OperatorSe
     return env
 
 
-def _container(
-    name: str, image: str, env: list[Object], resources: Object, ports: list[Object], storage_secret: str | None
-) -> Object:
-    container: Object = {
-        "name": name,
-        "image": image,
-        "env": env,
-        "resources": {"requests": dict(resources), "limits": dict(resources)},
-        "ports": ports,
-        "volumeMounts": [shm_mount()],
-        "securityContext": container_security(),
-    }
-    if storage_secret:
-        container["envFrom"] = [{"secretRef": {"name": storage_secret}}]
-    return container
-
-
-def _pod(service: ModelService, container: Object, extra: Object | None = None) -> Object:
-    spec: Object = {
-        "automountServiceAccountToken": False,  # Ray pods of a ModelService never call the Kubernetes API
-        "securityContext": pod_security(),
-        "containers": [container],
-        "volumes": [shm_volume()],
-        **(extra or {}),
-    }
-    return {"metadata": {"labels": service_labels(service.metadata.name or "")}, "spec": spec}
-
-
 def build_rayservice(
     service: ModelService, args: ServeAppArgs, settings: OperatorSettings, storage_secret: str | None = None
 ) -> Object:
@@ -147,50 +118,33 @@ def build_rayservice(
     res = args.resources
     shape = worker_shape(args)
     env = _serving_env(service, args, settings)
-    serve_ports = [{"name": "serve", "containerPort": SERVE_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}]
+    labels = service_labels(name)
+    metadata = child_metadata(service, name)
+    serve_ports = [port("serve", SERVE_PORT), METRICS]
     head_resources = {"cpu": settings.head_cpu, "memory": settings.head_memory}
-    head = _container(
-        "ray-head",
-        image,
-        env,
-        head_resources,
-        [
-            {"name": "gcs", "containerPort": 6379},
-            {"name": "dashboard", "containerPort": DASHBOARD_PORT},
-            {"name": "client", "containerPort": 10001},
-            *serve_ports,
-        ],
-        storage_secret,
-    )
+    head = ray_container(HEAD_CONTAINER, image, env, head_resources, [*HEAD_PORTS, *serve_ports], storage_secret)
     worker_resources: Object = {"cpu": cpu_quantity(shape.cpus), "memory": f"{shape.memory_mib}Mi"}
     if shape.gpus:
         worker_resources[res.gpu_resource_name] = str(shape.gpus)
-    worker = _container("ray-worker", image, env, worker_resources, serve_ports, storage_secret)
-    worker_placement = placement(res.node_selector, res.tolerations, res.gpus_per_replica, res.gpu_resource_name)
-    metadata = child_metadata(service, name)
+    worker = ray_container(WORKER_CONTAINER, image, env, worker_resources, serve_ports, storage_secret)
+    where = placement(res.node_selector, res.tolerations, res.gpus_per_replica, res.gpu_resource_name)
     spec: Object = {
         "serveConfigV2": yaml.safe_dump(serve_config(args), sort_keys=True, width=10_000),
         "rayClusterConfig": {
             "rayVersion": settings.ray_version,
             "enableInTreeAutoscaling": True,
             "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 60},
-            "headGroupSpec": {
-                "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0", "metrics-export-port": "8080"},
-                "template": _pod(service, head),
-            },
+            "headGroupSpec": head_group(ray_pod(labels, head)),
             "workerGroupSpecs": [
-                {
-                    "groupName": WORKER_GROUP,
-                    "replicas": shape.min_pods,
-                    "minReplicas": shape.min_pods,
-                    "maxReplicas": shape.max_pods,
-                    "rayStartParams": {
-                        "num-cpus": str(shape.cpus),
-                        "num-gpus": str(shape.gpus),
-                        "metrics-export-port": "8080",
-                    },
-                    "template": _pod(service, worker, worker_placement),
-                }
+                worker_group(
+                    WORKER_GROUP,
+                    ray_pod(labels, worker, **where),
+                    replicas=shape.min_pods,
+                    min_replicas=shape.min_pods,
+                    max_replicas=shape.max_pods,
+                    cpus=shape.cpus,
+                    gpus=shape.gpus,
+                )
             ],
         },
     }

@@ -10,9 +10,9 @@ from typing import Any
 import kopf
 
 from trainserve.api.base import GROUP, VERSION
+from trainserve.controllers.modelservice import ModelServiceController
 from trainserve.kube import MODELSERVICES, RAY_GROUP, RAY_VERSION, RAYSERVICES
 from trainserve.naming import MODELSERVICE_LABEL
-from trainserve.service_controller import ModelServiceController
 
 
 def register(registry: kopf.OperatorRegistry, controller: ModelServiceController) -> None:

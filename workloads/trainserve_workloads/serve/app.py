@@ -26,14 +26,8 @@ from ray.serve.metrics import Counter, Histogram
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from trainserve.api.serving import (
-    DEFAULT_MAX_BODY_BYTES,
-    MODEL_DEPLOYMENT,
-    REPLICA_LOGGING,
-    STATS_DEPLOYMENT,
-    ServeAppArgs,
-    deployment_options,
-)
+from trainserve.api.serving import DEFAULT_MAX_BODY_BYTES, ServeAppArgs
+from trainserve.serveconfig import MODEL_DEPLOYMENT, REPLICA_LOGGING, STATS_DEPLOYMENT, deployment_options
 
 from .batching import DynamicBatcher
 from .model import LoadedModel, load_model, size_thread_pools

@@ -1,7 +1,7 @@
 """ASGI middleware for Serve's own HTTP servers, the replicas' direct-ingress servers included.
 
 Serve calls :func:`middlewares` when a server starts, because ``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``
-(set by :data:`trainserve.api.serving.FAST_INGRESS_ENV`) names it.
+(set by :data:`trainserve.serveconfig.FAST_INGRESS_ENV`) names it.
 
 Why: for every request, Serve starts one task that watches the connection for a client disconnect and a second
 that runs the handler, then waits on both. A request that carries ``x-request-disconnect-disabled: ?1`` skips

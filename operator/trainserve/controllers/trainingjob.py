@@ -1,45 +1,29 @@
-"""The TrainingJob controller: a cache of what the watches saw, a work queue, and one reconcile function.
+"""The TrainingJob controller: its cache (TrainingJobs and their RayJobs) and its reconcile.
 
-Kopf's watches feed the cache (:mod:`trainserve.handlers.trainingjob`); every change to a TrainingJob or to
-one of its RayJobs, and a periodic resync, queues the TrainingJob's key. ``reconcile`` reads the cache,
-lets :func:`trainserve.status.plan` decide, and writes only the difference. Writes go through to the cache,
-so the next reconcile sees them even before the watch does.
+Kopf's watches (:mod:`trainserve.handlers.trainingjob`) feed the cache; every change to a TrainingJob or to one
+of its RayJobs, and the periodic resync, queues the TrainingJob's key. ``reconcile`` lets
+:func:`trainserve.plans.trainingjob.plan` decide and writes only the difference; writes go through to the
+cache, so the next reconcile sees them even before the watch does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import copy
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
-from trainserve.builders import build_rayjob, build_status_access
-from trainserve.kube import RAYJOBS, ApiError, KubeApi
+from trainserve.builders.rayjob import build_rayjob
+from trainserve.builders.rbac import build_status_access
+from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, utcnow
+from trainserve.kube import ApiError, KubeApi
 from trainserve.metrics import OperatorMetrics
 from trainserve.naming import TRAININGJOB_LABEL, job_account_name
+from trainserve.plans.trainingjob import Observed, RayJobView, plan, status_patch
 from trainserve.settings import OperatorSettings
-from trainserve.status import KUBERAY_MISSING_MESSAGE, Observed, RayJobView, plan, status_patch
-from trainserve.transitions import Transition
 
 log = logging.getLogger("trainserve.operator")
-
-Key = tuple[str, str]  # (namespace, name)
-Object = dict[str, Any]
-COMPONENT = "trainserve-operator"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _key(obj: Object) -> Key:
-    metadata = obj.get("metadata") or {}
-    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
 
 @dataclass
@@ -59,130 +43,6 @@ class Store:
             if uid is None or not owners or any(o.get("uid") == uid for o in owners):
                 out.append(rayjob)
         return out
-
-
-class KubeRayProbe:
-    """Which KubeRay resources the API server serves; answers are cached, changes are logged once."""
-
-    def __init__(self, api: KubeApi, ttl: float):
-        self.api = api
-        self.ttl = ttl
-        self._answer: set[str] | None = None
-        self._checked = -1e18
-        self._lock = asyncio.Lock()
-
-    async def installed(self, plural: str = RAYJOBS) -> bool:
-        """Whether ``ray.io/v1`` ``plural`` (``rayjobs``, ``rayservices``) is served."""
-        async with self._lock:
-            if self._answer is None or time.monotonic() - self._checked > self.ttl:
-                answer = await self.api.kuberay_resources()
-                if answer != self._answer:
-                    if answer:
-                        log.info("KubeRay found: ray.io/v1 serves %s", ", ".join(sorted(answer)))
-                    else:
-                        log.warning("KubeRay is not installed: %s", KUBERAY_MISSING_MESSAGE)
-                self._answer, self._checked = answer, time.monotonic()
-            return plural in self._answer
-
-    def invalidate(self) -> None:
-        self._checked = -1e18
-
-
-class Reconciler:
-    """A work queue of keys, ``settings.workers`` workers calling :meth:`reconcile`, and a periodic resync.
-
-    Failed reconciles are retried with exponential backoff per key; one key is never reconciled twice
-    at once. Subclasses feed the queue from their watches and implement :meth:`reconcile` and :meth:`keys`.
-    """
-
-    KIND = ""
-
-    def __init__(self, api: KubeApi, settings: OperatorSettings, metrics: OperatorMetrics | None):
-        from trainserve.workqueue import WorkQueue
-
-        self.api = api
-        self.settings = settings
-        self.metrics = metrics or OperatorMetrics()
-        self.queue: WorkQueue[Key] = WorkQueue(settings.retry_base_seconds, settings.retry_max_seconds)
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def keys(self) -> list[Key]:
-        raise NotImplementedError
-
-    async def reconcile(self, key: Key) -> float | None:
-        """Make ``key`` right; returns when to look again, if ever."""
-        raise NotImplementedError
-
-    async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._worker(), name=f"trainserve-{self.KIND}-worker-{i}")
-            for i in range(self.settings.workers)
-        ]
-        self._tasks.append(asyncio.create_task(self._resync(), name=f"trainserve-{self.KIND}-resync"))
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        self.queue.close()
-
-    async def _resync(self) -> None:
-        """Level-triggered safety net: every object is looked at again, even if a watch event was missed."""
-        while True:
-            await asyncio.sleep(self.settings.resync_seconds)
-            self.on_resync()
-            for key in self.keys():
-                self.queue.add(key)
-
-    def on_resync(self) -> None:
-        """Called before each resync round."""
-
-    async def _worker(self) -> None:
-        while True:
-            key = await self.queue.get()
-            started = time.monotonic()
-            try:
-                requeue = await self.reconcile(key)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                reason = str(err.status) if isinstance(err, ApiError) else type(err).__name__
-                self.metrics.reconcile_errors.labels(self.KIND, reason).inc()
-                delay = self.queue.retry(key)
-                log.warning(
-                    "reconciling %s %s/%s failed (%s); retrying in %.1fs",
-                    self.KIND,
-                    *key,
-                    err,
-                    delay,
-                    exc_info=not isinstance(err, ApiError),  # a bug: show where
-                )
-            else:
-                self.queue.forget(key)
-                if requeue is not None:
-                    self.queue.add_after(key, requeue + 0.5)
-            finally:
-                self.metrics.reconcile_duration.labels(self.KIND).observe(time.monotonic() - started)
-                self.queue.done(key)
-
-    async def post_events(self, body: Object, events: list[Transition], now: datetime) -> None:
-        namespace, name = _key(body)
-        for event in events:
-            try:
-                await self.api.post_event(body, event.type, event.reason, event.message, now, COMPONENT)
-            except ApiError as err:  # an Event is worth a log line, not a retry of the whole reconcile
-                log.warning("%s %s/%s: could not post event %s: %s", self.KIND, namespace, name, event.reason, err)
-
-    @staticmethod
-    def write_through(cache: dict[Key, Object], key: Key, status: Object) -> None:
-        """Put a status just written into the newest cached object (not the one the reconcile started from):
-        a spec change the watch delivered while the patch was in flight must not be overwritten."""
-        latest = cache.get(key)
-        if latest is not None:
-            merged = copy.deepcopy(latest)
-            merged["status"] = status
-            cache[key] = merged
 
 
 class TrainingJobController(Reconciler):
@@ -217,7 +77,7 @@ class TrainingJobController(Reconciler):
     # --- fed by the watches -------------------------------------------------------------------------------
 
     def observe_trainingjob(self, event_type: str | None, obj: Object) -> None:
-        key = _key(obj)
+        key = object_key(obj)
         if event_type == "DELETED":
             self.store.trainingjobs.pop(key, None)
             self.store.rayjobs.pop(key, None)

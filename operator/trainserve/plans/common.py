@@ -1,4 +1,5 @@
-"""What both controllers do with a planned status: Events for condition changes, and a minimal status patch."""
+"""What both plans share: Events for condition changes, a minimal status patch, the status draft, parsing a
+stored resource, and the messages and model checks both kinds give."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from trainserve.api.base import Condition
 from trainserve.api.conditions import ConditionStatus, find_condition, set_condition
+from trainserve.api.trainingjob import ModelStatus, TrainingJobStatus
 from trainserve.api.validation import InvalidResource, Problem, parse
 
 EventType = Literal["Normal", "Warning"]
@@ -88,3 +90,64 @@ def parse_stored(body: dict[str, Any], name_problem: Callable[[str], str | None]
         return parse({k: v for k, v in body.items() if k != "status"}), []
     except InvalidResource as invalid:
         return None, invalid.problems
+
+
+def kuberay_missing(kind: str, then: str) -> str:
+    """What to do when KubeRay's ``kind`` CRD is not served: install KubeRay; ``then`` says what follows."""
+    return (
+        f"the {kind} CRD ({kind.lower()}s.ray.io, ray.io/v1) is not installed: install KubeRay, e.g. "
+        "`helm repo add kuberay https://ray-project.github.io/kuberay-helm/ && "
+        f"helm install kuberay-operator kuberay/kuberay-operator`; {then}"
+    )
+
+
+KUBERAY_MISSING_MESSAGE = kuberay_missing("RayJob", "the job starts once it is there")
+
+
+def invalid_spec_message(problems: list[Problem]) -> str:
+    """Every problem of an invalid spec in one condition message: field path, what is wrong, the fix."""
+    return "; ".join(f"{p.path}: {p.message} (fix: {p.fix})" for p in problems)
+
+
+def metric_shortfalls(metrics: dict[str, float], minimum: dict[str, float]) -> list[str]:
+    """Each threshold a model's metrics miss, as ``name value < threshold`` (a missing metric misses)."""
+    misses = []
+    for name, threshold in sorted(minimum.items()):
+        value = metrics.get(name)
+        if value is None:
+            misses.append(f"{name} missing (needs >= {threshold})")
+        elif value < threshold:
+            misses.append(f"{name} {value:.4g} < {threshold}")
+    return misses
+
+
+@dataclass(frozen=True)
+class ServableModel:
+    """A TrainingJob's model checked for serving: the model, or why not (a reason and a message)."""
+
+    model: ModelStatus | None
+    reason: str = ""
+    message: str = ""
+
+
+def servable_model(job_name: str, status: TrainingJobStatus, min_metrics: dict[str, float]) -> ServableModel:
+    """The job's model once the job succeeded, reported a model URI and meets ``min_metrics``; else why not.
+
+    The one check behind ``fromTrainingJob`` for the operator and for ``trainserve local serve``.
+    """
+    model = status.model
+    if status.phase != "Succeeded" or model is None or not model.uri:
+        progress = ""
+        if status.progress is not None and status.progress.epoch is not None:
+            progress = f", epoch {status.progress.epoch} of {status.progress.total_epochs or '?'}"
+        return ServableModel(
+            None, "WaitingForTrainingJob", f"TrainingJob {job_name!r} is {status.phase or 'Pending'}{progress}"
+        )
+    short = metric_shortfalls(model.metrics, min_metrics)
+    if short:
+        return ServableModel(
+            None,
+            "MetricsBelowThreshold",
+            f"model version {model.version} of TrainingJob {job_name!r} misses minMetrics: {'; '.join(short)}",
+        )
+    return ServableModel(model)

@@ -17,22 +17,20 @@ from trainserve.api.conditions import find_condition
 from trainserve.api.trainingjob import TrainingJob, TrainingJobStatus
 from trainserve.api.validation import Problem
 from trainserve.builders.rayjob import section_hashes
-from trainserve.naming import ATTEMPT_LABEL, KUEUE_QUEUE_LABEL, SPEC_HASH_ANNOTATION, name_problem
-from trainserve.transitions import StatusDraft, Transition, condition_events, parse_stored, top_level_patch
+from trainserve.naming import ATTEMPT_LABEL, KUEUE_QUEUE_LABEL, SPEC_HASH_ANNOTATION, name_problem, rayjob_name
+from trainserve.plans.common import (
+    KUBERAY_MISSING_MESSAGE,
+    StatusDraft,
+    Transition,
+    condition_events,
+    invalid_spec_message,
+    parse_stored,
+    top_level_patch,
+)
 
 FINISHED = ("Succeeded", "Failed")
 
 
-def kuberay_missing(kind: str, then: str) -> str:
-    """What to do when KubeRay's ``kind`` CRD is not served: install KubeRay; ``then`` says what follows."""
-    return (
-        f"the {kind} CRD ({kind.lower()}s.ray.io, ray.io/v1) is not installed: install KubeRay, e.g. "
-        "`helm repo add kuberay https://ray-project.github.io/kuberay-helm/ && "
-        f"helm install kuberay-operator kuberay/kuberay-operator`; {then}"
-    )
-
-
-KUBERAY_MISSING_MESSAGE = kuberay_missing("RayJob", "the job starts once it is there")
 #: Conditions that tell a user something is wrong when True (or, for these two, when False).
 _WARNING_WHEN_TRUE = {"Failed"}
 _WARNING_WHEN_FALSE = {"Valid", "Created"}
@@ -170,8 +168,7 @@ def plan(observed: Observed) -> Plan:
 
 def _invalid(st: _Status, problems: list[Problem]) -> None:
     """Reported once (the status then equals what is stored), not retried until the spec changes."""
-    text = "; ".join(f"{p.path}: {p.message} (fix: {p.fix})" for p in problems)
-    st.set("Valid", "False", "InvalidSpec", text)
+    st.set("Valid", "False", "InvalidSpec", invalid_spec_message(problems))
     if st.value.phase is None:
         st.phase("Pending")
     if st.value.phase not in FINISHED and find_condition(st.value.conditions, "Created") is None:
@@ -194,15 +191,33 @@ def _changed_sections(job: TrainingJob, current: RayJobView | None) -> list[str]
 
 def _plan_valid(job: TrainingJob, observed: Observed, st: _Status, result: Plan) -> None:
     status = st.value
-    policy = job.spec.run_policy
-    now = st.now
     attempt, current = _current(observed, status)
     status.attempts = attempt or status.attempts
-
     if status.phase in FINISHED:
         _after_finish(job, observed, st, result)
         return
+    changed = _check_immutable(job, current, st)
+    if not observed.kuberay_installed:
+        st.set("Created", "False", "KubeRayMissing", KUBERAY_MISSING_MESSAGE)
+        st.phase(status.phase if status.phase == "Running" else "Pending")
+        return
+    if _deadline_passed(job, observed, current, st, result):
+        return
+    if current is None:
+        if not changed:  # no RayJob for the current attempt yet (first start, or deleted under us)
+            _first_start(job, attempt or 1, st, result)
+        return
+    status.ray_job_name = current.name
+    if current.succeeded:
+        _on_succeeded(job, observed, st, result)
+    elif current.failed:
+        _on_failed(job, observed, attempt, current, changed, st, result)
+    else:
+        _mirror_attempt(job, attempt, current, st, result)
 
+
+def _check_immutable(job: TrainingJob, current: RayJobView | None, st: _Status) -> list[str]:
+    """``Valid``: the immutable sections that changed since the current attempt started (none: valid)."""
     changed = _changed_sections(job, current)
     if changed:
         st.set(
@@ -214,80 +229,95 @@ def _plan_valid(job: TrainingJob, observed: Observed, st: _Status, result: Plan)
         )
     else:
         st.set("Valid", "True", "SpecAccepted", "the spec is valid")
+    return changed
 
-    if not observed.kuberay_installed:
-        st.set("Created", "False", "KubeRayMissing", KUBERAY_MISSING_MESSAGE)
-        st.phase(status.phase if status.phase == "Running" else "Pending")
-        return
 
-    # Deadline over all attempts.
-    deadline = policy.active_deadline_seconds
-    remaining: int | None = None
-    if deadline is not None and status.start_time is not None:
-        remaining = deadline - int((now - status.start_time).total_seconds())
-        if remaining <= 0 or (current is not None and current.failed and current.reason == "DeadlineExceeded"):
-            _fail(st, "DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
-            if current is not None and not current.finished:
-                result.delete_rayjobs.append(current.name)  # stops the Ray cluster now
-            _after_finish(job, observed, st, result)
-            return
-        result.requeue_after = float(remaining)
+def _deadline_passed(
+    job: TrainingJob, observed: Observed, current: RayJobView | None, st: _Status, result: Plan
+) -> bool:
+    """``activeDeadlineSeconds`` over all attempts: fails the job once it passed, else says when to look again."""
+    deadline = job.spec.run_policy.active_deadline_seconds
+    start = st.value.start_time
+    if deadline is None or start is None:
+        return False
+    remaining = deadline - int((st.now - start).total_seconds())
+    if remaining <= 0 or (current is not None and current.failed and current.reason == "DeadlineExceeded"):
+        _fail(st, "DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline}s)")
+        if current is not None and not current.finished:
+            result.delete_rayjobs.append(current.name)  # stops the Ray cluster now
+        _after_finish(job, observed, st, result)
+        return True
+    result.requeue_after = float(remaining)
     result.deadline_remaining = remaining
+    return False
 
+
+def _start_attempt(job: TrainingJob, attempt: int, st: _Status, result: Plan) -> None:
+    """Create the RayJob of ``attempt``: the first one, or a retry that resumes from the last checkpoint."""
+    status = st.value
+    result.create_attempt = attempt
+    status.attempts = attempt
+    status.ray_job_name = rayjob_name(job.metadata.name or "", attempt)
+    st.set("Created", "True", "RayJobCreated", f"created RayJob {status.ray_job_name} (attempt {attempt})")
+
+
+def _first_start(job: TrainingJob, attempt: int, st: _Status, result: Plan) -> None:
+    st.value.start_time = st.value.start_time or st.now
+    _start_attempt(job, attempt, st, result)
+    if job.spec.run_policy.suspend:
+        _suspended(st, "Suspended", "suspended before start: set runPolicy.suspend to false to start")
+    elif st.value.phase != "Running":
+        st.phase("Pending")
+
+
+def _on_succeeded(job: TrainingJob, observed: Observed, st: _Status, result: Plan) -> None:
+    status = st.value
+    version = status.model.version if status.model else None
+    message = f"model version {version} at {status.model.uri}" if status.model and status.model.uri else ""
+    st.phase("Succeeded")
+    status.completion_time = st.now
+    st.set("Running", "False", "Completed", "training finished")
+    if _is_true(st, "Suspended"):
+        st.set("Suspended", "False", "Completed", "training finished")
+    st.set("Succeeded", "True", "Succeeded", message or "training finished; the model was not reported")
+    _after_finish(job, observed, st, result)
+
+
+def _on_failed(
+    job: TrainingJob,
+    observed: Observed,
+    attempt: int,
+    current: RayJobView,
+    changed: list[str],
+    st: _Status,
+    result: Plan,
+) -> None:
+    """Retry as the next attempt while ``backoffLimit`` allows (and the spec did not change), else fail."""
+    policy = job.spec.run_policy
+    reason = current.reason or "TrainingFailed"
+    detail = current.message or f"RayJob {current.name} failed"
+    if attempt <= policy.backoff_limit and not changed:
+        nxt = attempt + 1
+        st.set(
+            "Failed",
+            "False",
+            reason,
+            f"attempt {attempt} failed ({detail}); retrying as attempt {nxt} of {policy.backoff_limit + 1}, "
+            "resuming from the last checkpoint",
+        )
+        _start_attempt(job, nxt, st, result)
+        st.set("Running", "False", "Retrying", f"attempt {attempt} failed; starting attempt {nxt}")
+        st.phase("Pending")
+        return
+    limit = f"all {attempt} attempts failed" if attempt > 1 else "the attempt failed"
+    _fail(st, reason, f"{limit} (backoffLimit {policy.backoff_limit}); last: {detail}")
+    _after_finish(job, observed, st, result)
+
+
+def _mirror_attempt(job: TrainingJob, attempt: int, current: RayJobView, st: _Status, result: Plan) -> None:
+    """An attempt in progress: pass suspend through (ours or Kueue's), mirror KubeRay's view."""
+    policy = job.spec.run_policy
     kueue = KUEUE_QUEUE_LABEL in job.metadata.labels
-    if current is None:
-        if changed:
-            return
-        # No RayJob for the current attempt yet (first start, or it was deleted under us): create it.
-        next_attempt = attempt or 1
-        result.create_attempt = next_attempt
-        status.attempts = next_attempt
-        status.ray_job_name = f"{job.metadata.name}-{next_attempt}"
-        status.start_time = status.start_time or now
-        st.set("Created", "True", "RayJobCreated", f"created RayJob {status.ray_job_name} (attempt {next_attempt})")
-        if policy.suspend:
-            _suspended(st, "Suspended", "suspended before start: set runPolicy.suspend to false to start")
-        elif status.phase != "Running":
-            st.phase("Pending")
-        return
-
-    status.ray_job_name = current.name
-    if current.succeeded:
-        version = status.model.version if status.model else None
-        message = f"model version {version} at {status.model.uri}" if status.model and status.model.uri else ""
-        st.phase("Succeeded")
-        status.completion_time = now
-        st.set("Running", "False", "Completed", "training finished")
-        if _is_true(st, "Suspended"):
-            st.set("Suspended", "False", "Completed", "training finished")
-        st.set("Succeeded", "True", "Succeeded", message or "training finished; the model was not reported")
-        _after_finish(job, observed, st, result)
-        return
-    if current.failed:
-        reason = current.reason or "TrainingFailed"
-        detail = current.message or f"RayJob {current.name} failed"
-        if attempt <= policy.backoff_limit and not changed:
-            nxt = attempt + 1
-            result.create_attempt = nxt
-            status.attempts = nxt
-            status.ray_job_name = f"{job.metadata.name}-{nxt}"
-            st.set(
-                "Failed",
-                "False",
-                reason,
-                f"attempt {attempt} failed ({detail}); retrying as attempt {nxt} of {policy.backoff_limit + 1}, "
-                "resuming from the last checkpoint",
-            )
-            st.set("Created", "True", "RayJobCreated", f"created RayJob {status.ray_job_name} (attempt {nxt})")
-            st.set("Running", "False", "Retrying", f"attempt {attempt} failed; starting attempt {nxt}")
-            st.phase("Pending")
-            return
-        limit = f"all {attempt} attempts failed" if attempt > 1 else "the attempt failed"
-        _fail(st, reason, f"{limit} (backoffLimit {policy.backoff_limit}); last: {detail}")
-        _after_finish(job, observed, st, result)
-        return
-
-    # An attempt in progress: pass suspend through, mirror KubeRay's view.
     desired_suspend = policy.suspend or (current.suspend if kueue else False)
     if desired_suspend != current.suspend and not (kueue and not policy.suspend):
         result.set_suspend = desired_suspend

@@ -1,5 +1,5 @@
 """The ModelService controller: a cache of ModelServices, their RayServices and NetworkPolicies, a work queue,
-and one reconcile built on :func:`trainserve.service_plan.plan_service`.
+and one reconcile built on :func:`trainserve.plans.modelservice.plan_service`.
 
 TrainingJobs come from the TrainingJob controller's cache: a change to a job that a ModelService serves
 from (``fromTrainingJob``) queues that ModelService. The RayService is written only when what we would
@@ -18,12 +18,12 @@ from typing import Any
 
 from trainserve.api.figures import Figures
 from trainserve.builders.rayservice import build_network_policy, build_rayservice, network_policy_name
-from trainserve.canary import CanaryWindows
-from trainserve.controller import Key, KubeRayProbe, Object, Reconciler, _key, utcnow
+from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, utcnow
+from trainserve.controllers.canary_windows import CanaryWindows
 from trainserve.kube import RAYSERVICES, KubeApi
 from trainserve.metrics import OperatorMetrics, ServiceSample
 from trainserve.naming import MODELSERVICE_LABEL, serve_service_name
-from trainserve.service_plan import (
+from trainserve.plans.modelservice import (
     RayServiceView,
     ServiceObserved,
     observed_status,
@@ -107,7 +107,7 @@ class ModelServiceController(Reconciler):
     # --- fed by the watches -------------------------------------------------------------------------------
 
     def observe_modelservice(self, event_type: str | None, obj: Object) -> None:
-        key = _key(obj)
+        key = object_key(obj)
         if event_type == "DELETED":
             self.store.services.pop(key, None)
             self.canary.forget(key)
@@ -182,7 +182,7 @@ class ModelServiceController(Reconciler):
 
         patch = service_status_patch(body.get("status"), decision.status)
         if patch:
-            updated = await self.api.patch_status("modelservices", namespace, name, patch)
+            updated = await self.api.patch_modelservice_status(namespace, name, patch)
             self.write_through(self.store.services, key, updated.get("status") or decision.status.to_wire())
         for result in decision.canary_results:
             self.metrics.canary_promotions.labels(result).inc()

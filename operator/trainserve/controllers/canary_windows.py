@@ -1,7 +1,7 @@
 """Measuring a canary step: the canary's figures when its step began, and the window since.
 
 Shared by the operator (figures from the serve Service) and `trainserve local serve` (from the local
-server); the decision itself is :func:`trainserve.service_plan.plan_service`.
+server); the decision itself is :func:`trainserve.plans.modelservice.plan_service`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainserve.api.figures import Figures
-from trainserve.service_plan import canary_step_due
+from trainserve.plans.canary import canary_step_due
 
 #: Reads the canary's cumulative figures (None when they cannot be read now).
 FetchFigures = Callable[[str], Awaitable[Figures | None]]

@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.support.documents import changed, example
 from trainserve.api.figures import LATENCY_BUCKETS_MS, Figures
-from trainserve.service_plan import RayServiceView, ServiceObserved, plan_service, service_status_patch
+from trainserve.plans.modelservice import RayServiceView, ServiceObserved, plan_service, service_status_patch
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

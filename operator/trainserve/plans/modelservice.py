@@ -4,7 +4,7 @@
 RayService, whether KubeRay is installed, the time and, when a canary step is due, the canary's figures
 since the step began. It returns the status to write, the Serve application to run (or None while there
 is nothing to serve yet), the Events to post and when to look again. Level-triggered like
-:mod:`trainserve.status`: the canary's share and state live in ``status.canary``, so a restart resumes.
+:mod:`trainserve.plans.trainingjob`: the canary's share and state live in ``status.canary``, so a restart resumes.
 
 Model resolution keeps serving what runs: when ``fromTrainingJob`` points at a job that is running again
 or whose newer model misses ``minMetrics``, the version in ``status.model`` stays; a newer version that
@@ -20,21 +20,29 @@ from typing import Any
 
 from trainserve.api.figures import Figures
 from trainserve.api.modelservice import (
-    CanaryStatus,
     ModelRef,
     ModelService,
     ModelServiceStatus,
-    PromotedModel,
     ServedModel,
     ServiceEndpoints,
 )
-from trainserve.api.serving import ModelTarget, ServeAppArgs, metric_shortfalls, serve_args
+from trainserve.api.serving import ModelTarget, ServeAppArgs, serve_args
 from trainserve.api.trainingjob import TrainingJobStatus
 from trainserve.api.validation import Problem
-from trainserve.builders.rayservice import SERVE_PORT, worker_shape
+from trainserve.builders.raypod import SERVE_PORT
+from trainserve.builders.rayservice import worker_shape
 from trainserve.naming import MODELSERVICE_LABEL, serve_service_name, service_name_problem
-from trainserve.status import kuberay_missing
-from trainserve.transitions import StatusDraft, Transition, condition_events, parse_stored, top_level_patch
+from trainserve.plans.canary import CanaryPlan, plan_canary
+from trainserve.plans.common import (
+    StatusDraft,
+    Transition,
+    condition_events,
+    invalid_spec_message,
+    kuberay_missing,
+    parse_stored,
+    servable_model,
+    top_level_patch,
+)
 
 RAYSERVICE_KUBERAY_MISSING = kuberay_missing("RayService", "the service starts once it is there")
 _VERSION_FOLDER = re.compile(r"/(\d+)/?$")
@@ -141,20 +149,10 @@ def resolve(ref: ModelRef, trainingjobs: dict[str, dict[str, Any]]) -> Resolutio
     except ValueError:
         status = TrainingJobStatus()
     secret = ((body.get("spec") or {}).get("storageSecretRef") or {}).get("name")
-    if status.phase != "Succeeded" or status.model is None or not status.model.uri:
-        progress = ""
-        if status.progress is not None and status.progress.epoch is not None:
-            progress = f", epoch {status.progress.epoch} of {status.progress.total_epochs or '?'}"
-        phase = status.phase or "Pending"
-        return Resolution(None, "WaitingForTrainingJob", f"TrainingJob {source.name!r} is {phase}{progress}")
-    short = metric_shortfalls(status.model.metrics, source.min_metrics)
-    if short:
-        return Resolution(
-            None,
-            "MetricsBelowThreshold",
-            f"model version {status.model.version} of TrainingJob {source.name!r} misses minMetrics: {'; '.join(short)}",
-        )
-    return Resolution(ModelTarget(uri=status.model.uri, version=status.model.version), secret=secret)
+    found = servable_model(source.name, status, source.min_metrics)
+    if found.model is None or found.model.uri is None:
+        return Resolution(None, found.reason, found.message)
+    return Resolution(ModelTarget(uri=found.model.uri, version=found.model.version), secret=secret)
 
 
 def service_url(name: str, namespace: str) -> str:
@@ -194,8 +192,7 @@ def plan_service(observed: ServiceObserved) -> ServicePlan:
     result = ServicePlan(status=st.value)
     service, problems = spec_problems(observed.body)
     if service is None:
-        text = "; ".join(f"{p.path}: {p.message} (fix: {p.fix})" for p in problems)
-        st.set("Ready", "False", "InvalidSpec", text)
+        st.set("Ready", "False", "InvalidSpec", invalid_spec_message(problems))
     else:
         result.service = service
         _plan_valid(service, observed, st, result)
@@ -252,97 +249,22 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
         )
     result.storage_secret = (spec.storage_secret_ref.name if spec.storage_secret_ref else None) or wanted.secret
 
-    canary, percent = _plan_canary(service, observed, st, result, primary)
+    canary = _canary(service, observed, st, primary)
+    result.events += canary.events
+    result.canary_results += canary.results
+    result.requeue_after = canary.requeue_after
     if status.promoted is not None:
         primary = _target(status.promoted)
         assert primary is not None
-    args = serve_args(service, primary, canary, percent)
+    args = serve_args(service, primary, canary.target, canary.share)
     result.args = args
     _mirror_rayservice(args, observed, st, primary, wanted)
 
 
-def _plan_canary(
-    service: ModelService, observed: ServiceObserved, st: _Status, result: ServicePlan, primary: ModelTarget
-) -> tuple[ModelTarget | None, int | None]:
-    """The canary to run beside ``primary`` and its share, moving the automatic promotion along."""
-    status = st.value
+def _canary(service: ModelService, observed: ServiceObserved, st: _Status, primary: ModelTarget) -> CanaryPlan:
     spec = service.spec.canary
-    if spec is None:
-        status.canary = None
-        st.drop("Canary")
-        return None, None
-    found = resolve(spec.model, observed.trainingjobs)
-    target = found.target
-    if target is None:
-        status.canary = None
-        st.set("Canary", "False", found.reason, f"the canary is not deployed: {found.message}")
-        return None, None
-    if status.promoted is not None and status.promoted.uri == target.uri:
-        status.canary = None
-        st.set("Canary", "False", "Promoted", f"version {target.version} was promoted and serves all requests")
-        return None, None
-    if target.uri == primary.uri:
-        status.canary = None
-        st.set("Canary", "False", "SameAsPrimary", "the canary is the model already served as primary")
-        return None, None
-
-    auto = spec.auto_promote
-    current = status.canary if status.canary is not None and status.canary.uri == target.uri else None
-    if current is None or current.state is None:
-        current = CanaryStatus(
-            uri=target.uri,
-            version=target.version,
-            traffic_percent=spec.traffic_percent,
-            state="Progressing" if auto else "Paused",
-            message=None,
-        )
-        result.events.append(
-            Transition("Normal", "CanaryStarted", f"canary version {target.version} takes {spec.traffic_percent}%")
-        )
-    status.canary = current
-    if current.state == "RolledBack":
-        current.traffic_percent = 0
-        st.set("Canary", "False", "RolledBack", current.message or "rolled back")
-        return target, 0
-    if auto is None:
-        current.state, current.traffic_percent = "Paused", spec.traffic_percent
-        st.set("Canary", "True", "Paused", f"version {target.version} takes {spec.traffic_percent}% (no autoPromote)")
-        return target, spec.traffic_percent
-
-    current.state = "Progressing"
-    share = current.traffic_percent if current.traffic_percent is not None else spec.traffic_percent
-    window = observed.canary_window
-    result.requeue_after = float(auto.interval_seconds)
-    if window is not None and window.requests >= auto.min_requests:
-        p95 = window.p95_ms
-        breach = []
-        if window.error_rate > auto.max_error_rate:
-            breach.append(f"error rate {window.error_rate:.2%} > {auto.max_error_rate:.2%}")
-        if auto.max_latency_p95_ms is not None and p95 is not None and p95 > auto.max_latency_p95_ms:
-            breach.append(f"p95 {p95:.1f} ms > {auto.max_latency_p95_ms} ms")
-        if breach:
-            message = f"rolled back at {share}%: {'; '.join(breach)} ({window.describe()})"
-            current.state, current.traffic_percent, current.message = "RolledBack", 0, message
-            st.set("Canary", "False", "RolledBack", message)
-            result.events.append(Transition("Warning", "CanaryRolledBack", message))
-            result.canary_results.append("rolled_back")
-            result.requeue_after = None
-            return target, 0
-        share = min(100, share + auto.step_percent)
-        if share >= 100:
-            message = f"promoted version {target.version} ({window.describe()})"
-            status.promoted = PromotedModel(uri=target.uri, version=target.version, replaces=primary.uri)
-            status.canary = None
-            st.set("Canary", "False", "Promoted", message)
-            result.events.append(Transition("Normal", "CanaryPromoted", message))
-            result.canary_results.append("promoted")
-            result.requeue_after = None
-            return None, None
-        current.message = f"raised to {share}% after {window.describe()}"
-        result.events.append(Transition("Normal", "CanaryStep", f"canary version {target.version}: {current.message}"))
-    current.traffic_percent = share
-    st.set("Canary", "True", "Progressing", f"version {target.version} takes {share}%, promoted step by step")
-    return target, share
+    found = resolve(spec.model, observed.trainingjobs) if spec is not None else Resolution(None)
+    return plan_canary(spec, found.target, found.message, st, primary, observed.canary_window, found.reason)
 
 
 def _mirror_rayservice(
@@ -386,14 +308,3 @@ def _mirror_rayservice(
 def service_status_patch(before: dict[str, Any] | None, after: ModelServiceStatus) -> dict[str, Any]:
     """A JSON merge patch of the status fields that differ; empty when nothing changed."""
     return top_level_patch(observed_status({"status": before}).to_wire(), after.to_wire())
-
-
-def canary_step_due(body: dict[str, Any]) -> tuple[str, int, int] | None:
-    """(canary uri, share, interval) when an automatic promotion runs, so the controller measures figures."""
-    status = observed_status(body)
-    canary = status.canary
-    auto = (((body.get("spec") or {}).get("canary") or {}).get("autoPromote")) or None
-    if canary is None or canary.state != "Progressing" or not canary.uri or auto is None:
-        return None
-    interval = int(auto.get("intervalSeconds", 60))
-    return canary.uri, int(canary.traffic_percent or 0), interval

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.support.documents import changed, example
-from trainserve.status import Observed, RayJobView, plan, status_patch
+from trainserve.plans.trainingjob import Observed, RayJobView, plan, status_patch
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

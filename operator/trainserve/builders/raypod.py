@@ -1,0 +1,94 @@
+"""Every Ray pod the operator writes, built once: the Ray container, the pod, the head group and a worker group.
+
+Each kind adds only what differs (environment, ServiceAccount, ports it serves, placement, sizes); volumes,
+environment and pod overrides that every Ray pod needs belong here, so they land in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainserve.builders.common import container_security, pod_security, shm_mount, shm_volume
+
+Object = dict[str, Any]
+
+GCS_PORT = 6379
+DASHBOARD_PORT = 8265
+CLIENT_PORT = 10001
+#: Ray's metrics export port (``--metrics-export-port``) on every Ray pod, scraped by Prometheus.
+METRICS_PORT = 8080
+SERVE_PORT = 8000
+#: The dashboard agent's HTTP port (Ray's default), which KubeRay polls for Serve status.
+DASHBOARD_AGENT_PORT = 52365
+
+HEAD_CONTAINER = "ray-head"
+WORKER_CONTAINER = "ray-worker"
+
+
+def port(name: str, number: int) -> Object:
+    return {"name": name, "containerPort": number}
+
+
+#: The head's own ports: GCS, the dashboard (Jobs and Serve REST APIs) and the Ray client.
+HEAD_PORTS = (port("gcs", GCS_PORT), port("dashboard", DASHBOARD_PORT), port("client", CLIENT_PORT))
+METRICS = port("metrics", METRICS_PORT)
+
+
+def ray_container(
+    name: str,
+    image: str,
+    env: list[Object],
+    resources: Object,
+    ports: list[Object],
+    storage_secret: str | None = None,
+) -> Object:
+    """A Ray container: requests equal limits (Guaranteed QoS), ``/dev/shm`` in memory, restricted security;
+    ``storage_secret``'s keys become environment variables (their values are never written here)."""
+    container: Object = {
+        "name": name,
+        "image": image,
+        "env": env,
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "ports": ports,
+        "volumeMounts": [shm_mount()],
+        "securityContext": container_security(),
+    }
+    if storage_secret:
+        container["envFrom"] = [{"secretRef": {"name": storage_secret}}]
+    return container
+
+
+def ray_pod(labels: dict[str, str], container: Object, service_account: str | None = None, **spec: Any) -> Object:
+    """A Ray pod template; only a pod given ``service_account`` gets an API token (the others never call the
+    Kubernetes API). ``spec`` adds pod fields such as ``nodeSelector`` and ``tolerations``."""
+    pod: Object = {}
+    if service_account:
+        pod["serviceAccountName"] = service_account
+    pod |= {
+        "automountServiceAccountToken": bool(service_account),
+        "securityContext": pod_security(),
+        "containers": [container],
+        "volumes": [shm_volume()],
+        **spec,
+    }
+    return {"metadata": {"labels": dict(labels)}, "spec": pod}
+
+
+def head_group(template: Object) -> Object:
+    """The head group: no work scheduled on the head (``num-cpus: 0``), the dashboard on every interface."""
+    params = {"num-cpus": "0", "dashboard-host": "0.0.0.0", "metrics-export-port": str(METRICS_PORT)}
+    return {"rayStartParams": params, "template": template}
+
+
+def worker_group(
+    name: str, template: Object, *, replicas: int, min_replicas: int, max_replicas: int, cpus: int, gpus: float | int
+) -> Object:
+    """A worker group; Ray's ``--num-cpus`` takes whole CPUs."""
+    return {
+        "groupName": name,
+        "replicas": replicas,
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "rayStartParams": {"num-cpus": str(cpus), "num-gpus": str(gpus), "metrics-export-port": str(METRICS_PORT)},
+        "template": template,
+    }

@@ -1,0 +1,159 @@
+"""What both controllers share: the work-queue ``Reconciler``, the ``KubeRayProbe``, keys and object helpers.
+
+A controller keeps a cache of what Kopf's watches delivered, queues an object's key on every change to it or
+to one of its children and on a periodic resync, and reconciles one key at a time: observe the cache, let
+the kind's plan (:mod:`trainserve.plans`) decide, write only the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from trainserve.kube import RAYJOBS, ApiError, KubeApi
+from trainserve.metrics import OperatorMetrics
+from trainserve.plans.common import KUBERAY_MISSING_MESSAGE, Transition
+from trainserve.settings import OperatorSettings
+from trainserve.workqueue import WorkQueue
+
+log = logging.getLogger("trainserve.operator")
+
+Key = tuple[str, str]  # (namespace, name)
+Object = dict[str, Any]
+COMPONENT = "trainserve-operator"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def object_key(obj: Object) -> Key:
+    """``(namespace, name)`` of an object."""
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+class KubeRayProbe:
+    """Which KubeRay resources the API server serves; answers are cached, changes are logged once."""
+
+    def __init__(self, api: KubeApi, ttl: float):
+        self.api = api
+        self.ttl = ttl
+        self._answer: set[str] | None = None
+        self._checked = -1e18
+        self._lock = asyncio.Lock()
+
+    async def installed(self, plural: str = RAYJOBS) -> bool:
+        """Whether ``ray.io/v1`` ``plural`` (``rayjobs``, ``rayservices``) is served."""
+        async with self._lock:
+            if self._answer is None or time.monotonic() - self._checked > self.ttl:
+                answer = await self.api.kuberay_resources()
+                if answer != self._answer:
+                    if answer:
+                        log.info("KubeRay found: ray.io/v1 serves %s", ", ".join(sorted(answer)))
+                    else:
+                        log.warning("KubeRay is not installed: %s", KUBERAY_MISSING_MESSAGE)
+                self._answer, self._checked = answer, time.monotonic()
+            return plural in self._answer
+
+    def invalidate(self) -> None:
+        self._checked = -1e18
+
+
+class Reconciler:
+    """A work queue of keys, ``settings.workers`` workers calling :meth:`reconcile`, and a periodic resync.
+
+    Failed reconciles are retried with exponential backoff per key; one key is never reconciled twice
+    at once. Subclasses feed the queue from their watches and implement :meth:`reconcile` and :meth:`keys`.
+    """
+
+    KIND = ""
+
+    def __init__(self, api: KubeApi, settings: OperatorSettings, metrics: OperatorMetrics | None):
+        self.api = api
+        self.settings = settings
+        self.metrics = metrics or OperatorMetrics()
+        self.queue: WorkQueue[Key] = WorkQueue(settings.retry_base_seconds, settings.retry_max_seconds)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def keys(self) -> list[Key]:
+        raise NotImplementedError
+
+    async def reconcile(self, key: Key) -> float | None:
+        """Make ``key`` right; returns when to look again, if ever."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"trainserve-{self.KIND}-worker-{i}")
+            for i in range(self.settings.workers)
+        ]
+        self._tasks.append(asyncio.create_task(self._resync(), name=f"trainserve-{self.KIND}-resync"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.queue.close()
+
+    async def _resync(self) -> None:
+        """Level-triggered safety net: every object is looked at again, even if a watch event was missed."""
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            self.on_resync()
+            for key in self.keys():
+                self.queue.add(key)
+
+    def on_resync(self) -> None:
+        """Called before each resync round."""
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            started = time.monotonic()
+            try:
+                requeue = await self.reconcile(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                reason = str(err.status) if isinstance(err, ApiError) else type(err).__name__
+                self.metrics.reconcile_errors.labels(self.KIND, reason).inc()
+                delay = self.queue.retry(key)
+                log.warning(
+                    "reconciling %s %s/%s failed (%s); retrying in %.1fs",
+                    self.KIND,
+                    *key,
+                    err,
+                    delay,
+                    exc_info=not isinstance(err, ApiError),  # a bug: show where
+                )
+            else:
+                self.queue.forget(key)
+                if requeue is not None:
+                    self.queue.add_after(key, requeue + 0.5)
+            finally:
+                self.metrics.reconcile_duration.labels(self.KIND).observe(time.monotonic() - started)
+                self.queue.done(key)
+
+    async def post_events(self, body: Object, events: list[Transition], now: datetime) -> None:
+        namespace, name = object_key(body)
+        for event in events:
+            try:
+                await self.api.post_event(body, event.type, event.reason, event.message, now, COMPONENT)
+            except ApiError as err:  # an Event is worth a log line, not a retry of the whole reconcile
+                log.warning("%s %s/%s: could not post event %s: %s", self.KIND, namespace, name, event.reason, err)
+
+    @staticmethod
+    def write_through(cache: dict[Key, Object], key: Key, status: Object) -> None:
+        """Put a status just written into the newest cached object (not the one the reconcile started from):
+        a spec change the watch delivered while the patch was in flight must not be overwritten."""
+        latest = cache.get(key)
+        if latest is not None:
+            merged = copy.deepcopy(latest)
+            merged["status"] = status
+            cache[key] = merged
