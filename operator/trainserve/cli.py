@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import yaml
 
@@ -285,10 +285,21 @@ def _render_service(service: Any, jobs: list[Any], settings: Any, filename: str)
     return [build_rayservice(service, args, settings, secret), build_network_policy(service)]
 
 
+#: What ``add_subparsers`` returns.
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainserve", description="Kubernetes-native training and serving on Ray.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_file_commands(commands)
+    _add_run(commands)
+    _add_local(commands)
+    return parser
 
+
+def _add_file_commands(commands: Commands) -> None:
+    """validate, crds, render: commands that read or write files and need no cluster."""
     validate = commands.add_parser("validate", help="check TrainingJob/ModelService YAML against the API")
     validate.add_argument(
         "-f", "--filename", action="append", required=True, help="YAML file ('-' for stdin); repeatable"
@@ -300,6 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("-o", "--output-dir", help="write one file per CRD into this folder instead")
     crds.set_defaults(func=cmd_crds)
 
+    render = commands.add_parser(
+        "render", help="print what the operator would create: RayJobs, RayServices, NetworkPolicies"
+    )
+    render.add_argument(
+        "-f", "--filename", required=True, help="YAML file with TrainingJobs and ModelServices ('-' for stdin)"
+    )
+    render.add_argument("--namespace", help="namespace to render for (default: the document's, or `default`)")
+    render.add_argument("--attempt", type=int, default=1, help="attempt number (default 1)")
+    render.add_argument("--image", help="workload image when the spec sets none (env TRAINSERVE_IMAGE)")
+    render.add_argument(
+        "--with-access", action="store_true", help="also print the per-job ServiceAccount, Role and RoleBinding"
+    )
+    render.set_defaults(func=cmd_render)
+
+
+def _add_run(commands: Commands) -> None:
     run = commands.add_parser("run", help="run the operator (Kopf) against the current cluster")
     scope = run.add_mutually_exclusive_group()
     scope.add_argument(
@@ -323,22 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="debug logs")
     run.set_defaults(func=cmd_run)
 
-    render = commands.add_parser(
-        "render", help="print what the operator would create: RayJobs, RayServices, NetworkPolicies"
-    )
-    render.add_argument(
-        "-f", "--filename", required=True, help="YAML file with TrainingJobs and ModelServices ('-' for stdin)"
-    )
-    render.add_argument("--namespace", help="namespace to render for (default: the document's, or `default`)")
-    render.add_argument("--attempt", type=int, default=1, help="attempt number (default 1)")
-    render.add_argument("--image", help="workload image when the spec sets none (env TRAINSERVE_IMAGE)")
-    render.add_argument(
-        "--with-access", action="store_true", help="also print the per-job ServiceAccount, Role and RoleBinding"
-    )
-    render.set_defaults(func=cmd_render)
 
+def _add_local(commands: Commands) -> None:
     local = commands.add_parser("local", help="run resources on this machine with a local Ray (no cluster)")
     local_commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
+    state_help = f"local state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})"
     train = local_commands.add_parser(
         "train", help="train a TrainingJob YAML on a local Ray, resuming from checkpoints"
     )
@@ -348,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
     train.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
-    train.add_argument("--state-dir", help=f"local state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})")
+    train.add_argument("--state-dir", help=state_help)
     train.set_defaults(func=cmd_local_train)
     serve = local_commands.add_parser("serve", help="serve a ModelService YAML on a local Ray until Ctrl-C")
     serve.add_argument("-f", "--filename", required=True, help="YAML file with a ModelService")
@@ -357,12 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--token-file", help="file holding the bearer token when spec.auth is set (or $TRAINSERVE_AUTH_TOKEN)"
     )
-    serve.add_argument("--state-dir", help=f"local state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})")
+    serve.add_argument("--state-dir", help=state_help)
     serve.set_defaults(func=cmd_local_serve)
     status = local_commands.add_parser("status", help="list local TrainingJobs")
-    status.add_argument("--state-dir", help=f"local state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})")
+    status.add_argument("--state-dir", help=state_help)
     status.set_defaults(func=cmd_local_status)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
