@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -24,13 +25,27 @@ RAY_GROUP, RAY_VERSION, RAYJOBS, RAYSERVICES = "ray.io", "v1", "rayjobs", "rayse
 TRAININGJOBS, MODELSERVICES = "trainingjobs", "modelservices"
 
 
+#: Answers worth the same call again after a pause: throttled, server errors, and no answer at all (0).
+TRANSIENT = frozenset({0, 429, 500, 502, 503, 504})
+#: Tries of one call before its error reaches the reconcile (which is then retried with the queue's backoff).
+CALL_TRIES = 4
+CALL_BACKOFF_SECONDS = 0.2
+#: The longest ``Retry-After`` honoured; a server asking for more is asked again sooner by the queue.
+MAX_RETRY_AFTER_SECONDS = 10.0
+
+
 class ApiError(Exception):
     """An API call failed; ``status`` is the HTTP status (0 when the server could not be reached)."""
 
-    def __init__(self, status: int, reason: str, message: str = ""):
+    def __init__(self, status: int, reason: str, message: str = "", retry_after: float | None = None):
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
         super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
+
+    @property
+    def transient(self) -> bool:
+        return self.status in TRANSIENT
 
 
 def _api_error(err: ApiException) -> ApiError:
@@ -39,7 +54,31 @@ def _api_error(err: ApiException) -> ApiError:
         message = str(json.loads(err.body or "{}").get("message", ""))
     except (ValueError, AttributeError):
         message = str(err.body or "")[:200]
-    return ApiError(int(err.status or 0), str(err.reason or "Error"), message)
+    return ApiError(int(err.status or 0), str(err.reason or "Error"), message, _retry_after(err.headers))
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a ``Retry-After`` header (the API server sends whole seconds with 429 and some 5xx)."""
+    value = headers.get("Retry-After") if headers else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def retry_delay(err: ApiError, tried: int) -> float:
+    """The pause before try ``tried + 1``: the server's ``Retry-After`` (capped), else exponential with jitter."""
+    if err.retry_after is not None:
+        return min(err.retry_after, MAX_RETRY_AFTER_SECONDS)
+    return float(CALL_BACKOFF_SECONDS * 2.0 ** (tried - 1) * random.uniform(0.5, 1.0))
+
+
+def controller_uid(obj: Object) -> str | None:
+    """The uid of the object's controlling owner, if it has one."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
 
 
 def client_configuration(settings: OperatorSettings) -> kubernetes.client.Configuration:
@@ -65,6 +104,8 @@ class KubeApi:
         self.core = kubernetes.client.CoreV1Api(api_client)
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(api_client)
         self.networking = kubernetes.client.NetworkingV1Api(api_client)
+        #: Told the HTTP status of each call tried again (the operator counts them in its metrics).
+        self.on_retry: Callable[[int], None] = lambda status: None
 
     @classmethod
     def from_settings(cls, settings: OperatorSettings) -> KubeApi:
@@ -74,6 +115,10 @@ class KubeApi:
         self.client.close()
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One API call off the event loop; a transient failure is tried again on its own (``Retry-After``
+        honoured), so one 500 or 429 does not abort the whole reconcile. Writes are safe to repeat: a create
+        that was applied before its 500 answers 409 next time, and callers check who owns what they find."""
+
         def call() -> T:
             try:
                 return fn(*args, **kwargs)
@@ -82,7 +127,42 @@ class KubeApi:
             except OSError as err:  # connection refused, reset, DNS...
                 raise ApiError(0, type(err).__name__, str(err)) from None
 
-        return await asyncio.to_thread(call)
+        for tried in range(1, CALL_TRIES + 1):
+            try:
+                return await asyncio.to_thread(call)
+            except ApiError as err:
+                if not err.transient or tried == CALL_TRIES:
+                    raise
+                delay = retry_delay(err, tried)
+                self.on_retry(err.status)
+                log.debug("%s answered %s; trying again in %.2fs", getattr(fn, "__name__", "call"), err, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def get_custom(self, plural: str, namespace: str, name: str) -> Object | None:
+        """One of our objects (``trainingjobs``, ``modelservices``), or None when it does not exist."""
+        try:
+            found: Object = await self._call(
+                self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
+            )
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+        return found
+
+    async def list_custom(self, group: str, version: str, plural: str, namespaces: tuple[str, ...]) -> list[Object]:
+        """Every object of a kind, in ``namespaces`` (all namespaces when empty)."""
+        if not namespaces:
+            found: Object = await self._call(self.custom.list_cluster_custom_object, group, version, plural)
+            return list(found.get("items") or [])
+        items: list[Object] = []
+        for namespace in namespaces:
+            page: Object = await self._call(
+                self.custom.list_namespaced_custom_object, group, version, namespace, plural
+            )
+            items += page.get("items") or []
+        return items
 
     async def kuberay_resources(self) -> set[str]:
         """The ``ray.io/v1`` resources the API server serves (discovery; a read); empty without KubeRay."""
@@ -109,6 +189,21 @@ class KubeApi:
             self.custom.get_namespaced_custom_object, RAY_GROUP, RAY_VERSION, ns, plural, name
         )
         return existing, False
+
+    async def get_ray_object(self, plural: str, namespace: str, name: str) -> Object | None:
+        """A KubeRay object (``rayjobs``, ``rayservices``), or None when it does not exist."""
+        try:
+            found: Object = await self._call(
+                self.custom.get_namespaced_custom_object, RAY_GROUP, RAY_VERSION, namespace, plural, name
+            )
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+        return found
+
+    async def get_rayjob(self, namespace: str, name: str) -> Object | None:
+        return await self.get_ray_object(RAYJOBS, namespace, name)
 
     async def create_rayjob(self, body: Object) -> tuple[Object, bool]:
         return await self._create_ray_object(RAYJOBS, body)
@@ -164,12 +259,40 @@ class KubeApi:
     async def patch_modelservice_status(self, namespace: str, name: str, status: Object) -> Object:
         return await self.patch_status(MODELSERVICES, namespace, name, status)
 
-    async def ensure_status_access(self, account: Object, role: Object, binding: Object) -> None:
-        """Creates the job's ServiceAccount, Role and RoleBinding; those that exist already are left alone."""
+    async def ensure_status_access(self, account: Object, role: Object, binding: Object) -> list[str]:
+        """The job's ServiceAccount, Role and RoleBinding: read first, created when missing, never rewritten.
+
+        Returns the ones that exist but belong to another owner (a deleted namesake's, not yet removed by the
+        garbage collector): those must go before the job can use them.
+        """
         ns = account["metadata"]["namespace"]
-        await self._ignoring(409, self.core.create_namespaced_service_account, ns, account)
-        await self._ignoring(409, self.rbac.create_namespaced_role, ns, role)
-        await self._ignoring(409, self.rbac.create_namespaced_role_binding, ns, binding)
+        calls = (
+            (account, self.core.read_namespaced_service_account, self.core.create_namespaced_service_account),
+            (role, self.rbac.read_namespaced_role, self.rbac.create_namespaced_role),
+            (binding, self.rbac.read_namespaced_role_binding, self.rbac.create_namespaced_role_binding),
+        )
+        foreign = []
+        for body, read, create in calls:
+            if not await self._ensure_owned(body, read, create, ns):
+                foreign.append(f"{body['kind']} {body['metadata']['name']}")
+        return foreign
+
+    async def _ensure_owned(self, body: Object, read: Callable[..., Any], create: Callable[..., Any], ns: str) -> bool:
+        """Whether ``body``'s object exists (created now if missing) under ``body``'s controlling owner."""
+        name, owner = body["metadata"]["name"], controller_uid(body)
+        try:
+            existing = self.client.sanitize_for_serialization(await self._call(read, name, ns))
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            try:
+                await self._call(create, ns, body)
+                return True
+            except ApiError as conflict:
+                if conflict.status != 409:  # 409: created meanwhile (or by our own earlier try): read it
+                    raise
+            existing = self.client.sanitize_for_serialization(await self._call(read, name, ns))
+        return owner is None or controller_uid(existing) == owner
 
     async def delete_status_access(self, namespace: str, name: str) -> None:
         await self._ignoring(404, self.rbac.delete_namespaced_role_binding, name, namespace)

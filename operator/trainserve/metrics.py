@@ -96,6 +96,12 @@ class OperatorMetrics:
             ["kind", "reason"],
             registry=self.registry,
         )
+        self.api_retries = Counter(
+            "trainserve_api_retries",
+            "API calls tried again after a transient answer (429, 5xx, no answer), by HTTP status (0: none).",
+            ["status"],
+            registry=self.registry,
+        )
         self.jobs_finished = Counter(
             "trainserve_trainingjobs_finished",
             "TrainingJobs that finished, by result: Succeeded or Failed.",

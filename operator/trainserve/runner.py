@@ -30,6 +30,7 @@ class Operator:
         self.registry = kopf.OperatorRegistry()
         self.api = KubeApi.from_settings(settings)
         self.metrics = OperatorMetrics()
+        self.api.on_retry = lambda status: self.metrics.api_retries.labels(str(status)).inc()
         kuberay = KubeRayProbe(self.api, settings.kuberay_probe_seconds)
         self.trainingjobs = TrainingJobController(self.api, settings, self.metrics, kuberay=kuberay)
         self.modelservices = ModelServiceController(

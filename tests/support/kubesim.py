@@ -180,9 +180,19 @@ class Cluster:
     async def delete_trainingjob(self, name: str) -> None:
         await self._send("DELETE", self._path(TRAININGJOBS, name))
 
-    async def collect_garbage(self, rayjob: str) -> None:
-        """What Kubernetes' garbage collector does to a deleted TrainingJob's RayJob (the emulator has none)."""
-        await self._send("DELETE", self._path(RAYJOBS, rayjob))
+    async def collect_garbage(self, rayjob: str | None = None) -> None:
+        """What Kubernetes' garbage collector does (the emulator has none): deletes every object whose controlling
+        owner no longer exists (a deleted TrainingJob's RayJob and access objects); ``rayjob`` is deleted in any
+        case (its finalizer is gone)."""
+        live = {obj.raw.get("metadata", {}).get("uid") for obj in list(self.api.objects.values()) if not obj.deleted}
+        for (resource, namespace, name), obj in list(self.api.objects.items()):
+            owners = [ref for ref in obj.raw.get("metadata", {}).get("ownerReferences") or [] if ref.get("controller")]
+            orphan = owners and all(ref.get("uid") not in live for ref in owners)
+            if not obj.deleted and (orphan or (name == rayjob and str(resource) == str(kmock.resource(RAYJOBS)))):
+                group_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
+                await self._send(
+                    "DELETE", self._path(f"{group_version}/{resource.plural}", name, namespace or NAMESPACE)
+                )
 
     def trainingjob(self, name: str) -> dict[str, Any] | None:
         try:

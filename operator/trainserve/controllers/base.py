@@ -8,6 +8,7 @@ the kind's plan (:mod:`trainserve.plans`) decide, write only the difference.
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import logging
 import time
@@ -25,6 +26,9 @@ log = logging.getLogger("trainserve.operator")
 Key = tuple[str, str]  # (namespace, name)
 Object = dict[str, Any]
 COMPONENT = "trainserve-operator"
+#: Writes for one object in a minute above which the operator warns of a write loop (a healthy object needs a
+#: few: a child, status changes as the job moves, progress).
+WRITES_PER_MINUTE = 12
 
 
 def utcnow() -> datetime:
@@ -79,6 +83,8 @@ class Reconciler:
         self.metrics = metrics or OperatorMetrics()
         self.queue: WorkQueue[Key] = WorkQueue(settings.retry_base_seconds, settings.retry_max_seconds)
         self._tasks: list[asyncio.Task[None]] = []
+        self._writes: dict[Key, collections.deque[tuple[float, str]]] = {}
+        self._loop_warned: dict[Key, float] = {}
 
     def keys(self) -> list[Key]:
         raise NotImplementedError
@@ -102,15 +108,62 @@ class Reconciler:
         self.queue.close()
 
     async def _resync(self) -> None:
-        """Level-triggered safety net: every object is looked at again, even if a watch event was missed."""
+        """Level-triggered safety net: every object is looked at again, even if a watch event was missed, and
+        objects deleted while the watch was down leave the cache."""
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
             self.on_resync()
+            try:
+                await self.relist()
+            except ApiError as err:
+                log.info("%s: could not list for the resync (%s); the next round tries again", self.KIND, err)
             for key in self.keys():
                 self.queue.add(key)
 
     def on_resync(self) -> None:
         """Called before each resync round."""
+
+    async def relist(self) -> None:
+        """Drops cached objects the API server no longer has."""
+
+    def forget(self, key: Key) -> None:
+        """``key``'s object is gone: no queued work, no memory of it."""
+        self.queue.drop(key)
+        self._writes.pop(key, None)
+
+    async def owner_alive(self, key: Key, body: Object, plural: str) -> bool:
+        """Whether ``body`` still exists as this very object (same uid): asked before creating any child, since
+        a deletion during a watch outage leaves it in the cache. Forgets it when it is gone."""
+        found = await self.api.get_custom(plural, *key)
+        uid = (body.get("metadata") or {}).get("uid")
+        if found is not None and (found.get("metadata") or {}).get("uid") == uid:
+            return True
+        log.info("%s %s/%s was deleted; no children are created for it", self.KIND, *key)
+        self.on_gone(key)
+        return False
+
+    def on_gone(self, key: Key) -> None:
+        """The object behind ``key`` no longer exists (found by a read, not a watch event)."""
+        self.forget(key)
+
+    def wrote(self, key: Key, what: str) -> None:
+        """Counts a write for ``key``; more than :data:`WRITES_PER_MINUTE` in a minute is logged as a likely
+        write loop (once a minute), with what was written."""
+        now = time.monotonic()
+        recent = self._writes.setdefault(key, collections.deque())
+        recent.append((now, what))
+        while recent and now - recent[0][0] > 60:
+            recent.popleft()
+        if len(recent) > WRITES_PER_MINUTE and now - self._loop_warned.get(key, -1e18) > 60:
+            self._loop_warned[key] = now
+            kinds = collections.Counter(entry for _, entry in recent).most_common(3)
+            log.warning(
+                "%s %s/%s: %d writes in the last minute, a write loop? Most: %s",
+                self.KIND,
+                *key,
+                len(recent),
+                "; ".join(f"{what} x{count}" for what, count in kinds),
+            )
 
     async def _worker(self) -> None:
         while True:

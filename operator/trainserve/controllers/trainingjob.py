@@ -14,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from trainserve.api.base import GROUP, VERSION
+from trainserve.api.trainingjob import TrainingJob
 from trainserve.builders.rayjob import build_rayjob
 from trainserve.builders.rbac import build_status_access
 from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, utcnow
-from trainserve.kube import ApiError, KubeApi
+from trainserve.kube import TRAININGJOBS, ApiError, KubeApi, controller_uid
 from trainserve.metrics import OperatorMetrics
 from trainserve.naming import TRAININGJOB_LABEL, job_account_name
-from trainserve.plans.trainingjob import Observed, RayJobView, plan, status_patch
+from trainserve.plans.trainingjob import FINISHED, Observed, Plan, RayJobView, plan, status_patch
 from trainserve.settings import OperatorSettings
 
 log = logging.getLogger("trainserve.operator")
@@ -32,6 +34,12 @@ class Store:
 
     trainingjobs: dict[Key, Object] = field(default_factory=dict)
     rayjobs: dict[Key, dict[str, Object]] = field(default_factory=dict)
+
+    def foreign_rayjobs(self, key: Key) -> set[str]:
+        """RayJobs labelled for this TrainingJob but controlled by another object (a deleted namesake's)."""
+        uid = ((self.trainingjobs.get(key) or {}).get("metadata") or {}).get("uid")
+        names = self.rayjobs.get(key, {})
+        return {name for name, obj in names.items() if uid and controller_uid(obj) not in (None, uid)}
 
     def owned_rayjobs(self, key: Key) -> list[Object]:
         """RayJobs labelled for this TrainingJob and owned by this very object (not a deleted namesake)."""
@@ -63,12 +71,35 @@ class TrainingJobController(Reconciler):
         self.metrics.track_trainingjobs(lambda: list(self.store.trainingjobs.values()))
         #: Called with each TrainingJob key that changed (the ModelService controller follows its sources).
         self.listeners: list[Callable[[Key], None]] = []
+        #: RayJob names a create found under another owner, per job; looked at again (reads) until gone.
+        self.conflicts: dict[Key, set[str]] = {}
+        #: Access objects found under another owner, per job; and the uid whose access was last confirmed.
+        self.access_conflicts: dict[Key, list[str]] = {}
+        self.access_checked: dict[Key, str] = {}
 
     def keys(self) -> list[Key]:
         return list(self.store.trainingjobs)
 
     def on_resync(self) -> None:
         self.kuberay.invalidate()
+        self.access_checked.clear()  # confirmed again (reads only), in case someone deleted them
+
+    def forget(self, key: Key) -> None:
+        super().forget(key)
+        for memo in (self.conflicts, self.access_conflicts, self.access_checked):
+            memo.pop(key, None)
+
+    def on_gone(self, key: Key) -> None:
+        self.observe_trainingjob("DELETED", self.store.trainingjobs.get(key) or _stub(key))
+
+    async def relist(self) -> None:
+        """Drops TrainingJobs (and RayJobs) the API no longer has: a deletion during a watch outage sends
+        no DELETED event."""
+        namespaces = () if self.settings.all_namespaces else self.settings.namespaces
+        before = set(self.store.trainingjobs)
+        listed = await self.api.list_custom(GROUP, VERSION, TRAININGJOBS, namespaces)
+        for key in before - {object_key(obj) for obj in listed}:
+            self.on_gone(key)
 
     def trainingjobs_in(self, namespace: str) -> dict[str, Object]:
         """The cached TrainingJobs of one namespace, by name."""
@@ -81,7 +112,7 @@ class TrainingJobController(Reconciler):
         if event_type == "DELETED":
             self.store.trainingjobs.pop(key, None)
             self.store.rayjobs.pop(key, None)
-            self.queue.drop(key)
+            self.forget(key)
         else:
             self.store.trainingjobs[key] = obj
             self.queue.add(key)
@@ -116,41 +147,37 @@ class TrainingJobController(Reconciler):
         body = self.store.trainingjobs.get(key)
         if body is None:
             return None
-        namespace, name = key
+        namespace = key[0]
         now = self.clock()
+        await self._recheck_conflicts(key, body)
         views = [RayJobView.from_object(o) for o in self.store.owned_rayjobs(key)]
-        installed = await self.kuberay.installed()
-        decision = plan(Observed(body=body, rayjobs=views, kuberay_installed=installed, now=now))
-        job = decision.job
-
-        if decision.create_attempt is not None and job is not None:
-            job = job.model_copy(deep=True)
+        observed = Observed(
+            body=body,
+            rayjobs=views,
+            kuberay_installed=await self.kuberay.installed(),
+            now=now,
+            foreign_rayjobs=frozenset(self.store.foreign_rayjobs(key) | self.conflicts.get(key, set())),
+            foreign_access=tuple(self.access_conflicts.get(key, ())),
+        )
+        decision = plan(observed)
+        if decision.job is not None and decision.status.phase not in FINISHED and not decision.delete_access:
+            job = decision.job.model_copy(deep=True)
             job.metadata.namespace = job.metadata.namespace or namespace
-            await self.api.ensure_status_access(*build_status_access(job))
-            desired = build_rayjob(
-                job,
-                self.settings,
-                attempt=decision.create_attempt,
-                deadline_seconds=decision.deadline_remaining,
-            )
-            rayjob, created = await self.api.create_rayjob(desired)
-            if created:
-                self.metrics.attempts.inc()
-                log.info("TrainingJob %s/%s: created RayJob %s", namespace, name, desired["metadata"]["name"])
-            self.observe_rayjob("ADDED", rayjob)
-        current = decision.status.ray_job_name
-        if decision.set_suspend is not None and current:
-            patched = await self.api.patch_rayjob(namespace, current, {"spec": {"suspend": decision.set_suspend}})
-            self.observe_rayjob("MODIFIED", patched)
-        if decision.delete_access:
-            await self.api.delete_status_access(namespace, job_account_name(name))
-        for rayjob_name in decision.delete_rayjobs:
-            await self.api.delete_rayjob(namespace, rayjob_name)
-            self.store.rayjobs.get(key, {}).pop(rayjob_name, None)
+            if not await self._ensure_access(key, body, job):
+                return 0.0  # the next pass plans with what was found (nothing was written)
+            attempt = decision.create_attempt
+            if attempt is not None and not await self._create_attempt(
+                key, body, job, attempt, decision.deadline_remaining
+            ):
+                return 0.0
+        await self._apply_children(key, decision.status.ray_job_name, decision.set_suspend, decision)
 
         patch = status_patch(body.get("status"), decision.status)
         if patch:
-            updated = await self.api.patch_trainingjob_status(namespace, name, patch)
+            updated = await self.patch_parent_status(key, patch)
+            if updated is None:
+                return None  # deleted meanwhile
+            self.wrote(key, f"status ({', '.join(sorted(patch))})")
             self.write_through(self.store.trainingjobs, key, updated.get("status") or decision.status.to_wire())
             for listener in self.listeners:
                 listener(key)
@@ -160,6 +187,79 @@ class TrainingJobController(Reconciler):
         await self.post_events(body, decision.events, now)
         return decision.requeue_after
 
+    async def patch_parent_status(self, key: Key, patch: Object) -> Object | None:
+        try:
+            return await self.api.patch_trainingjob_status(*key, patch)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+        log.debug("TrainingJob %s/%s is gone; not reconciled further", *key)
+        self.on_gone(key)
+        return None
+
+    async def _ensure_access(self, key: Key, body: Object, job: TrainingJob) -> bool:
+        """The job's ServiceAccount, Role and RoleBinding exist and are its own (checked once per resync)."""
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        if self.access_checked.get(key) == uid:
+            return True
+        if not await self.owner_alive(key, body, TRAININGJOBS):
+            return False
+        foreign = await self.api.ensure_status_access(*build_status_access(job))
+        if foreign != self.access_conflicts.get(key, []):
+            self.access_conflicts[key] = foreign
+            return False
+        if not foreign:
+            self.access_checked[key] = uid
+        return True
+
+    async def _create_attempt(
+        self, key: Key, body: Object, job: TrainingJob, attempt: int, deadline: int | None
+    ) -> bool:
+        """Creates the attempt's RayJob; False when one of that name belongs to someone else (never adopted)."""
+        if not await self.owner_alive(key, body, TRAININGJOBS):
+            return False
+        desired = build_rayjob(job, self.settings, attempt=attempt, deadline_seconds=deadline)
+        rayjob, created = await self.api.create_rayjob(desired)
+        if created:
+            self.metrics.attempts.inc()
+            self.wrote(key, f"created RayJob {desired['metadata']['name']}")
+            log.info("TrainingJob %s/%s: created RayJob %s", *key, desired["metadata"]["name"])
+        elif controller_uid(rayjob) != controller_uid(desired):
+            log.info(
+                "TrainingJob %s/%s: RayJob %s belongs to another owner; waiting", *key, desired["metadata"]["name"]
+            )
+            self.conflicts.setdefault(key, set()).add(desired["metadata"]["name"])
+            return False
+        self.observe_rayjob("ADDED", rayjob)
+        return True
+
+    async def _recheck_conflicts(self, key: Key, body: Object) -> None:
+        """Looks again (reads only) at RayJobs found to belong to another owner; forgets those gone."""
+        for rayjob_name in sorted(self.conflicts.get(key, set())):
+            found = await self.api.get_rayjob(key[0], rayjob_name)
+            if found is None or controller_uid(found) == (body.get("metadata") or {}).get("uid"):
+                self.conflicts[key].discard(rayjob_name)
+        if self.access_conflicts.get(key):
+            self.access_checked.pop(key, None)  # looked at again by _ensure_access
+
+    async def _apply_children(self, key: Key, current: str | None, suspend: bool | None, decision: Plan) -> None:
+        namespace, name = key
+        if suspend is not None and current:
+            patched = await self.api.patch_rayjob(namespace, current, {"spec": {"suspend": suspend}})
+            self.wrote(key, f"suspend={suspend} on RayJob {current}")
+            self.observe_rayjob("MODIFIED", patched)
+        if decision.delete_access:
+            await self.api.delete_status_access(namespace, job_account_name(name))
+            self.access_checked.pop(key, None)
+        for rayjob_name in decision.delete_rayjobs:
+            await self.api.delete_rayjob(namespace, rayjob_name)
+            self.wrote(key, f"deleted RayJob {rayjob_name}")
+            self.store.rayjobs.get(key, {}).pop(rayjob_name, None)
+
     def _observe_duration(self, start: datetime | None, end: datetime | None) -> None:
         if start is not None and end is not None:
             self.metrics.job_duration.observe(max(0.0, (end - start).total_seconds()))
+
+
+def _stub(key: Key) -> Object:
+    return {"metadata": {"namespace": key[0], "name": key[1]}}

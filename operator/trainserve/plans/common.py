@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
 from trainserve.api.base import Condition
 from trainserve.api.conditions import ConditionStatus, find_condition, set_condition
 from trainserve.api.trainingjob import ModelStatus, TrainingJobStatus
@@ -31,21 +33,32 @@ def condition_events(
     *,
     warning_when_true: Collection[str] = (),
     warning_when_false: Collection[str] = (),
+    warning_reasons: Collection[str] = (),
 ) -> list[Transition]:
-    """One Event per condition that changed status or reason; a condition that starts out False is no news
-    unless it is one whose False is a warning."""
+    """One Event per change of a condition's status or reason; a condition that starts out False is no news
+    unless its False is a warning. A condition whose reason is in ``warning_reasons`` is always a warning.
+    Conditions that change to the same reason at once (``Valid`` and ``Created`` both ``InvalidSpec``) make
+    one Event, not two."""
     out: list[Transition] = []
     for condition in after:
         old = find_condition(before, condition.type)
         if old is not None and (old.status, old.reason) == (condition.status, condition.reason):
             continue
-        if old is None and condition.status == "False" and condition.type not in warning_when_false:
-            continue
-        warning = (condition.type in warning_when_true and condition.status == "True") or (
-            condition.type in warning_when_false and condition.status == "False"
-        )
         reason = condition.reason or condition.type
-        out.append(Transition("Warning" if warning else "Normal", reason, condition.message or ""))
+        flagged = reason in warning_reasons
+        if old is None and condition.status == "False" and condition.type not in warning_when_false and not flagged:
+            continue
+        warning = (
+            flagged
+            or (condition.type in warning_when_true and condition.status == "True")
+            or (condition.type in warning_when_false and condition.status == "False")
+        )
+        event = Transition("Warning" if warning else "Normal", reason, condition.message or "")
+        same = next((i for i, seen in enumerate(out) if seen.reason == reason), None)
+        if same is None:
+            out.append(event)
+        elif warning and out[same].type == "Normal":
+            out[same] = event  # the one Event for a reason is a warning if any of its conditions says so
     return out
 
 
@@ -60,6 +73,51 @@ class _HasConditions(Protocol):
 
 
 S = TypeVar("S", bound=_HasConditions)
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_status(model: type[M], raw: Any) -> tuple[M, list[str]]:
+    """A stored status, and the top-level fields that could not be read (left out, to be rewritten once).
+
+    A field written by another version, or by hand, must not make every reconcile rebuild and rewrite the
+    status forever: the plan rewrites or removes just those fields, with one Warning Event.
+    """
+    if raw is None:
+        return model(), []
+    if not isinstance(raw, dict):
+        return model(), ["status"]
+    try:
+        return model.model_validate(raw), []
+    except ValidationError as err:
+        bad = sorted({str(e["loc"][0]) for e in err.errors() if e["loc"]} & set(raw))
+    try:
+        return model.model_validate({k: v for k, v in raw.items() if k not in bad}), bad
+    except ValidationError:
+        return model(), sorted(raw)
+
+
+def repaired_event(fields: list[str]) -> Transition:
+    """The one Warning Event for a status whose ``fields`` could not be read."""
+    where = ", ".join(f"status.{f}" if f != "status" else "status" for f in fields)
+    return Transition(
+        "Warning",
+        "StatusRepaired",
+        f"{where} could not be read (written by another version?); rewritten from what is observed",
+    )
+
+
+def status_patch(before: Any, after: BaseModel, model: type[BaseModel], skip: Collection[str] = ()) -> dict[str, Any]:
+    """A JSON merge patch of the top-level status fields that differ; empty when nothing changed.
+
+    Fields of ``before`` that could not be read are always rewritten (or removed), ``skip`` or not.
+    """
+    old, unreadable = read_status(model, before)
+    new = after.model_dump(mode="json", by_alias=True, exclude_none=True)
+    patch = top_level_patch(old.model_dump(mode="json", by_alias=True, exclude_none=True), new, skip)
+    for name in unreadable:
+        if name != "status":
+            patch[name] = new.get(name)
+    return patch
 
 
 class StatusDraft(Generic[S]):

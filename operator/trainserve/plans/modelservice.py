@@ -40,10 +40,14 @@ from trainserve.plans.common import (
     invalid_spec_message,
     kuberay_missing,
     parse_stored,
+    read_status,
+    repaired_event,
     servable_model,
-    top_level_patch,
+    status_patch,
 )
 
+#: Reasons that are a warning even on a new ModelService (a first ``Ready=False`` is otherwise just starting).
+WARNING_REASONS = frozenset({"InvalidSpec", "KubeRayMissing", "ApplicationFailed", "WaitingForOldObjects"})
 RAYSERVICE_KUBERAY_MISSING = kuberay_missing("RayService", "the service starts once it is there")
 _VERSION_FOLDER = re.compile(r"/(\d+)/?$")
 
@@ -160,10 +164,8 @@ def service_url(name: str, namespace: str) -> str:
 
 
 def observed_status(body: dict[str, Any]) -> ModelServiceStatus:
-    try:
-        return ModelServiceStatus.model_validate(body.get("status") or {})
-    except ValueError:
-        return ModelServiceStatus()
+    """The stored status; fields that cannot be read are left out (rebuilt from what is observed)."""
+    return read_status(ModelServiceStatus, body.get("status"))[0]
 
 
 def spec_problems(body: dict[str, Any]) -> tuple[ModelService | None, list[Problem]]:
@@ -186,7 +188,7 @@ def _target(served: ServedModel | None) -> ModelTarget | None:
 
 def plan_service(observed: ServiceObserved) -> ServicePlan:
     """Decide; see the module docstring."""
-    before = observed_status(observed.body)
+    before, unreadable = read_status(ModelServiceStatus, observed.body.get("status"))
     metadata = observed.body.get("metadata") or {}
     st = _Status(before.model_copy(deep=True), observed.now.replace(microsecond=0), metadata.get("generation"))
     result = ServicePlan(status=st.value)
@@ -204,9 +206,12 @@ def plan_service(observed: ServiceObserved) -> ServicePlan:
             [c for c in st.value.conditions if c.type != "Canary"],
             warning_when_false={"Ready"} if before.conditions else set(),
             warning_when_true=set(),
+            warning_reasons=WARNING_REASONS,
         )
         + result.events
     )
+    if unreadable:
+        result.events.append(repaired_event(unreadable))
     return result
 
 
@@ -307,4 +312,4 @@ def _mirror_rayservice(
 
 def service_status_patch(before: dict[str, Any] | None, after: ModelServiceStatus) -> dict[str, Any]:
     """A JSON merge patch of the status fields that differ; empty when nothing changed."""
-    return top_level_patch(observed_status({"status": before}).to_wire(), after.to_wire())
+    return status_patch(before, after, ModelServiceStatus)

@@ -25,10 +25,14 @@ from trainserve.plans.common import (
     condition_events,
     invalid_spec_message,
     parse_stored,
-    top_level_patch,
+    read_status,
+    repaired_event,
 )
+from trainserve.plans.common import status_patch as common_status_patch
 
 FINISHED = ("Succeeded", "Failed")
+#: How often a job waiting for a deleted namesake's objects looks again (reads only).
+OLD_OBJECTS_RECHECK_SECONDS = 5.0
 
 
 #: Conditions that tell a user something is wrong when True (or, for these two, when False).
@@ -99,6 +103,10 @@ class Observed:
     rayjobs: list[RayJobView]
     kuberay_installed: bool
     now: datetime
+    #: RayJobs with our label that belong to a deleted namesake (still removed by Kubernetes or KubeRay).
+    foreign_rayjobs: frozenset[str] = frozenset()
+    #: The job's access objects (e.g. ``ServiceAccount x``) that still belong to a deleted namesake.
+    foreign_access: tuple[str, ...] = ()
 
 
 @dataclass
@@ -119,10 +127,8 @@ class Plan:
 
 
 def observed_status(body: dict[str, Any]) -> TrainingJobStatus:
-    try:
-        return TrainingJobStatus.model_validate(body.get("status") or {})
-    except ValueError:
-        return TrainingJobStatus()  # a status we cannot read is rebuilt from the children
+    """The stored status; fields that cannot be read are left out (rebuilt from the children)."""
+    return read_status(TrainingJobStatus, body.get("status"))[0]
 
 
 def spec_problems(body: dict[str, Any]) -> tuple[TrainingJob | None, list[Problem]]:
@@ -141,7 +147,7 @@ class _Status(StatusDraft[TrainingJobStatus]):
 
 def plan(observed: Observed) -> Plan:
     """Decide; see the module docstring."""
-    before = observed_status(observed.body)
+    before, unreadable = read_status(TrainingJobStatus, observed.body.get("status"))
     generation = (observed.body.get("metadata") or {}).get("generation")
     st = _Status(before.model_copy(deep=True), observed.now.replace(microsecond=0), generation)
     result = Plan(status=st.value)
@@ -162,6 +168,8 @@ def plan(observed: Observed) -> Plan:
         )
         + result.events
     )
+    if unreadable:
+        result.events.append(repaired_event(unreadable))
     result.finished_now = before.phase not in FINISHED and st.value.phase in FINISHED
     return result
 
@@ -205,7 +213,7 @@ def _plan_valid(job: TrainingJob, observed: Observed, st: _Status, result: Plan)
         return
     if current is None:
         if not changed:  # no RayJob for the current attempt yet (first start, or deleted under us)
-            _first_start(job, attempt or 1, st, result)
+            _first_start(job, attempt or 1, st, result, observed)
         return
     status.ray_job_name = current.name
     if current.succeeded:
@@ -252,18 +260,32 @@ def _deadline_passed(
     return False
 
 
-def _start_attempt(job: TrainingJob, attempt: int, st: _Status, result: Plan) -> None:
-    """Create the RayJob of ``attempt``: the first one, or a retry that resumes from the last checkpoint."""
+def _start_attempt(job: TrainingJob, attempt: int, st: _Status, result: Plan, observed: Observed) -> None:
+    """Create the RayJob of ``attempt``: the first one, or a retry that resumes from the last checkpoint; but
+    not while a deleted namesake's objects still stand in its way (they are never taken over)."""
     status = st.value
+    name = rayjob_name(job.metadata.name or "", attempt)
+    blockers = [f"RayJob {name}"] if name in observed.foreign_rayjobs else []
+    blockers += observed.foreign_access
+    if blockers:
+        st.set(
+            "Created",
+            "False",
+            "WaitingForOldObjects",
+            f"{', '.join(blockers)} still belong to a deleted TrainingJob of the same name; attempt {attempt} "
+            "starts once Kubernetes has removed them",
+        )
+        result.requeue_after = min(result.requeue_after or OLD_OBJECTS_RECHECK_SECONDS, OLD_OBJECTS_RECHECK_SECONDS)
+        return
     result.create_attempt = attempt
     status.attempts = attempt
-    status.ray_job_name = rayjob_name(job.metadata.name or "", attempt)
+    status.ray_job_name = name
     st.set("Created", "True", "RayJobCreated", f"created RayJob {status.ray_job_name} (attempt {attempt})")
 
 
-def _first_start(job: TrainingJob, attempt: int, st: _Status, result: Plan) -> None:
+def _first_start(job: TrainingJob, attempt: int, st: _Status, result: Plan, observed: Observed) -> None:
     st.value.start_time = st.value.start_time or st.now
-    _start_attempt(job, attempt, st, result)
+    _start_attempt(job, attempt, st, result, observed)
     if job.spec.run_policy.suspend:
         _suspended(st, "Suspended", "suspended before start: set runPolicy.suspend to false to start")
     elif st.value.phase != "Running":
@@ -305,7 +327,7 @@ def _on_failed(
             f"attempt {attempt} failed ({detail}); retrying as attempt {nxt} of {policy.backoff_limit + 1}, "
             "resuming from the last checkpoint",
         )
-        _start_attempt(job, nxt, st, result)
+        _start_attempt(job, nxt, st, result, observed)
         st.set("Running", "False", "Retrying", f"attempt {attempt} failed; starting attempt {nxt}")
         st.phase("Pending")
         return
@@ -398,5 +420,4 @@ def status_patch(before: dict[str, Any] | None, after: TrainingJobStatus) -> dic
     ``progress``, ``lastCheckpoint`` and ``model`` belong to the training run (it patches them itself); the
     operator never rewrites them, so a concurrent progress report is never lost.
     """
-    old = observed_status({"status": before}).to_wire()
-    return top_level_patch(old, after.to_wire(), skip={"progress", "lastCheckpoint", "model"})
+    return common_status_patch(before, after, TrainingJobStatus, skip={"progress", "lastCheckpoint", "model"})
