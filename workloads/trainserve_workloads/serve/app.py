@@ -38,6 +38,7 @@ from trainserve.api.serving import (
 from .batching import DynamicBatcher
 from .model import LoadedModel, load_model, size_thread_pools
 from .protocol import ProtocolError, parse_v1, parse_v2, v2_response
+from .routes import LIVE, READY, V1_MODEL, V1_PREDICT, V2_INFER, V2_METADATA, V2_MODEL_READY, V2_STATS, Auth, resolve
 from .stats import BATCH_BUCKETS, LATENCY_BUCKETS_MS, StatsCollector, VersionStats
 
 log = logging.getLogger("trainserve.serve")
@@ -172,60 +173,33 @@ class ModelServer:
             return _error(500, "internal error; the server log has the details")
 
     async def _route(self, request: Request, path: str, started: float) -> Response:
-        parts = path.strip("/").split("/")
-        if parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
-            ready = self.primary is not None
-            return _json(200 if ready or parts[2] == "live" else 503, {parts[2]: ready or parts[2] == "live"})
-        if parts[:2] == ["v1", "models"] and len(parts) == 3:
-            name, _, verb = parts[2].partition(":")
-            self._check_model(name)
-            if not verb:
-                self._method(request, "GET")
-                return _json(200, {"name": name, "ready": self.primary is not None})
-            if verb != "predict":
-                raise ProtocolError(404, f"unknown verb :{verb}; use :predict")
-            self._method(request, "POST")
+        route = resolve(request.method, path)
+        endpoint = route.endpoint
+        if route.model is not None and route.model != self.model_name:
+            raise ProtocolError(404, f"unknown model {route.model!r}: this server serves {self.model_name!r}")
+        slot = None if route.version is None else self._slot_for_version(route.version)
+        if endpoint.auth is Auth.BEFORE_METHOD:
             self._authorize(request)
-            return await self._predict_v1(request, started)
-        if parts[:2] == ["v2", "models"] and len(parts) >= 3:
-            return await self._v2_model(request, parts[2:], started)
-        if parts == ["v2"]:
+        if route.refusal is not None:
+            raise ProtocolError(*route.refusal)
+        if endpoint.auth is Auth.AFTER_METHOD:
             self._authorize(request)
-            return _json(200, {"name": "trainserve", "version": "v2", "extensions": ["model_repository_stats"]})
-        raise ProtocolError(404, f"no endpoint {path}: use /v1/models/NAME:predict or /v2/models/NAME/infer")
-
-    async def _v2_model(self, request: Request, rest: list[str], started: float) -> Response:
-        name, rest = rest[0], rest[1:]
-        self._check_model(name)
-        slot = None
-        if rest[:1] == ["versions"]:
-            if len(rest) < 2:
-                raise ProtocolError(404, "missing version after /versions/")
-            slot = self._slot_for_version(rest[1])
-            rest = rest[2:]
-        if rest == ["ready"]:
-            self._method(request, "GET")
-            return _json(200, {"name": name, "ready": True})
-        if rest == ["stats"]:  # open like health: counts and latencies only, read by the operator
-            self._method(request, "GET")
-            return _json(200, await self.stats.snapshot.remote())
-        self._authorize(request)
-        if rest == []:
-            self._method(request, "GET")
-            return _json(200, self._metadata(slot))
-        if rest == ["infer"]:
-            self._method(request, "POST")
+        if endpoint is V2_INFER:
             return await self._infer_v2(request, slot, started)
-        raise ProtocolError(404, f"no endpoint {'/'.join(rest)} for model {name}")
-
-    def _check_model(self, name: str) -> None:
-        if name != self.model_name:
-            raise ProtocolError(404, f"unknown model {name!r}: this server serves {self.model_name!r}")
-
-    @staticmethod
-    def _method(request: Request, expected: str) -> None:
-        if request.method != expected:
-            raise ProtocolError(405, f"use {expected} here, not {request.method}")
+        if endpoint is V1_PREDICT:
+            return await self._predict_v1(request, started)
+        if endpoint is LIVE or endpoint is READY:
+            ready = self.primary is not None
+            return _json(200 if ready or endpoint is LIVE else 503, {endpoint.name: ready or endpoint is LIVE})
+        if endpoint is V1_MODEL:
+            return _json(200, {"name": route.model, "ready": self.primary is not None})
+        if endpoint is V2_MODEL_READY:
+            return _json(200, {"name": route.model, "ready": True})
+        if endpoint is V2_STATS:  # open like health: counts and latencies only, read by the operator
+            return _json(200, await self.stats.snapshot.remote())
+        if endpoint is V2_METADATA:
+            return _json(200, self._metadata(slot))
+        return _json(200, {"name": "trainserve", "version": "v2", "extensions": ["model_repository_stats"]})
 
     def _authorize(self, request: Request) -> None:
         if self.token is None:
