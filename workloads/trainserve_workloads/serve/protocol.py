@@ -171,6 +171,19 @@ def parse_v2(body: bytes, model_input: TensorSpec, outputs: list[TensorSpec]) ->
     return InferRequest(_finite_float32(values, "data"), request_id, names)
 
 
+def v2_metadata(
+    model_name: str, versions: list[str], inputs: list[TensorSpec], outputs: list[TensorSpec]
+) -> dict[str, Any]:
+    """OIP model metadata: the versions it answers for, and its input and output tensors."""
+    return {
+        "name": model_name,
+        "versions": versions,
+        "platform": "tensorflow_savedmodel",
+        "inputs": [t.to_dict() for t in inputs],
+        "outputs": [t.to_dict() for t in outputs],
+    }
+
+
 def v2_response(
     model_name: str, version: int | None, request_id: str | None, output: TensorSpec, predictions: np.ndarray
 ) -> dict[str, Any]:
