@@ -43,9 +43,8 @@ from .telemetry import Telemetry, roles
 
 log = logging.getLogger("trainserve.serve")
 #: Models slower than this per single-row call run in a thread, so requests are parsed while the model computes
-#: (TensorFlow and TensorFlow Lite release the GIL). A hand-off to a thread costs tens of microseconds, so fast
-#: models run inline. The compute-heavy benchmark model takes 1.8 ms on TensorFlow Lite and 2.7 ms on TensorFlow,
-#: the digits mlp 2 us and 100 us.
+#: (TensorFlow and TensorFlow Lite release the GIL); faster ones run inline, where the hand-off would cost more than
+#: it saves (figures: docs/performance.md#serving-model-calls-in-a-thread).
 OFFLOAD_ABOVE_S = 0.001
 JSON = "application/json"
 

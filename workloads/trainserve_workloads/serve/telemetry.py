@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trainserve.serve")
 STATS_PUSH_SECONDS = 1.0
-#: Ray metric observations made per event-loop turn (about 2 us each) when the counts are flushed.
+#: Ray metric observations made per event-loop turn when the counts are flushed (Ray's are slow; figures:
+#: docs/performance.md#serving-ray-metrics-flushing).
 METRICS_SLICE = 64
 Roles = dict[str, dict[str, Any]]
 
@@ -92,8 +93,8 @@ class Telemetry:
     async def flush_metrics(self) -> None:
         """Hand the counts of the last second to Ray's metrics, a slice of observations per loop turn.
 
-        Ray's histogram costs about 2 us per observation; at 4,000 requests/s one uninterrupted flush held the
-        event loop for about 16 ms every second, which was the p99 latency at concurrency 1.
+        Why slices: one uninterrupted flush held the event loop long enough to be the p99 latency at concurrency 1
+        (figures: docs/performance.md#serving-ray-metrics-flushing).
         """
         requests, latencies, batches = self.pending_requests, self.pending_latencies, self.pending_batches
         self.pending_requests, self.pending_latencies, self.pending_batches = {}, [], []
