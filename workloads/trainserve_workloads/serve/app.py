@@ -71,7 +71,8 @@ class Slot:
 class ModelServer:
     """Ingress and model replica in one."""
 
-    async def __init__(self, stats: DeploymentHandle, max_body_bytes: int):
+    # Serve awaits an async constructor (the stats push starts on the replica's loop); mypy wants __init__ -> None.
+    async def __init__(self, stats: DeploymentHandle[StatsCollector], max_body_bytes: int):  # type: ignore[misc]
         self.max_body_bytes = max_body_bytes
         self.token: bytes | None = None
         self.model_name = ""
@@ -249,13 +250,9 @@ def build_app(args: dict[str, Any]) -> Any:
     ``serve run``), the builder sets the deployment options itself.
     """
     collector = serve.deployment(
-        StatsCollector,
-        name=STATS_DEPLOYMENT,
-        num_replicas=1,
-        ray_actor_options={"num_cpus": 0},
-        logging_config=REPLICA_LOGGING,
-    )
-    server = serve.deployment(ModelServer, name=MODEL_DEPLOYMENT, logging_config=REPLICA_LOGGING)
+        name=STATS_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config=REPLICA_LOGGING
+    )(StatsCollector)
+    server = serve.deployment(name=MODEL_DEPLOYMENT, logging_config=REPLICA_LOGGING)(ModelServer)
     max_body = int(args.get("maxBodyBytes", DEFAULT_MAX_BODY_BYTES))
     if "primary" in args:
         full = ServeAppArgs.model_validate(args)

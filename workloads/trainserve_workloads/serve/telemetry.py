@@ -50,22 +50,23 @@ class Telemetry:
         self.pending_requests: dict[tuple[str, str, str], int] = {}
         self.pending_latencies: list[tuple[str, float]] = []
         self.pending_batches: list[tuple[str, int]] = []
+        # Ray annotates ``tag_keys`` as ``Tuple[str]`` (one string) where it takes any number: hence the ignores.
         self.requests = Counter(
             "trainserve_requests",
             "Inference requests by model, version, protocol and HTTP code.",
-            tag_keys=("model", "version", "protocol", "code"),
+            tag_keys=("model", "version", "protocol", "code"),  # type: ignore[arg-type]
         )
         self.latency = Histogram(
             "trainserve_request_latency_ms",
             "Time from request to response, in milliseconds.",
             boundaries=list(LATENCY_BUCKETS_MS),
-            tag_keys=("model", "version"),
+            tag_keys=("model", "version"),  # type: ignore[arg-type]
         )
         self.batch_size = Histogram(
             "trainserve_batch_size",
             "Requests combined into one model call.",
             boundaries=[float(b) for b in BATCH_BUCKETS],
-            tag_keys=("model", "version"),
+            tag_keys=("model", "version"),  # type: ignore[arg-type]
         )
         self.pusher: asyncio.Task[None] | None = None
 
