@@ -10,10 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.workloads.conftest import REPO
+from trainserve_workloads.serve import routes
 from trainserve_workloads.serve.routes import (
     LIVE,
     NOT_FOUND,
     READY,
+    RESOLVED_MAX,
     SERVER_METADATA,
     V1_MODEL,
     V1_PREDICT,
@@ -119,6 +121,20 @@ def test_any_path_gets_a_route_and_refusals_are_404_or_405(method: str, path: st
     assert route.refusal is None or route.refusal[0] in (404, 405)
     found = route.endpoint not in (NOT_FOUND, V2_MODEL_NOT_FOUND)
     assert (route.refusal is None) == (found and route.endpoint.method in (None, method))
+
+
+def test_paths_seen_before_are_looked_up_and_still_checked_for_their_method() -> None:
+    first = resolve("POST", "/v2/models/cached/infer")
+    assert resolve("POST", "/v2/models/cached/infer") is first
+    assert resolve("GET", "/v2/models/cached/infer").refusal == (405, "use POST here, not GET")
+    assert resolve("GET", "/v2/health/live") is resolve("POST", "/v2/health/live")
+
+
+def test_the_paths_kept_are_bounded() -> None:
+    for index in range(RESOLVED_MAX + 10):
+        assert resolve("POST", f"/v1/models/m{index}:predict") == Route(V1_PREDICT, f"m{index}")
+    assert resolve("POST", "/v1/models/late:predict") == Route(V1_PREDICT, "late")
+    assert len(routes._RESOLVED) == RESOLVED_MAX
 
 
 def test_the_route_table_imports_without_ray() -> None:

@@ -53,8 +53,24 @@ _SERVER_METADATA = Route(SERVER_METADATA)
 _V2_MODEL_WORDS = {"ready": V2_MODEL_READY, "stats": V2_STATS, "infer": V2_INFER}
 
 
+#: Routes without a refusal, by path: a server sees the same few paths over and over, so the request path looks
+#: them up instead of parsing them again. Bounded, since clients choose the paths.
+_RESOLVED: dict[str, Route] = {}
+RESOLVED_MAX = 256
+
+
 def resolve(method: str, path: str) -> Route:
     """The route of a request; ``path`` without its query string (trailing slashes do not matter)."""
+    route = _RESOLVED.get(path)
+    if route is not None and (route.endpoint.method is None or route.endpoint.method == method):
+        return route
+    route = _parse(method, path)
+    if route.refusal is None and len(_RESOLVED) < RESOLVED_MAX:
+        _RESOLVED[path] = route
+    return route
+
+
+def _parse(method: str, path: str) -> Route:
     parts = path.strip("/").split("/")
     count = len(parts)
     if count == 3 and parts[0] == "v2" and parts[1] == "health" and parts[2] in _HEALTH:
