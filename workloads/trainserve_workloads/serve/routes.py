@@ -54,7 +54,8 @@ _V2_MODEL_WORDS = {"ready": V2_MODEL_READY, "stats": V2_STATS, "infer": V2_INFER
 
 
 #: Routes without a refusal, by path: a server sees the same few paths over and over, so the request path looks
-#: them up instead of parsing them again. Bounded, since clients choose the paths.
+#: them up instead of parsing them again (figures: docs/performance.md#serving-routing). Bounded: clients choose
+#: the paths.
 _RESOLVED: dict[str, Route] = {}
 RESOLVED_MAX = 256
 
