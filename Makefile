@@ -24,7 +24,7 @@ test: venv lint crds-check manifests-check
 lint: venv
 	$(VENV)/bin/ruff check operator workloads tests benchmarks examples
 	$(VENV)/bin/ruff format --check operator workloads tests benchmarks examples
-	$(VENV)/bin/mypy --strict operator/trainserve
+	$(VENV)/bin/mypy --strict operator/trainserve workloads/trainserve_workloads
 
 crds: venv
 	$(VENV)/bin/trainserve crds --output-dir crds

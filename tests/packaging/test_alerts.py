@@ -209,7 +209,7 @@ def exported_operator_metrics() -> set[str]:
 
 def workload_metrics() -> set[str]:
     """Names Ray exports for the serving metrics: counters get `_total`, histograms `_bucket`/`_sum`/`_count`."""
-    source = (REPO / "workloads" / "trainserve_workloads" / "serve" / "app.py").read_text()
+    source = (REPO / "workloads" / "trainserve_workloads" / "serve" / "telemetry.py").read_text()
     names: set[str] = set()
     for kind, name in re.findall(r"\b(Counter|Histogram|Gauge)\(\s*\"(\w+)\"", source):
         suffixes = {"Counter": ["_total"], "Histogram": ["_bucket", "_sum", "_count"]}.get(kind, [""])

@@ -116,7 +116,9 @@ def deploy(args: ServeAppArgs, timeout_s: float = 180) -> None:
     from ray.serve.schema import ServeDeploySchema
 
     config = ServeDeploySchema.model_validate({"applications": [serve_application(args)]})
-    _get_global_client().deploy_apps(config)
+    client = _get_global_client()  # raises when no Serve controller runs
+    assert client is not None
+    client.deploy_apps(config)
     deadline = time.monotonic() + timeout_s
     while True:
         status = serve.status().applications.get(args.model_name)

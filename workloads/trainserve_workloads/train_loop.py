@@ -64,7 +64,7 @@ class _Relay:
     def send(self, event_type: str, **fields: Any) -> None:
         if self.queue is None:
             return
-        event = ProgressEvent(type=event_type, time=_now(), total_epochs=self.total_epochs, **fields)  # type: ignore[arg-type]
+        event = ProgressEvent(type=event_type, time=_now(), total_epochs=self.total_epochs, **fields)
         self.queue.put(event.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
@@ -111,7 +111,9 @@ class _EpochEnd(keras.callbacks.Callback):  # type: ignore[misc]
 
 
 def _export(model: keras.Model, n_features: int, folder: str) -> None:
-    @tf.function(input_signature=[tf.TensorSpec([None, n_features], tf.float32, name=INPUT_NAME)])  # type: ignore[misc]
+    signature = [tf.TensorSpec([None, n_features], tf.float32, name=INPUT_NAME)]
+
+    @tf.function(input_signature=signature)  # type: ignore[untyped-decorator]  # TensorFlow has no type information
     def serve(features: tf.Tensor) -> dict[str, tf.Tensor]:
         return {OUTPUT_NAME: model(features, training=False)}
 

@@ -22,7 +22,6 @@ import orjson
 import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from ray.serve.metrics import Counter, Histogram
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -31,17 +30,15 @@ from trainserve.serveconfig import MODEL_DEPLOYMENT, REPLICA_LOGGING, STATS_DEPL
 
 from .batching import DynamicBatcher
 from .model import LoadedModel, load_model, size_thread_pools
-from .protocol import ProtocolError, parse_v1, parse_v2, v2_response
-from .stats import BATCH_BUCKETS, LATENCY_BUCKETS_MS, StatsCollector, VersionStats
+from .protocol import ProtocolError, parse_v1, parse_v2, v2_metadata, v2_response
+from .routes import LIVE, READY, V1_MODEL, V1_PREDICT, V2_INFER, V2_METADATA, V2_MODEL_READY, V2_STATS, Auth, resolve
+from .stats import StatsCollector
+from .telemetry import Telemetry, roles
 
 log = logging.getLogger("trainserve.serve")
-STATS_PUSH_SECONDS = 1.0
-#: Ray metric observations made per event-loop turn (about 2 us each) when the counts are flushed.
-METRICS_SLICE = 64
 #: Models slower than this per single-row call run in a thread, so requests are parsed while the model computes
-#: (TensorFlow and TensorFlow Lite release the GIL). A hand-off to a thread costs tens of microseconds, so fast
-#: models run inline. The compute-heavy benchmark model takes 1.8 ms on TensorFlow Lite and 2.7 ms on TensorFlow,
-#: the digits mlp 2 us and 100 us.
+#: (TensorFlow and TensorFlow Lite release the GIL); faster ones run inline, where the hand-off would cost more than
+#: it saves (figures: docs/performance.md#serving-model-calls-in-a-thread).
 OFFLOAD_ABOVE_S = 0.001
 JSON = "application/json"
 
@@ -62,17 +59,14 @@ class Slot:
 
     model: LoadedModel
     run_batch: DynamicBatcher
-
-    @property
-    def version_label(self) -> str:
-        return str(self.model.version) if self.model.version is not None else "unversioned"
+    version_label: str
 
 
 class ModelServer:
     """Ingress and model replica in one."""
 
-    async def __init__(self, stats: DeploymentHandle, max_body_bytes: int):
-        self.stats = stats
+    # Serve awaits an async constructor (the stats push starts on the replica's loop); mypy wants __init__ -> None.
+    async def __init__(self, stats: DeploymentHandle[StatsCollector], max_body_bytes: int):  # type: ignore[misc]
         self.max_body_bytes = max_body_bytes
         self.token: bytes | None = None
         self.model_name = ""
@@ -81,32 +75,11 @@ class ModelServer:
         self.canary_percent = 0
         self.requested: dict[str, str] = {}
         self.loaded: dict[tuple[str, str], LoadedModel] = {}  # by (uri, runtime)
-        self.local: dict[str, VersionStats] = {}
-        self.batch_counts = [0] * (len(BATCH_BUCKETS) + 1)
-        self.pending_requests: dict[tuple[str, str, str], int] = {}
-        self.pending_latencies: list[tuple[str, float]] = []
-        self.pending_batches: list[tuple[str, int]] = []
-        self.requests = Counter(
-            "trainserve_requests",
-            "Inference requests by model, version, protocol and HTTP code.",
-            tag_keys=("model", "version", "protocol", "code"),
-        )
-        self.latency = Histogram(
-            "trainserve_request_latency_ms",
-            "Time from request to response, in milliseconds.",
-            boundaries=list(LATENCY_BUCKETS_MS),
-            tag_keys=("model", "version"),
-        )
-        self.batch_size = Histogram(
-            "trainserve_batch_size",
-            "Requests combined into one model call.",
-            boundaries=[float(b) for b in BATCH_BUCKETS],
-            tag_keys=("model", "version"),
-        )
+        self.telemetry = Telemetry(stats, lambda: roles(self.primary, self.canary, self.requested, self.canary_percent))
         self.replica = serve.get_replica_context().replica_id.unique_id
         threads = size_thread_pools(ray.get_runtime_context().get_assigned_resources().get("CPU"))
         log.info("TensorFlow thread pools: %s", threads or "TensorFlow's own sizing")
-        self.pusher = asyncio.get_running_loop().create_task(self._push_stats())
+        self.telemetry.start()
 
     # ----- configuration -------------------------------------------------------------------------
     async def reconfigure(self, config: dict[str, Any]) -> None:
@@ -120,7 +93,7 @@ class ModelServer:
             if key not in self.loaded:
                 self.loaded[key] = await asyncio.to_thread(load_model, *key)
         self.loaded = {key: self.loaded[key] for key in wanted}
-        self.model_name = args.model_name
+        self.model_name = self.telemetry.model_name = args.model_name
         self.primary = self._slot(self.loaded[wanted[0]], args)
         self.canary = self._slot(self.loaded[wanted[1]], args) if args.canary else None
         self.canary_percent = args.canary.traffic_percent if args.canary else 0
@@ -137,19 +110,14 @@ class ModelServer:
 
     def _slot(self, model: LoadedModel, args: ServeAppArgs) -> Slot:
         label = str(model.version) if model.version is not None else "unversioned"
-
-        def counted(size: int) -> None:
-            self.pending_batches.append((label, size))
-            self.batch_counts[_bucket(size, BATCH_BUCKETS)] += 1
-
         batcher = DynamicBatcher(
             model.predict,
             args.batching.max_batch_size,
             args.batching.batch_wait_timeout_ms / 1000.0,
             offload=model.single_row_seconds > OFFLOAD_ABOVE_S,
-            on_batch=counted,
+            on_batch=self.telemetry.batch_counter(label),
         )
-        return Slot(model, batcher)
+        return Slot(model, batcher, label)
 
     # ----- request path ------------------------------------------------------------------------
     async def __call__(self, request: Request) -> Response:
@@ -166,60 +134,33 @@ class ModelServer:
             return _error(500, "internal error; the server log has the details")
 
     async def _route(self, request: Request, path: str, started: float) -> Response:
-        parts = path.strip("/").split("/")
-        if parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
-            ready = self.primary is not None
-            return _json(200 if ready or parts[2] == "live" else 503, {parts[2]: ready or parts[2] == "live"})
-        if parts[:2] == ["v1", "models"] and len(parts) == 3:
-            name, _, verb = parts[2].partition(":")
-            self._check_model(name)
-            if not verb:
-                self._method(request, "GET")
-                return _json(200, {"name": name, "ready": self.primary is not None})
-            if verb != "predict":
-                raise ProtocolError(404, f"unknown verb :{verb}; use :predict")
-            self._method(request, "POST")
+        route = resolve(request.method, path)
+        endpoint = route.endpoint
+        if route.model is not None and route.model != self.model_name:
+            raise ProtocolError(404, f"unknown model {route.model!r}: this server serves {self.model_name!r}")
+        slot = None if route.version is None else self._slot_for_version(route.version)
+        if endpoint.auth is Auth.BEFORE_METHOD:
             self._authorize(request)
-            return await self._predict_v1(request, started)
-        if parts[:2] == ["v2", "models"] and len(parts) >= 3:
-            return await self._v2_model(request, parts[2:], started)
-        if parts == ["v2"]:
+        if route.refusal is not None:
+            raise ProtocolError(*route.refusal)
+        if endpoint.auth is Auth.AFTER_METHOD:
             self._authorize(request)
-            return _json(200, {"name": "trainserve", "version": "v2", "extensions": ["model_repository_stats"]})
-        raise ProtocolError(404, f"no endpoint {path}: use /v1/models/NAME:predict or /v2/models/NAME/infer")
-
-    async def _v2_model(self, request: Request, rest: list[str], started: float) -> Response:
-        name, rest = rest[0], rest[1:]
-        self._check_model(name)
-        slot = None
-        if rest[:1] == ["versions"]:
-            if len(rest) < 2:
-                raise ProtocolError(404, "missing version after /versions/")
-            slot = self._slot_for_version(rest[1])
-            rest = rest[2:]
-        if rest == ["ready"]:
-            self._method(request, "GET")
-            return _json(200, {"name": name, "ready": True})
-        if rest == ["stats"]:  # open like health: counts and latencies only, read by the operator
-            self._method(request, "GET")
-            return _json(200, await self.stats.snapshot.remote())
-        self._authorize(request)
-        if rest == []:
-            self._method(request, "GET")
-            return _json(200, self._metadata(slot))
-        if rest == ["infer"]:
-            self._method(request, "POST")
+        if endpoint is V2_INFER:
             return await self._infer_v2(request, slot, started)
-        raise ProtocolError(404, f"no endpoint {'/'.join(rest)} for model {name}")
-
-    def _check_model(self, name: str) -> None:
-        if name != self.model_name:
-            raise ProtocolError(404, f"unknown model {name!r}: this server serves {self.model_name!r}")
-
-    @staticmethod
-    def _method(request: Request, expected: str) -> None:
-        if request.method != expected:
-            raise ProtocolError(405, f"use {expected} here, not {request.method}")
+        if endpoint is V1_PREDICT:
+            return await self._predict_v1(request, started)
+        if endpoint is LIVE or endpoint is READY:
+            ready = self.primary is not None
+            return _json(200 if ready or endpoint is LIVE else 503, {endpoint.name: ready or endpoint is LIVE})
+        if endpoint is V1_MODEL:
+            return _json(200, {"name": route.model, "ready": self.primary is not None})
+        if endpoint is V2_MODEL_READY:
+            return _json(200, {"name": route.model, "ready": True})
+        if endpoint is V2_STATS:  # open like health: counts and latencies only, read by the operator
+            return _json(200, await self.telemetry.stats.snapshot.remote())
+        if endpoint is V2_METADATA:
+            return _json(200, self._metadata(slot))
+        return _json(200, {"name": "trainserve", "version": "v2", "extensions": ["model_repository_stats"]})
 
     def _authorize(self, request: Request) -> None:
         if self.token is None:
@@ -256,7 +197,7 @@ class ModelServer:
         try:
             rows = parse_v1(await self._body(request), slot.model.n_features)
         except ProtocolError as err:
-            self._count(slot, "v1", err.status, started, 0)
+            self.telemetry.count(slot.version_label, "v1", err.status, started, 0)
             raise
         predictions = await self._run(slot, rows, "v1", started)
         body = {"predictions": predictions, "model_version": slot.version_label}
@@ -271,7 +212,7 @@ class ModelServer:
         try:
             parsed = parse_v2(await self._body(request), slot.model.inputs[0], slot.model.outputs)
         except ProtocolError as err:
-            self._count(slot, "v2", err.status, started, 0)
+            self.telemetry.count(slot.version_label, "v2", err.status, started, 0)
             raise
         predictions = await self._run(slot, parsed.rows, "v2", started)
         body = v2_response(self.model_name, slot.model.version, parsed.request_id, slot.model.outputs[0], predictions)
@@ -282,88 +223,17 @@ class ModelServer:
             predictions: np.ndarray = await slot.run_batch(rows)
         except Exception as err:
             log.exception("model call failed")
-            self._count(slot, protocol, 500, started, len(rows))
+            self.telemetry.count(slot.version_label, protocol, 500, started, len(rows))
             raise ProtocolError(500, f"the model failed on this request: {type(err).__name__}") from None
-        self._count(slot, protocol, 200, started, len(rows))
+        self.telemetry.count(slot.version_label, protocol, 200, started, len(rows))
         return predictions
-
-    def _count(self, slot: Slot, protocol: str, code: int, started: float, rows: int) -> None:
-        """Count locally only: Ray's metric calls are slow, so they are made in bulk by the flush loop."""
-        latency_ms = (time.perf_counter() - started) * 1000.0
-        label = slot.version_label
-        self.local.setdefault(label, VersionStats()).observe(latency_ms, rows, error=code >= 500)
-        self.pending_latencies.append((label, latency_ms))
-        key = (label, protocol, str(code))
-        self.pending_requests[key] = self.pending_requests.get(key, 0) + 1
-
-    async def _flush_metrics(self) -> None:
-        """Hand the counts of the last second to Ray's metrics, a slice of observations per loop turn.
-
-        Ray's histogram costs about 2 us per observation; at 4,000 requests/s one uninterrupted flush held the
-        event loop for about 16 ms every second, which was the p99 latency at concurrency 1.
-        """
-        requests, latencies, batches = self.pending_requests, self.pending_latencies, self.pending_batches
-        self.pending_requests, self.pending_latencies, self.pending_batches = {}, [], []
-        for (label, protocol, code), count in requests.items():
-            self.requests.inc(
-                count, tags={"model": self.model_name, "version": label, "protocol": protocol, "code": code}
-            )
-        observations = [(self.latency, label, ms) for label, ms in latencies]
-        observations += [(self.batch_size, label, float(size)) for label, size in batches]
-        for index, (histogram, label, value) in enumerate(observations, start=1):
-            histogram.observe(value, tags={"model": self.model_name, "version": label})
-            if index % METRICS_SLICE == 0:
-                await asyncio.sleep(0)  # requests that arrived meanwhile go first
-
-    async def _push_stats(self) -> None:
-        while True:
-            await asyncio.sleep(STATS_PUSH_SECONDS)
-            await self._flush_metrics()
-            if not self.local and not any(self.batch_counts):
-                continue
-            deltas = {version: stats.to_dict() for version, stats in self.local.items()}
-            batches, self.local, self.batch_counts = self.batch_counts, {}, [0] * (len(BATCH_BUCKETS) + 1)
-            try:
-                await self.stats.push.remote(deltas, batches, self._roles())
-            except Exception:  # figures are best effort; serving must go on
-                log.warning("could not push stats", exc_info=True)
-
-    def _roles(self) -> dict[str, dict[str, Any]]:
-        """Which version answers as primary and which as canary (the operator judges the canary by its uri), and
-        how each replica calls it."""
-        slots = {"primary": self.primary, "canary": self.canary}
-        return {
-            role: {
-                "uri": self.requested.get(role, slot.model.uri),  # as the ModelService names it
-                "loadedFrom": slot.model.uri,
-                "version": slot.version_label,
-                "percent": self._share(role),
-                "callPath": slot.model.call_path,  # e.g. "tensorflow lite" (``spec.runtime``)
-            }
-            for role, slot in slots.items()
-            if slot is not None
-        }
-
-    def _share(self, role: str) -> int:
-        return self.canary_percent if role == "canary" else 100 - (self.canary_percent if self.canary else 0)
 
     def _metadata(self, slot: Slot | None) -> dict[str, Any]:
         model = (slot or self.primary or self._pick()).model
         versions = [s.version_label for s in (self.primary, self.canary) if s is not None]
-        return {
-            "name": self.model_name,
-            "versions": versions if slot is None else [slot.version_label],
-            "platform": "tensorflow_savedmodel",
-            "inputs": [t.to_dict() for t in model.inputs],
-            "outputs": [t.to_dict() for t in model.outputs],
-        }
-
-
-def _bucket(value: float, bounds: tuple[int, ...] | tuple[float, ...]) -> int:
-    for index, bound in enumerate(bounds):
-        if value <= bound:
-            return index
-    return len(bounds)
+        return v2_metadata(
+            self.model_name, versions if slot is None else [slot.version_label], model.inputs, model.outputs
+        )
 
 
 def build_app(args: dict[str, Any]) -> Any:
@@ -374,13 +244,9 @@ def build_app(args: dict[str, Any]) -> Any:
     ``serve run``), the builder sets the deployment options itself.
     """
     collector = serve.deployment(
-        StatsCollector,
-        name=STATS_DEPLOYMENT,
-        num_replicas=1,
-        ray_actor_options={"num_cpus": 0},
-        logging_config=REPLICA_LOGGING,
-    )
-    server = serve.deployment(ModelServer, name=MODEL_DEPLOYMENT, logging_config=REPLICA_LOGGING)
+        name=STATS_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0}, logging_config=REPLICA_LOGGING
+    )(StatsCollector)
+    server = serve.deployment(name=MODEL_DEPLOYMENT, logging_config=REPLICA_LOGGING)(ModelServer)
     max_body = int(args.get("maxBodyBytes", DEFAULT_MAX_BODY_BYTES))
     if "primary" in args:
         full = ServeAppArgs.model_validate(args)

@@ -5,10 +5,10 @@ Serve calls :func:`middlewares` when a server starts, because ``RAY_SERVE_HTTP_P
 
 Why: for every request, Serve starts one task that watches the connection for a client disconnect and a second
 that runs the handler, then waits on both. A request that carries ``x-request-disconnect-disabled: ?1`` skips
-the two tasks and the handler is awaited directly, which is about 5% of a small model's throughput at
-concurrency 1 (measured: 2,310 -> 2,420 requests/s on the replica port). Inference takes milliseconds and the
-batcher already skips callers that went away, so watching for disconnects buys nothing here. A client that sends
-the header itself keeps its own value.
+the two tasks and the handler is awaited directly, a visible share of a small model's throughput at concurrency 1
+(figures: docs/performance.md#serving-serves-disconnect-watch). Inference is short and the batcher already skips
+callers that went away, so watching for disconnects buys nothing here. A client that sends the header itself keeps
+its own value.
 """
 
 from __future__ import annotations

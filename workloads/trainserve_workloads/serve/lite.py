@@ -1,10 +1,10 @@
 """A SavedModel converted to TensorFlow Lite, called on the CPU.
 
-A small model's TensorFlow call is mostly fixed per-call cost: the digits mlp takes about 100 us per call through
-the signature's graph function and under 2 us in the TensorFlow Lite interpreter with the same float32 weights
-(measured on this project's 2-core machine, one row); the answers differ by round-off only. The conversion is
-TensorFlow's own (``tf.lite.TFLiteConverter``, builtin ops only, no quantization); ``model.LoadedModel`` uses it
-only where it agrees with the signature to float32 round-off and is faster.
+A small model's TensorFlow call is mostly fixed per-call cost, which the TensorFlow Lite interpreter with the same
+float32 weights mostly avoids (figures: docs/performance.md#serving-tensorflow-lite); the answers differ by
+round-off only. The conversion is TensorFlow's own (``tf.lite.TFLiteConverter``, builtin ops only, no
+quantization); ``model.LoadedModel`` uses it only where it agrees with the signature to float32 round-off and is
+faster.
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ log = logging.getLogger(__name__)
 #: gain that shrinks as compute grows.
 MAX_CONVERT_BYTES = 256 * 1024 * 1024
 
-#: How closely TensorFlow Lite must agree with the signature: float32 round-off of differently ordered kernels
-#: (measured up to 1.5e-7 absolute, 1.1e-6 relative on digits; 2.4e-7 on a 1024-4096-4096-10 mlp), far from a
-#: changed answer.
+#: How closely TensorFlow Lite must agree with the signature: above the float32 round-off of differently ordered
+#: kernels, far from a changed answer (measured differences: docs/performance.md#serving-tensorflow-lite).
 RELATIVE_TOLERANCE = 1e-5
 ABSOLUTE_TOLERANCE = 1e-6
 
@@ -44,11 +43,9 @@ def agrees(answer: np.ndarray, expected: np.ndarray) -> bool:
     )
 
 
-#: SavedModels above this size are converted in a child process: the converter leaves about twice the model's
-#: size behind in the process that runs it (measured: converted in place, an 84 MB model raised the replica's
-#: memory by 326 MB, of which 80 MB is the converted model and 83 MB the interpreter's packed weights; converted
-#: in a child, by 165 MB). The child imports TensorFlow again (7 s for that model here, against 2 s in place), so
-#: ``model.load_model`` runs it in the background.
+#: SavedModels above this size are converted in a child process: the converter leaves memory behind in the process
+#: that runs it. The child imports TensorFlow again, which takes seconds, so ``model.load_model`` runs it in the
+#: background (figures: docs/performance.md#converting-in-the-replica-or-in-a-child-process).
 CONVERT_IN_PROCESS_BYTES = 16 * 1024 * 1024
 CONVERT_TIMEOUT_S = 600
 

@@ -58,12 +58,13 @@ class LoadedModel:
         signature does (``try_lite`` may then move the model to TensorFlow Lite).
 
         - The signature's graph function on TensorFlow's single-threaded executor: the ops run in the calling
-          thread instead of being handed to pool threads (digits mlp at concurrency 1: 1,907 -> 2,317 and 2,106 ->
-          2,227 requests/s, medians of two A/B pairs of 5 runs). That executor refuses some graphs (v1 control
-          flow, asynchronous kernels), so it is not tried with a GPU.
-        - The graph function without the structured-argument layer, which costs about a fifth of a small model's
-          call (570 vs 435 us for the digits mlp). ``call_flat`` is TensorFlow's internal API.
+          thread instead of being handed to pool threads. That executor refuses some graphs (v1 control flow,
+          asynchronous kernels), so it is not tried with a GPU.
+        - The graph function without the structured-argument layer, a good part of a small model's call.
+          ``call_flat`` is TensorFlow's internal API.
         - Else the public signature.
+
+        Figures: docs/performance.md#serving-how-the-model-is-called.
         """
         inference = getattr(self._signature, "_inference_function", None)
         captured = list(getattr(self._signature, "captured_inputs", []))
@@ -101,11 +102,11 @@ class LoadedModel:
     def try_lite(self, saved_model_dir: str, probes: list[Probe], remove_after: str | None = None) -> None:
         """Move the model to TensorFlow Lite (``lite.convert``) if that is faster and agrees with the signature.
 
-        The digits mlp's call takes under 2 us instead of about 100 us. TensorFlow Lite's kernels round differently
-        in the last bits (the digits mlp's softmax on real digits: up to 1.5e-7), so it must agree to float32
-        round-off (``lite.agrees``), not bit for bit, and be faster than the TensorFlow call, timed here. Safe to
-        run while the model serves: ``predict`` switches with one assignment. ``remove_after``: a downloaded
-        model folder to delete when done.
+        A small model's call then costs a fraction of TensorFlow's (figures:
+        docs/performance.md#serving-tensorflow-lite). TensorFlow Lite's kernels round differently in the last
+        bits, so it must agree to float32 round-off (``lite.agrees``), not bit for bit, and be faster than the
+        TensorFlow call, timed here. Safe to run while the model serves: ``predict`` switches with one assignment.
+        ``remove_after``: a downloaded model folder to delete when done.
         """
         from . import lite
 
@@ -136,10 +137,10 @@ def size_thread_pools(cpus: float | None) -> int | None:
     """Size TensorFlow's two thread pools to this replica's CPU share (rounded up, at least one thread).
 
     TensorFlow sizes them to every core of the node, so a replica given half a core (or 2 of 64) oversubscribes
-    its share and each model call pays for handing ops to threads that cannot run (measured, digits mlp at
-    concurrency 1 and 0.5 CPU, one thread each: 7-10% more requests/s over two A/B pairs of 5 runs).
-    ``TF_NUM_INTRAOP_THREADS`` or ``TF_NUM_INTEROP_THREADS``, when set, win. Must run before TensorFlow's context
-    starts (the first model load); returns the thread count set, or None when it left TensorFlow alone.
+    its share and each model call pays for handing ops to threads that cannot run (figures:
+    docs/performance.md#serving-tensorflow-thread-pools). ``TF_NUM_INTRAOP_THREADS`` or
+    ``TF_NUM_INTEROP_THREADS``, when set, win. Must run before TensorFlow's context starts (the first model load);
+    returns the thread count set, or None when it left TensorFlow alone.
     """
     if not cpus or cpus <= 0 or os.environ.get("TF_NUM_INTRAOP_THREADS") or os.environ.get("TF_NUM_INTEROP_THREADS"):
         return None
