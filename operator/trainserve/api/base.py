@@ -111,6 +111,8 @@ class Resource(ApiModel):
     KIND: ClassVar[str]
     PLURAL: ClassVar[str]
     SHORT_NAMES: ClassVar[list[str]]
+    #: Longest ``metadata.name``: the names of our children (KubeRay's) set the limit.
+    MAX_NAME: ClassVar[int]
 
 
 class StatusModel(ApiModel):

@@ -280,7 +280,8 @@ class ModelService(Resource):
     KIND: ClassVar[str] = "ModelService"
     PLURAL: ClassVar[str] = "modelservices"
     #: Rules on the whole object: KubeRay derives the Services and clusters of a RayService from its name.
-    ROOT_CEL: ClassVar[list[dict[str, str]]] = name_rules(MAX_MODELSERVICE_NAME, MODELSERVICE_NAME_LIMIT)
+    MAX_NAME: ClassVar[int] = MAX_MODELSERVICE_NAME
+    ROOT_CEL: ClassVar[list[dict[str, str]]] = name_rules(MAX_NAME, MODELSERVICE_NAME_LIMIT)
     SHORT_NAMES: ClassVar[list[str]] = ["ms"]
 
     api_version: Literal["trainserve.io/v1alpha1"] = Field("trainserve.io/v1alpha1", alias="apiVersion")

@@ -368,7 +368,8 @@ class TrainingJob(Resource):
     PLURAL: ClassVar[str] = "trainingjobs"
     #: Rules on the whole object (CEL may read metadata.name): KubeRay allows RayJob names of 47 characters,
     #: and the operator names them `<name>-<attempt>` (attempt up to 101), all DNS-1035 labels.
-    ROOT_CEL: ClassVar[list[dict[str, str]]] = name_rules(MAX_TRAININGJOB_NAME, TRAININGJOB_NAME_LIMIT)
+    MAX_NAME: ClassVar[int] = MAX_TRAININGJOB_NAME
+    ROOT_CEL: ClassVar[list[dict[str, str]]] = name_rules(MAX_NAME, TRAININGJOB_NAME_LIMIT)
     SHORT_NAMES: ClassVar[list[str]] = ["tj"]
 
     api_version: Literal["trainserve.io/v1alpha1"] = Field("trainserve.io/v1alpha1", alias="apiVersion")
