@@ -226,7 +226,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .api.trainingjob import TrainingJob
     from .builders.rayjob import build_rayjob
     from .builders.rbac import build_status_access
-    from .naming import name_problem, service_name_problem
+    from .naming import name_fix, name_problem, service_name_problem
     from .settings import settings_from
 
     settings = settings_from(image=args.image)
@@ -241,10 +241,13 @@ def cmd_render(args: argparse.Namespace) -> int:
         *((m, service_name_problem) for m in services),
     ]
     for resource, check in named:
-        problem = check(resource.metadata.name or "")
+        name = resource.metadata.name or ""
+        problem = check(name)
         if problem:
             print(
-                f"{args.filename}: {resource.kind}/{resource.metadata.name}: metadata.name: {problem}", file=sys.stderr
+                f"{args.filename}: {resource.kind}/{resource.metadata.name}: metadata.name: {problem}\n"
+                f"  fix: {name_fix(name, resource.MAX_NAME)}",
+                file=sys.stderr,
             )
             return 2
         resource.metadata.namespace = args.namespace or resource.metadata.namespace or "default"

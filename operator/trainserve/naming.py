@@ -4,6 +4,7 @@ plans and handlers)."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "trainserve"
@@ -37,6 +38,31 @@ def name_rules(limit: int, why: str) -> list[dict[str, str]]:
             "message": "metadata.name must start with a letter and hold only lowercase letters, digits and '-'",
         },
     ]
+
+
+#: What :func:`suggest_name` offers when nothing of the name is left.
+FALLBACK_NAME = "unnamed"
+
+
+def suggest_name(name: str, limit: int) -> str:
+    """A valid DNS-1035 label of at most ``limit`` characters that resembles ``name`` (``Digits_Ü-Job`` ->
+    ``digits-u-job``), for the fix of an invalid name: a suggestion must itself be accepted."""
+    if limit < 1:
+        raise ValueError(f"a name limit must be positive, not {limit}")
+    # Compatibility forms decomposed (the `fi` ligature -> `fi`), case folded (`ß` -> `ss`), decomposed again.
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", name).casefold())
+    folded = "".join(c for c in decomposed if not unicodedata.combining(c))  # `ü` -> `u`: accents dropped
+    dashed = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
+    if not dashed:
+        dashed = FALLBACK_NAME
+    elif not dashed[0].isalpha():
+        dashed = f"x-{dashed}"
+    return dashed[:limit].rstrip("-")
+
+
+def name_fix(name: str, limit: int) -> str:
+    """The fix for an invalid name of a kind whose names hold at most ``limit`` characters."""
+    return f"use a DNS-1035 name of at most {limit} characters, e.g. {suggest_name(name, limit)!r}"
 
 
 def rayjob_name(trainingjob: str, attempt: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
 from pydantic.alias_generators import to_camel
@@ -53,6 +53,30 @@ RESOURCE_NAME_PATTERN = (
 #: A DNS-1123 subdomain, as used by object names.
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
+# Bounds of the spec's free strings, lists and maps. Each appears in the CRD (maxLength, maxItems,
+# maxProperties) and in the model, so `trainserve validate` and the API server agree; they also keep the
+# API server's cost estimate of the CEL rules small (an unbounded string counts as the whole 3 MiB request).
+
+#: Data locations (paths, `file://`, `s3://`): 2048, the URL length browsers and HTTP servers commonly accept.
+MAX_URI = 2048
+#: A Kubernetes object name (DNS-1123 subdomain), e.g. a Secret's.
+MAX_OBJECT_NAME = 253
+#: A Secret data key (Kubernetes allows 253 characters).
+MAX_SECRET_KEY = 253
+#: A qualified name such as a label key or `nvidia.com/gpu`: a 253-character DNS prefix, `/`, a 63-character name.
+MAX_QUALIFIED_NAME = 317
+#: A label value (also a taint's value).
+MAX_LABEL_VALUE = 63
+#: Node selector entries, and tolerations: far more than any pod needs.
+MAX_PLACEMENT_ENTRIES = 64
+#: An image reference: the distribution spec's 255-character repository, a 128-character tag and a digest fit.
+MAX_IMAGE = 1024
+#: A Kubernetes quantity such as `2Gi` (the pattern does not bound its digits).
+MAX_QUANTITY = 64
+
+LabelKey = Annotated[str, Field(max_length=MAX_QUALIFIED_NAME)]
+LabelValue = Annotated[str, Field(max_length=MAX_LABEL_VALUE)]
+
 
 class ApiModel(BaseModel):
     """Base of every spec model: camelCase on the wire, unknown fields refused."""
@@ -87,6 +111,8 @@ class Resource(ApiModel):
     KIND: ClassVar[str]
     PLURAL: ClassVar[str]
     SHORT_NAMES: ClassVar[list[str]]
+    #: Longest ``metadata.name``: the names of our children (KubeRay's) set the limit.
+    MAX_NAME: ClassVar[int]
 
 
 class StatusModel(ApiModel):
@@ -136,9 +162,13 @@ def rule_error(message: str, fix: str) -> PydanticCustomError:
 class Toleration(ApiModel):
     """A Kubernetes toleration, copied to the Ray pods."""
 
-    key: str | None = Field(None, description="Taint key the toleration applies to; empty matches all keys.")
+    key: str | None = Field(
+        None, max_length=MAX_QUALIFIED_NAME, description="Taint key the toleration applies to; empty matches all keys."
+    )
     operator: Literal["Exists", "Equal"] | None = Field(None, description="`Exists` or `Equal` (default `Equal`).")
-    value: str | None = Field(None, description="Taint value the toleration matches (with `Equal`).")
+    value: str | None = Field(
+        None, max_length=MAX_LABEL_VALUE, description="Taint value the toleration matches (with `Equal`)."
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect to match; empty matches all effects."
     )
@@ -150,14 +180,24 @@ class Toleration(ApiModel):
 class SecretRef(ApiModel):
     """A reference to a Secret in the resource's namespace."""
 
-    name: str = Field(description="Name of the Secret, in the same namespace.", pattern=OBJECT_NAME_PATTERN)
+    name: str = Field(
+        description="Name of the Secret, in the same namespace.",
+        pattern=OBJECT_NAME_PATTERN,
+        max_length=MAX_OBJECT_NAME,
+    )
 
 
 class SecretKeyRef(ApiModel):
     """A reference to one key of a Secret in the resource's namespace."""
 
-    name: str = Field(description="Name of the Secret, in the same namespace.", pattern=OBJECT_NAME_PATTERN)
-    key: str = Field("token", description="Key inside the Secret that holds the value.", min_length=1)
+    name: str = Field(
+        description="Name of the Secret, in the same namespace.",
+        pattern=OBJECT_NAME_PATTERN,
+        max_length=MAX_OBJECT_NAME,
+    )
+    key: str = Field(
+        "token", description="Key inside the Secret that holds the value.", min_length=1, max_length=MAX_SECRET_KEY
+    )
 
 
 class Condition(StatusModel):

@@ -132,8 +132,12 @@ def _structural(node: Schema, definitions: dict[str, Schema]) -> Schema:
 
 def _structural_keywords(node: Schema, definitions: dict[str, Schema]) -> Schema:
     out: Schema = {}
+    key_rules: list[dict[str, str]] = []
     for key, value in node.items():
         if key == "title" or (key == "default" and value is None):
+            continue
+        if key == "propertyNames":
+            key_rules = _key_rules(value)
             continue
         if key == "const":
             out["enum"] = [value]
@@ -153,7 +157,19 @@ def _structural_keywords(node: Schema, definitions: dict[str, Schema]) -> Schema
             # with kubectl's default strict field validation, rejects unknown fields.
         else:
             out[key] = value
+    if key_rules:
+        out["x-kubernetes-validations"] = [*out.get("x-kubernetes-validations", []), *key_rules]
     return out
+
+
+def _key_rules(names: Schema) -> list[dict[str, str]]:
+    """A CRD schema has no ``propertyNames``: a bound on a map's keys becomes a CEL rule (cheap, since the map
+    has ``maxProperties``)."""
+    unsupported = set(names) - {"maxLength"}
+    if unsupported:
+        raise ValueError(f"a CRD schema cannot express propertyNames {names}")
+    limit = names["maxLength"]
+    return [{"rule": f"self.all(key, size(key) <= {limit})", "message": f"keys must be at most {limit} characters"}]
 
 
 def _field_model(kind: type[Resource], field: str) -> type[BaseModel]:

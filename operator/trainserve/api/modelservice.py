@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -10,11 +10,19 @@ from trainserve.naming import MAX_MODELSERVICE_NAME, MODELSERVICE_NAME_LIMIT, na
 
 from .base import (
     CONDITIONS_LIST,
+    MAX_IMAGE,
+    MAX_OBJECT_NAME,
+    MAX_PLACEMENT_ENTRIES,
+    MAX_QUALIFIED_NAME,
+    MAX_QUANTITY,
+    MAX_URI,
     OBJECT_NAME_PATTERN,
     QUANTITY_PATTERN,
     RESOURCE_NAME_PATTERN,
     ApiModel,
     Condition,
+    LabelKey,
+    LabelValue,
     ObjectMeta,
     Resource,
     SecretKeyRef,
@@ -30,14 +38,19 @@ from .base import (
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"
 CanaryState = Literal["Progressing", "Promoted", "RolledBack", "Paused"]
 ModelRuntime = Literal["auto", "tensorflow"]
+#: A metric name in `minMetrics`, such as `val_sparse_top_k_categorical_accuracy`.
+MAX_METRIC_NAME = 64
+#: Thresholds in one `minMetrics`.
+MAX_MIN_METRICS = 32
 
 
 class FromTrainingJob(ApiModel):
     """Serve the model of a TrainingJob in the same namespace, once it has succeeded."""
 
-    name: str = Field(pattern=OBJECT_NAME_PATTERN, description="Name of the TrainingJob.")
-    min_metrics: dict[str, float] = Field(
+    name: str = Field(pattern=OBJECT_NAME_PATTERN, max_length=MAX_OBJECT_NAME, description="Name of the TrainingJob.")
+    min_metrics: dict[Annotated[str, Field(max_length=MAX_METRIC_NAME)], float] = Field(
         default_factory=dict,
+        max_length=MAX_MIN_METRICS,
         description="Thresholds the model's metrics must reach before it is served, e.g. `val_accuracy: 0.9`; "
         "a newer version of the job's model is rolled out only when it passes them too.",
     )
@@ -49,6 +62,7 @@ class ModelRef(ApiModel):
     uri: str | None = Field(
         None,
         min_length=1,
+        max_length=MAX_URI,
         description="Location of a model written by a TrainingJob: a version folder `<output.uri>/<version>`, "
         "or `<output.uri>` for its newest version.",
     )
@@ -108,17 +122,26 @@ class ServingResources(ApiModel):
 
     cpus_per_replica: float = Field(1.0, gt=0.0, le=1024, description="CPUs per replica (fractions allowed).")
     memory_per_replica: str = Field(
-        "2Gi", pattern=QUANTITY_PATTERN, description="Memory per replica, as a Kubernetes quantity such as `2Gi`."
+        "2Gi",
+        pattern=QUANTITY_PATTERN,
+        max_length=MAX_QUANTITY,
+        description="Memory per replica, as a Kubernetes quantity such as `2Gi`.",
     )
     gpus_per_replica: float = Field(
         0.0, ge=0.0, le=16, description="GPUs per replica; a fraction shares one GPU between replicas."
     )
     gpu_resource_name: str = Field(
-        "nvidia.com/gpu", pattern=RESOURCE_NAME_PATTERN, description="Extended resource name of the GPU."
+        "nvidia.com/gpu",
+        pattern=RESOURCE_NAME_PATTERN,
+        max_length=MAX_QUALIFIED_NAME,
+        description="Extended resource name of the GPU.",
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the serving pods must match.")
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_PLACEMENT_ENTRIES, description="Node labels the serving pods must match."
+    )
     tolerations: list[Toleration] = Field(
         default_factory=list,
+        max_length=MAX_PLACEMENT_ENTRIES,
         description="Tolerations for the serving pods (the GPU taint's is added automatically when GPUs are requested).",
     )
 
@@ -159,7 +182,10 @@ class ModelServiceSpec(ApiModel):
     """The desired state of a ModelService."""
 
     image: str | None = Field(
-        None, min_length=1, description="Workload image for the Ray pods; default: the operator's."
+        None,
+        min_length=1,
+        max_length=MAX_IMAGE,
+        description="Workload image for the Ray pods; default: the operator's.",
     )
     model: ModelRef = Field(description="The model to serve.")
     model_name: str | None = Field(
@@ -254,7 +280,8 @@ class ModelService(Resource):
     KIND: ClassVar[str] = "ModelService"
     PLURAL: ClassVar[str] = "modelservices"
     #: Rules on the whole object: KubeRay derives the Services and clusters of a RayService from its name.
-    ROOT_CEL: ClassVar[list[dict[str, str]]] = name_rules(MAX_MODELSERVICE_NAME, MODELSERVICE_NAME_LIMIT)
+    MAX_NAME: ClassVar[int] = MAX_MODELSERVICE_NAME
+    ROOT_CEL: ClassVar[list[dict[str, str]]] = name_rules(MAX_NAME, MODELSERVICE_NAME_LIMIT)
     SHORT_NAMES: ClassVar[list[str]] = ["ms"]
 
     api_version: Literal["trainserve.io/v1alpha1"] = Field("trainserve.io/v1alpha1", alias="apiVersion")

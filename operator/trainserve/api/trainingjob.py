@@ -11,10 +11,17 @@ from trainserve.naming import MAX_TRAININGJOB_NAME, TRAININGJOB_NAME_LIMIT, name
 
 from .base import (
     CONDITIONS_LIST,
+    MAX_IMAGE,
+    MAX_PLACEMENT_ENTRIES,
+    MAX_QUALIFIED_NAME,
+    MAX_QUANTITY,
+    MAX_URI,
     QUANTITY_PATTERN,
     RESOURCE_NAME_PATTERN,
     ApiModel,
     Condition,
+    LabelKey,
+    LabelValue,
     ObjectMeta,
     Resource,
     SecretRef,
@@ -50,6 +57,14 @@ MetricName = Literal[
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 
 ENTRYPOINT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+#: A `module:function` entrypoint: dotted module paths are far shorter in practice.
+MAX_ENTRYPOINT = 256
+#: A csv or parquet column name.
+MAX_COLUMN_NAME = 256
+#: Feature columns listed by name (leave `featureColumns` out to use every column but the label).
+MAX_FEATURE_COLUMNS = 1024
+#: Entries of `training.hyperparameters` (their values are free-form JSON, bounded only by the object's size).
+MAX_HYPERPARAMETERS = 64
 
 
 class BuiltinModel(ApiModel):
@@ -96,6 +111,7 @@ class ModelSpec(ApiModel):
     entrypoint: str | None = Field(
         None,
         pattern=ENTRYPOINT_PATTERN,
+        max_length=MAX_ENTRYPOINT,
         description="`module:function` importable in the workload image; it receives the training "
         "hyperparameters as keyword arguments and returns an uncompiled Keras model.",
     )
@@ -117,6 +133,7 @@ class DatasetSpec(ApiModel):
     uri: str | None = Field(
         None,
         min_length=1,
+        max_length=MAX_URI,
         description="Location of the data: a local or PVC path, `file://...`, or `s3://bucket/key`.",
     )
     format: Literal["npz", "csv", "parquet"] | None = Field(
@@ -124,11 +141,17 @@ class DatasetSpec(ApiModel):
         description="File format, required with `uri`. `npz` holds arrays `x` (features) and `y` (labels); "
         "`csv` and `parquet` hold one row per sample.",
     )
-    feature_columns: list[str] | None = Field(
-        None, min_length=1, description="Columns used as features (csv/parquet); default: every column but the label."
+    feature_columns: list[Annotated[str, Field(max_length=MAX_COLUMN_NAME)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_FEATURE_COLUMNS,
+        description="Columns used as features (csv/parquet); default: every column but the label.",
     )
     label_column: str | None = Field(
-        None, min_length=1, description="Column holding the label (csv/parquet); default `label`."
+        None,
+        min_length=1,
+        max_length=MAX_COLUMN_NAME,
+        description="Column holding the label (csv/parquet); default `label`.",
     )
     validation_split: float = Field(0.2, ge=0.0, lt=1.0, description="Fraction of the rows held out for validation.")
     shuffle_seed: int = Field(42, ge=0, description="Seed of the shuffle that precedes the train/validation split.")
@@ -181,6 +204,7 @@ class TrainingSpec(ApiModel):
     )
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict,
+        max_length=MAX_HYPERPARAMETERS,
         description="Free-form values passed to an `entrypoint` model function and recorded in the model card.",
     )
     seed: int | None = Field(None, ge=0, description="Seed for weight initialisation and dropout; unset: random.")
@@ -192,15 +216,24 @@ class ResourcesSpec(ApiModel):
     workers: int = Field(1, ge=1, le=1024, description="Number of training workers (one Ray worker pod each).")
     cpus_per_worker: float = Field(1.0, gt=0.0, le=1024, description="CPUs per worker.")
     memory_per_worker: str = Field(
-        "2Gi", pattern=QUANTITY_PATTERN, description="Memory per worker, as a Kubernetes quantity such as `4Gi`."
+        "2Gi",
+        pattern=QUANTITY_PATTERN,
+        max_length=MAX_QUANTITY,
+        description="Memory per worker, as a Kubernetes quantity such as `4Gi`.",
     )
     gpus_per_worker: int = Field(0, ge=0, le=16, description="GPUs per worker; 0 trains on CPUs.")
     gpu_resource_name: str = Field(
-        "nvidia.com/gpu", pattern=RESOURCE_NAME_PATTERN, description="Extended resource name of the GPU."
+        "nvidia.com/gpu",
+        pattern=RESOURCE_NAME_PATTERN,
+        max_length=MAX_QUALIFIED_NAME,
+        description="Extended resource name of the GPU.",
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the worker pods must match.")
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_PLACEMENT_ENTRIES, description="Node labels the worker pods must match."
+    )
     tolerations: list[Toleration] = Field(
         default_factory=list,
+        max_length=MAX_PLACEMENT_ENTRIES,
         description="Tolerations for the worker pods (the GPU taint's is added automatically when GPUs are requested).",
     )
 
@@ -208,7 +241,12 @@ class ResourcesSpec(ApiModel):
 class CheckpointSpec(ApiModel):
     """Where and how often to checkpoint; a new attempt resumes from the latest checkpoint."""
 
-    uri: str | None = Field(None, min_length=1, description="Checkpoint location; default `<output.uri>/checkpoints`.")
+    uri: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_URI,
+        description="Checkpoint location; default `<output.uri>/checkpoints`.",
+    )
     every_epochs: int = Field(1, ge=1, description="Write a checkpoint every this many epochs.")
     keep: int = Field(3, ge=1, le=1000, description="Number of most recent checkpoints to keep.")
 
@@ -218,6 +256,7 @@ class OutputSpec(ApiModel):
 
     uri: str = Field(
         min_length=1,
+        max_length=MAX_URI,
         description="Model location (local or PVC path, `file://...`, `s3://bucket/prefix`); each run writes "
         "`<uri>/<version>/` with a SavedModel and a `model.json` model card.",
     )
@@ -242,7 +281,10 @@ class TrainingJobSpec(ApiModel):
     """The desired state of a TrainingJob."""
 
     image: str | None = Field(
-        None, min_length=1, description="Workload image for the Ray pods; default: the operator's."
+        None,
+        min_length=1,
+        max_length=MAX_IMAGE,
+        description="Workload image for the Ray pods; default: the operator's.",
     )
     model: ModelSpec = Field(description="What to train.")
     dataset: DatasetSpec = Field(description="What to train on.")
@@ -326,7 +368,8 @@ class TrainingJob(Resource):
     PLURAL: ClassVar[str] = "trainingjobs"
     #: Rules on the whole object (CEL may read metadata.name): KubeRay allows RayJob names of 47 characters,
     #: and the operator names them `<name>-<attempt>` (attempt up to 101), all DNS-1035 labels.
-    ROOT_CEL: ClassVar[list[dict[str, str]]] = name_rules(MAX_TRAININGJOB_NAME, TRAININGJOB_NAME_LIMIT)
+    MAX_NAME: ClassVar[int] = MAX_TRAININGJOB_NAME
+    ROOT_CEL: ClassVar[list[dict[str, str]]] = name_rules(MAX_NAME, TRAININGJOB_NAME_LIMIT)
     SHORT_NAMES: ClassVar[list[str]] = ["tj"]
 
     api_version: Literal["trainserve.io/v1alpha1"] = Field("trainserve.io/v1alpha1", alias="apiVersion")

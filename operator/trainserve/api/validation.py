@@ -10,6 +10,8 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from trainserve.naming import name_fix
+
 from .base import API_VERSION, Resource
 from .crd import RESOURCE_KINDS, spec_schema
 
@@ -130,6 +132,8 @@ def _explain(kind: type[Resource], error: ErrorDetails) -> Problem:
     if kind_of_error.endswith("_type") or kind_of_error.endswith("_parsing"):
         expected = _expected_type(kind, loc)
         return Problem(path, f"{error['input']!r} is not {expected}", f"give {expected}{_described(kind, loc)}")
+    if loc == ("metadata", "name") and kind_of_error in ("string_pattern_mismatch", "string_too_long"):
+        return Problem(path, message, name_fix(str(error["input"]), kind.MAX_NAME))
     if kind_of_error == "string_pattern_mismatch":
         return Problem(path, message, f"write it in the documented form{_described(kind, loc)}")
     if kind_of_error in ("too_short", "too_long", "string_too_short", "string_too_long"):

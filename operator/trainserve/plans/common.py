@@ -14,6 +14,7 @@ from trainserve.api.base import Condition
 from trainserve.api.conditions import ConditionStatus, find_condition, set_condition
 from trainserve.api.trainingjob import ModelStatus, TrainingJobStatus
 from trainserve.api.validation import InvalidResource, Problem, parse
+from trainserve.naming import name_fix
 
 EventType = Literal["Normal", "Warning"]
 
@@ -137,13 +138,16 @@ class StatusDraft(Generic[S]):
         self.value.conditions = [c for c in self.value.conditions if c.type != type_]
 
 
-def parse_stored(body: dict[str, Any], name_problem: Callable[[str], str | None]) -> tuple[Any, list[Problem]]:
+def parse_stored(
+    body: dict[str, Any], name_problem: Callable[[str], str | None], name_limit: int
+) -> tuple[Any, list[Problem]]:
     """The parsed resource as stored (its status left out), or the problems (field path, message, fix) that
-    keep it from running; ``name_problem`` adds the limits our children's names put on its name."""
+    keep it from running; ``name_problem`` adds the limits our children's names put on its name, at most
+    ``name_limit`` characters (the fix suggests a name that passes)."""
     name = str((body.get("metadata") or {}).get("name", ""))
     problem = name_problem(name)
     if problem:
-        return None, [Problem("metadata.name", problem, f"use a shorter DNS-1035 name, e.g. {name[:20].strip('-.')!r}")]
+        return None, [Problem("metadata.name", problem, name_fix(name, name_limit))]
     try:
         return parse({k: v for k, v in body.items() if k != "status"}), []
     except InvalidResource as invalid:

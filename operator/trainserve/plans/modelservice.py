@@ -31,7 +31,7 @@ from trainserve.api.trainingjob import TrainingJobStatus
 from trainserve.api.validation import Problem
 from trainserve.builders.raypod import SERVE_PORT
 from trainserve.builders.rayservice import worker_shape
-from trainserve.naming import MODELSERVICE_LABEL, serve_service_name, service_name_problem
+from trainserve.naming import MAX_MODELSERVICE_NAME, MODELSERVICE_LABEL, serve_service_name, service_name_problem
 from trainserve.plans.canary import CanaryPlan, plan_canary
 from trainserve.plans.common import (
     StatusDraft,
@@ -170,7 +170,7 @@ def observed_status(body: dict[str, Any]) -> ModelServiceStatus:
 
 def spec_problems(body: dict[str, Any]) -> tuple[ModelService | None, list[Problem]]:
     """The parsed ModelService, or the problems (field path, message, fix) that keep it from serving."""
-    service, problems = parse_stored(body, service_name_problem)
+    service, problems = parse_stored(body, service_name_problem, MAX_MODELSERVICE_NAME)
     assert service is None or isinstance(service, ModelService)
     return service, problems
 

@@ -17,7 +17,14 @@ from trainserve.api.conditions import find_condition
 from trainserve.api.trainingjob import TrainingJob, TrainingJobStatus
 from trainserve.api.validation import Problem
 from trainserve.builders.rayjob import section_hashes
-from trainserve.naming import ATTEMPT_LABEL, KUEUE_QUEUE_LABEL, SPEC_HASH_ANNOTATION, name_problem, rayjob_name
+from trainserve.naming import (
+    ATTEMPT_LABEL,
+    KUEUE_QUEUE_LABEL,
+    MAX_TRAININGJOB_NAME,
+    SPEC_HASH_ANNOTATION,
+    name_problem,
+    rayjob_name,
+)
 from trainserve.plans.common import (
     KUBERAY_MISSING_MESSAGE,
     StatusDraft,
@@ -133,7 +140,7 @@ def observed_status(body: dict[str, Any]) -> TrainingJobStatus:
 
 def spec_problems(body: dict[str, Any]) -> tuple[TrainingJob | None, list[Problem]]:
     """The parsed TrainingJob, or the problems (field path, message, fix) that keep it from running."""
-    job, problems = parse_stored(body, name_problem)
+    job, problems = parse_stored(body, name_problem, MAX_TRAININGJOB_NAME)
     assert job is None or isinstance(job, TrainingJob)
     return job, problems
 
