@@ -23,7 +23,7 @@ def target_ongoing_requests(args: ServeAppArgs) -> float:
 
 
 #: Serve's logging in our replicas: Serve builds an access-log record per request even with access logs off; at
-#: level WARNING ``logger.info`` returns at once (docs/performance.md#replica-logging). Warnings still reach the logs.
+#: level WARNING ``logger.info`` returns at once (docs/performance.md#serving-replica-logging). Warnings still reach the logs.
 REPLICA_LOGGING: dict[str, Any] = {"enable_access_log": False, "log_level": "WARNING"}
 
 
@@ -62,7 +62,7 @@ def deployment_options(args: ServeAppArgs) -> dict[str, Any]:
 #: thread (size it to the node on a cluster), our middleware on Serve's HTTP servers (it lets Serve await the
 #: handler directly; see its module), and no access log from HAProxy: Serve's template ends its ``log`` line
 #: with level ``info``, so HAProxy would send a syslog datagram per request; our target sets level ``notice``
-#: and comments the template's level out, keeping HAProxy's own events (docs/performance.md#haproxy-logging).
+#: and comments the template's level out, keeping HAProxy's own events (docs/performance.md#serving-haproxy-logging).
 FAST_INGRESS_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",

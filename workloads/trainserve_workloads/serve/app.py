@@ -240,7 +240,7 @@ def build_app(args: dict[str, Any]) -> Any:
     """The application builder that KubeRay's ``serveConfigV2`` imports (``trainserve_workloads.serve:app``).
 
     From a Serve config, ``args`` hold only ``maxBodyBytes`` and the deployment entries carry the rest
-    (see :func:`trainserve.api.serving.serve_application`); given full :class:`ServeAppArgs` (for
+    (see :func:`trainserve.serveconfig.serve_application`); given full :class:`ServeAppArgs` (for
     ``serve run``), the builder sets the deployment options itself.
     """
     collector = serve.deployment(
