@@ -13,6 +13,11 @@ from prometheus_client.registry import Collector
 PHASES = ("Pending", "Running", "Succeeded", "Failed", "Suspended")
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, else empty: a scrape never fails on an object stored with odd fields."""
+    return value if isinstance(value, Mapping) else {}
+
+
 class _TrainingJobCollector(Collector):
     """``trainserve_trainingjobs{phase}`` and each job's latest epoch metrics, from the cache at scrape time."""
 
@@ -27,13 +32,13 @@ class _TrainingJobCollector(Collector):
             labels=["namespace", "trainingjob", "metric"],
         )
         for job in self.trainingjobs():
-            status = job.get("status") or {}
-            phase = status.get("phase") or "Pending"
-            counts[phase] = counts.get(phase, 0) + 1
-            metadata = job.get("metadata") or {}
-            metrics = (status.get("progress") or {}).get("metrics") or {}
+            status = _mapping(job.get("status"))
+            phase = str(status.get("phase")) if status.get("phase") in PHASES else "Pending"
+            counts[phase] += 1
+            metadata = _mapping(job.get("metadata"))
+            metrics = _mapping(_mapping(status.get("progress")).get("metrics"))
             for metric, value in sorted(metrics.items()):
-                if isinstance(value, int | float):
+                if isinstance(value, int | float) and not isinstance(value, bool):
                     progress.add_metric(
                         [str(metadata.get("namespace", "")), str(metadata.get("name", "")), metric], value
                     )

@@ -35,8 +35,16 @@ class Emulator(kmock.KubernetesEmulator):
     and ``metadata.generation`` that moves only when ``spec`` changes."""
 
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+    #: Fault injection: called with each request from anyone but the test; an HTTP status makes the server
+    #: answer that status (429 with ``Retry-After: 1``) without applying the request.
+    faults: Callable[[kmock.Request], int | None] | None = attrs.field(default=None, init=False)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        fault = self.faults(request) if self.faults and not _from_test(request) else None
+        if fault:
+            headers = {"Retry-After": "1"} if fault == 429 else {}
+            body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": fault, "message": "injected"}
+            return aiohttp.web.json_response(body, status=fault, headers=headers)
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
@@ -77,9 +85,13 @@ class Emulator(kmock.KubernetesEmulator):
         return [
             r
             for r in list(self._requests)[since:]
-            if str(r.method.value).upper() in WRITE_METHODS
-            and not str(r.headers.get("User-Agent", "")).startswith("kmock/")
+            if str(r.method.value).upper() in WRITE_METHODS and not _from_test(r)
         ]
+
+
+def _from_test(request: kmock.Request) -> bool:
+    """Requests the test itself makes (kmock's own client) rather than the operator."""
+    return str(request.headers.get("User-Agent", "")).startswith("kmock/")
 
 
 def _now() -> str:

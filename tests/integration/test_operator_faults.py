@@ -1,0 +1,134 @@
+"""The operator against the faults an SRE sees: a job re-created under the same name, a deletion missed during a
+watch outage, a stored status it cannot read, and an API server answering 500s and 429s."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import kmock
+import pytest
+
+from tests.support.documents import example
+from tests.support.kubesim import (
+    NAMESPACE,
+    RAYJOBS,
+    TRAININGJOBS,
+    Cluster,
+    Emulator,
+    eventually,
+    operator_settings,
+    running_operator,
+)
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
+
+
+def digits(name: str = "digits") -> dict[str, Any]:
+    document = example("digits-trainingjob")
+    document["metadata"] = {"name": name}
+    return document
+
+
+def owner_uid(obj: dict[str, Any] | None) -> str | None:
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return next((ref["uid"] for ref in refs if ref.get("controller")), None)
+
+
+async def test_recreated_namesake_waits_for_the_old_children_and_never_adopts_them(
+    emulator: Emulator, cluster: Cluster
+) -> None:
+    async with running_operator(operator_settings(emulator)):
+        old = await cluster.create_trainingjob(digits())
+        await eventually(lambda: "digits-1" in cluster.rayjobs())
+        await cluster.delete_trainingjob("digits")  # `kubectl delete -f`: KubeRay's finalizer keeps the RayJob
+        new = await cluster.create_trainingjob(digits())  # `kubectl apply -f` at once
+        created = await eventually(
+            lambda: (
+                cluster.condition("digits", "Created").get("reason") == "WaitingForOldObjects"
+                and cluster.condition("digits", "Created")
+            )
+        )
+        assert created["status"] == "False" and "still belong to a deleted TrainingJob" in created["message"]
+        assert owner_uid(cluster.rayjobs()["digits-1"]) == old["metadata"]["uid"], "the old RayJob is untouched"
+        since = emulator.request_count()
+        await asyncio.sleep(2.0)
+        assert len(emulator.writes(since)) == 0, "waiting is quiet: reads only"
+
+        await cluster.collect_garbage()  # the old job's RayJob and access objects go
+        await eventually(lambda: owner_uid(cluster.rayjobs().get("digits-1")) == new["metadata"]["uid"])
+        await eventually(lambda: cluster.condition("digits", "Created").get("reason") == "RayJobCreated")
+        account = cluster.get("v1/serviceaccounts", "digits-trainserve-status")
+        assert owner_uid(account) == new["metadata"]["uid"], "the new job's pods get its own ServiceAccount"
+
+
+async def test_a_job_deleted_while_the_watch_was_down_gets_no_new_children(
+    emulator: Emulator, cluster: Cluster
+) -> None:
+    async with running_operator(operator_settings(emulator)):
+        await cluster.create_trainingjob(digits())
+        await eventually(lambda: "digits-1" in cluster.rayjobs())
+        # Deleted, and its RayJob collected, with no watch event (as after a 410 and a relist).
+        del emulator.objects[TRAININGJOBS, NAMESPACE, "digits"]
+        del emulator.objects[RAYJOBS, NAMESPACE, "digits-1"]
+        since = emulator.request_count()
+        await asyncio.sleep(2.5)  # several resyncs
+        creates = [r for r in emulator.writes(since) if r.method.value == "POST" and "rayjobs" in str(r.url)]
+        assert creates == [] and cluster.rayjobs() == {}
+
+
+async def test_an_unreadable_stored_status_is_repaired_once(emulator: Emulator, cluster: Cluster) -> None:
+    async with running_operator(operator_settings(emulator)) as operator:
+        await cluster.create_trainingjob(digits())
+        await eventually(lambda: "digits-1" in cluster.rayjobs())
+        await cluster.run_rayjob("digits-1")
+        await eventually(lambda: cluster.status("digits").get("phase") == "Running")
+        # A field written by another version: the operator cannot parse it.
+        await cluster.report_progress("digits", {"progress": "epoch three", "attempts": "one"})
+        await eventually(lambda: cluster.status("digits").get("attempts") == 1)
+        assert "progress" not in cluster.status("digits")
+        repaired = [e for e in cluster.events("digits") if e["reason"] == "StatusRepaired"]
+        assert len(repaired) == 1 and "status.attempts" in repaired[0]["message"]
+        assert repaired[0]["type"] == "Warning"
+        since = emulator.request_count()
+        await asyncio.sleep(2.0)
+        assert emulator.writes(since) == [], "no rewrite loop"
+        assert operator.metrics.sample("trainserve_trainingjobs", {"phase": "Running"}) == 1
+
+
+async def test_many_jobs_converge_under_api_faults(emulator: Emulator, cluster: Cluster) -> None:
+    faults = random.Random(15)
+
+    def fault(request: kmock.Request) -> int | None:
+        roll = faults.random()
+        return 500 if roll < 0.20 else 429 if roll < 0.25 else None
+
+    count = 20
+    for index in range(count):
+        await cluster.create_trainingjob(digits(f"job-{index}"))
+    emulator.faults = fault
+    # Production backoff (1 s doubling to 60 s): convergence must come from retrying each call, not the queue.
+    settings = operator_settings(
+        emulator, retry_base_seconds=1.0, retry_max_seconds=60.0, resync_seconds=300, workers=4
+    )
+    started = time.monotonic()
+    async with running_operator(settings) as operator:
+        await eventually(
+            lambda: all(
+                cluster.condition(f"job-{i}", "Created").get("reason") == "RayJobCreated" for i in range(count)
+            ),
+            timeout=30,
+        )
+        elapsed = time.monotonic() - started
+        assert len(cluster.rayjobs()) == count, "one RayJob each, no duplicates"
+        assert all(
+            owner_uid(r) == cluster.trainingjob(r["metadata"]["name"][:-2])["metadata"]["uid"]
+            for r in cluster.rayjobs().values()
+        )
+        retried = sum(
+            operator.metrics.sample("trainserve_api_retries_total", {"status": s}) or 0 for s in ("500", "429")
+        )
+        assert retried > 0
+    assert elapsed < 30
