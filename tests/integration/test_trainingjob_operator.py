@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+import threading
 from typing import Any
 
 import kmock
@@ -202,6 +203,31 @@ async def test_api_errors_are_retried_until_converged(emulator: Emulator, cluste
             "trainserve_reconcile_errors_total", {"kind": "TrainingJob", "reason": str(status)}
         )
         assert errors and errors >= 1
+
+
+async def test_a_late_answer_does_not_replace_a_newer_rayjob_in_the_cache(emulator: Emulator, cluster: Cluster) -> None:
+    """The cache holds what the watch delivered and, written through, the answers to the operator's own calls.
+    When the RayJob changes after the server answered a call but before the operator stores that answer, the
+    watch delivers the newer RayJob first: the late answer must not replace it, since no later event would."""
+    emulator[kmock.action.CREATE, kmock.resource(RAYJOBS)][:1] << 409  # the operator reads the existing RayJob
+    answered, release = threading.Event(), threading.Event()
+    async with running_operator(operator_settings(emulator)) as operator:
+        read_rayjob = operator.api.custom.get_namespaced_custom_object
+
+        def read_rayjob_answering_late(*args: Any, **kwargs: Any) -> Any:
+            rayjob = read_rayjob(*args, **kwargs)
+            answered.set()
+            release.wait(10)  # the thread holding the answer is not scheduled for a while
+            return rayjob
+
+        operator.api.custom.get_namespaced_custom_object = read_rayjob_answering_late
+        await cluster.create_trainingjob(digits())
+        assert await asyncio.to_thread(answered.wait, 10), "the operator did not read the RayJob"
+        await cluster.run_rayjob("digits-1")  # newer than the answer the operator holds
+        watched = operator.trainingjobs.store.rayjobs
+        await eventually(lambda: watched[("ml", "digits")]["digits-1"]["status"]["jobDeploymentStatus"] == "Running")
+        release.set()
+        await eventually(lambda: phase(cluster) == "Running", timeout=5)
 
 
 async def test_kuberay_missing_then_appearing() -> None:
