@@ -69,8 +69,13 @@ async def test_lifecycle_from_create_to_model(emulator: Emulator, cluster: Clust
         assert "model version 1 at /m/1" in cluster.condition("digits", "Succeeded")["message"]
         assert cluster.condition("digits", "Running")["status"] == "False"
         assert status["startTime"] and status["completionTime"] and status["observedGeneration"] == 1
-        reasons = [e["reason"] for e in cluster.events("digits")]
-        assert {"RayJobCreated", "Training", "Succeeded"} <= set(reasons), reasons
+
+        def transitions_posted() -> bool:  # a transition's Events are posted after its status write
+            reasons = [e["reason"] for e in cluster.events("digits")]
+            assert {"RayJobCreated", "Training", "Succeeded"} <= set(reasons), reasons
+            return True
+
+        await eventually(transitions_posted)
         assert operator.metrics.sample("trainserve_trainingjob_attempts_total") == 1
         assert operator.metrics.sample("trainserve_trainingjobs", {"phase": "Succeeded"}) == 1
         assert operator.metrics.sample("trainserve_trainingjob_duration_seconds_count") == 1
