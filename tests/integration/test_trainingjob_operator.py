@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+import threading
 from typing import Any
 
 import kmock
@@ -68,8 +69,13 @@ async def test_lifecycle_from_create_to_model(emulator: Emulator, cluster: Clust
         assert "model version 1 at /m/1" in cluster.condition("digits", "Succeeded")["message"]
         assert cluster.condition("digits", "Running")["status"] == "False"
         assert status["startTime"] and status["completionTime"] and status["observedGeneration"] == 1
-        reasons = [e["reason"] for e in cluster.events("digits")]
-        assert {"RayJobCreated", "Training", "Succeeded"} <= set(reasons), reasons
+
+        def transitions_posted() -> bool:  # a transition's Events are posted after its status write
+            reasons = [e["reason"] for e in cluster.events("digits")]
+            assert {"RayJobCreated", "Training", "Succeeded"} <= set(reasons), reasons
+            return True
+
+        await eventually(transitions_posted)
         assert operator.metrics.sample("trainserve_trainingjob_attempts_total") == 1
         assert operator.metrics.sample("trainserve_trainingjobs", {"phase": "Succeeded"}) == 1
         assert operator.metrics.sample("trainserve_trainingjob_duration_seconds_count") == 1
@@ -206,6 +212,31 @@ async def test_api_errors_are_retried_until_converged(emulator: Emulator, cluste
         else:  # transient: each call is tried again on its own, the reconcile goes through
             retries = operator.metrics.sample("trainserve_api_retries_total", {"status": str(status)})
             assert retries and retries >= 2
+
+
+async def test_a_late_answer_does_not_replace_a_newer_rayjob_in_the_cache(emulator: Emulator, cluster: Cluster) -> None:
+    """The cache holds what the watch delivered and, written through, the answers to the operator's own calls.
+    When the RayJob changes after the server answered a call but before the operator stores that answer, the
+    watch delivers the newer RayJob first: the late answer must not replace it, since no later event would."""
+    emulator[kmock.action.CREATE, kmock.resource(RAYJOBS)][:1] << 409  # the operator reads the existing RayJob
+    answered, release = threading.Event(), threading.Event()
+    async with running_operator(operator_settings(emulator)) as operator:
+        read_rayjob = operator.api.custom.get_namespaced_custom_object
+
+        def read_rayjob_answering_late(*args: Any, **kwargs: Any) -> Any:
+            rayjob = read_rayjob(*args, **kwargs)
+            answered.set()
+            release.wait(10)  # the thread holding the answer is not scheduled for a while
+            return rayjob
+
+        operator.api.custom.get_namespaced_custom_object = read_rayjob_answering_late
+        await cluster.create_trainingjob(digits())
+        assert await asyncio.to_thread(answered.wait, 10), "the operator did not read the RayJob"
+        await cluster.run_rayjob("digits-1")  # newer than the answer the operator holds
+        watched = operator.trainingjobs.store.rayjobs
+        await eventually(lambda: watched[("ml", "digits")]["digits-1"]["status"]["jobDeploymentStatus"] == "Running")
+        release.set()
+        await eventually(lambda: phase(cluster) == "Running", timeout=5)
 
 
 async def test_kuberay_missing_then_appearing() -> None:

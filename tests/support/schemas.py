@@ -16,8 +16,8 @@ import celpy
 import jsonschema
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-KUBERAY_CRDS = REPO.parent / "shared" / "reference" / "kuberay-crds"
+# KubeRay v1.7.0's CRDs, vendored byte for byte (see kuberay-crds/README.md).
+KUBERAY_CRDS = Path(__file__).resolve().parent / "kuberay-crds"
 
 Schema = dict[str, Any]
 
@@ -148,6 +148,6 @@ def schema_errors(obj: dict[str, Any], schema: Schema) -> list[str]:
 
 
 def kuberay_schema(kind: str) -> Schema:
-    """The v1 schema of a KubeRay kind (``RayJob``, ``RayService``, ``RayCluster``) from the reference CRDs."""
+    """The v1 schema of a KubeRay kind (``RayJob``, ``RayService``, ``RayCluster``) from the vendored CRDs."""
     path = KUBERAY_CRDS / f"ray.io_{kind.lower()}s.yaml"
     return version_schema(crd_from_file(path), "v1")

@@ -28,6 +28,13 @@ from trainserve.settings import OperatorSettings
 log = logging.getLogger("trainserve.operator")
 
 
+def _older(obj: Object, than: Object | None) -> bool:
+    """Whether ``obj`` is an older version of ``than``, by resourceVersion: an integer that grows with every
+    write, as client-go's integer MutationCache compares them (a version that is not an integer is not older)."""
+    versions = [str(((o or {}).get("metadata") or {}).get("resourceVersion") or "") for o in (obj, than)]
+    return all(v.isdigit() for v in versions) and int(versions[0]) < int(versions[1])
+
+
 @dataclass
 class Store:
     """The objects the watches delivered: TrainingJobs, and RayJobs by the TrainingJob they belong to."""
@@ -125,11 +132,11 @@ class TrainingJobController(Reconciler):
         if not owner:
             return
         key = (str(metadata.get("namespace") or ""), owner)
-        children = self.store.rayjobs.setdefault(key, {})
+        children, name = self.store.rayjobs.setdefault(key, {}), str(metadata.get("name"))
         if event_type == "DELETED":
-            children.pop(str(metadata.get("name")), None)
-        else:
-            children[str(metadata.get("name"))] = obj
+            children.pop(name, None)
+        elif not _older(obj, children.get(name)):  # an answer to our own call the watch has overtaken: keep
+            children[name] = obj
         if key in self.store.trainingjobs:
             self.queue.add(key)
 
