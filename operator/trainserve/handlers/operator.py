@@ -36,5 +36,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 def configure_logging(log_format: str, verbose: bool = False) -> None:
     """Kopf's logging, as JSON lines or text."""
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
+    # Kopf logs a line per handled watch event on ``kopf.objects`` (thousands a minute under load): DEBUG only.
+    logging.getLogger("kopf.objects").setLevel(logging.DEBUG if verbose else logging.WARNING)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
