@@ -198,6 +198,8 @@ class Cluster:
         case (its finalizer is gone)."""
         live = {obj.raw.get("metadata", {}).get("uid") for obj in list(self.api.objects.values()) if not obj.deleted}
         for (resource, namespace, name), obj in list(self.api.objects.items()):
+            if obj.deleted:
+                continue
             owners = [ref for ref in obj.raw.get("metadata", {}).get("ownerReferences") or [] if ref.get("controller")]
             orphan = owners and all(ref.get("uid") not in live for ref in owners)
             if not obj.deleted and (orphan or (name == rayjob and str(resource) == str(kmock.resource(RAYJOBS)))):

@@ -90,10 +90,11 @@ and fails on a missing or an unused grant). No wildcards. */}}
 
 {{/* Namespaced rules: in a ClusterRole (all namespaces) or a Role per watched namespace. */}}
 {{- define "trainserve.rules.namespaced" -}}
-# TrainingJobs: Kopf lists and watches them; the operator writes only their status.
+# TrainingJobs: Kopf lists and watches them; the operator reads one before creating its children (is it still
+# there?) and writes only their status.
 - apiGroups: [trainserve.io]
   resources: [trainingjobs]
-  verbs: [list, watch]
+  verbs: [get, list, watch]
 # `patch` writes the status. `get` is never called: it is held because the operator creates a per-job Role
 # granting get+patch on `trainingjobs/status` to the job's head pod, and Kubernetes refuses a Role that grants
 # more than its creator holds (no `escalate` needed).
@@ -104,13 +105,14 @@ and fails on a missing or an unused grant). No wildcards. */}}
 - apiGroups: [ray.io]
   resources: [rayjobs]
   verbs: [create, delete, get, list, patch, watch]
-# The per-job identity that lets a training run patch its own TrainingJob's status.
+# The per-job identity that lets a training run patch its own TrainingJob's status: read first (is it this
+# job's, or a deleted namesake's?), created when missing, deleted after the TTL.
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [create, delete]
+  verbs: [create, delete, get]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [create, delete]
+  verbs: [create, delete, get]
 # ModelServices: Kopf lists and watches them; the operator writes only their status.
 - apiGroups: [trainserve.io]
   resources: [modelservices]
