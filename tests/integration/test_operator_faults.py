@@ -53,9 +53,11 @@ async def test_recreated_namesake_waits_for_the_old_children_and_never_adopts_th
         )
         assert created["status"] == "False" and "still belong to a deleted TrainingJob" in created["message"]
         assert owner_uid(cluster.rayjobs()["digits-1"]) == old["metadata"]["uid"], "the old RayJob is untouched"
+        # The Warning Event follows the status write: let it land before counting.
+        await eventually(lambda: "WaitingForOldObjects" in [e["reason"] for e in cluster.events("digits")])
         since = emulator.request_count()
         await asyncio.sleep(2.0)
-        assert len(emulator.writes(since)) == 0, "waiting is quiet: reads only"
+        assert [f"{r.method} {r.url}" for r in emulator.writes(since)] == [], "waiting is quiet: reads only"
 
         await cluster.collect_garbage()  # the old job's RayJob and access objects go
         await eventually(lambda: owner_uid(cluster.rayjobs().get("digits-1")) == new["metadata"]["uid"])
