@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint crds crds-check manifests manifests-check bench bench-quick bench-training bench-serving clean
+.PHONY: venv demo test test-repeat lint crds crds-check manifests manifests-check bench bench-quick bench-training bench-serving clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,15 @@ demo: venv
 
 test: venv lint crds-check manifests-check
 	$(PY) -m pytest
+
+# The operator suites (integration, packaging, and chaos once it exists) five times in a row, in a fixed order,
+# stopping at the first failure: a test that fails one run in a few shows up here, not in the next CI run.
+test-repeat: venv
+	@for run in $$(seq 5); do \
+	  echo "test-repeat: run $$run of 5"; \
+	  $(PY) -m pytest -q -p no:randomly tests/integration tests/packaging $$([ -d tests/chaos ] && echo tests/chaos) \
+	    || { echo "test-repeat: run $$run failed"; exit 1; }; \
+	done
 
 lint: venv
 	$(VENV)/bin/ruff check operator workloads tests benchmarks examples
