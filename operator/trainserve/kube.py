@@ -139,17 +139,21 @@ class KubeApi:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def get_custom(self, plural: str, namespace: str, name: str) -> Object | None:
-        """One of our objects (``trainingjobs``, ``modelservices``), or None when it does not exist."""
+    async def _get(self, group: str, version: str, plural: str, namespace: str, name: str) -> Object | None:
+        """A namespaced custom object, or None when it does not exist."""
         try:
             found: Object = await self._call(
-                self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
+                self.custom.get_namespaced_custom_object, group, version, namespace, plural, name
             )
         except ApiError as err:
             if err.status == 404:
                 return None
             raise
         return found
+
+    async def get_custom(self, plural: str, namespace: str, name: str) -> Object | None:
+        """One of our objects (``trainingjobs``, ``modelservices``), or None when it does not exist."""
+        return await self._get(GROUP, VERSION, plural, namespace, name)
 
     async def list_custom(self, group: str, version: str, plural: str, namespaces: tuple[str, ...]) -> list[Object]:
         """Every object of a kind, in ``namespaces`` (all namespaces when empty)."""
@@ -192,15 +196,7 @@ class KubeApi:
 
     async def get_ray_object(self, plural: str, namespace: str, name: str) -> Object | None:
         """A KubeRay object (``rayjobs``, ``rayservices``), or None when it does not exist."""
-        try:
-            found: Object = await self._call(
-                self.custom.get_namespaced_custom_object, RAY_GROUP, RAY_VERSION, namespace, plural, name
-            )
-        except ApiError as err:
-            if err.status == 404:
-                return None
-            raise
-        return found
+        return await self._get(RAY_GROUP, RAY_VERSION, plural, namespace, name)
 
     async def get_rayjob(self, namespace: str, name: str) -> Object | None:
         return await self.get_ray_object(RAYJOBS, namespace, name)

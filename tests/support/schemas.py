@@ -151,3 +151,15 @@ def kuberay_schema(kind: str) -> Schema:
     """The v1 schema of a KubeRay kind (``RayJob``, ``RayService``, ``RayCluster``) from the vendored CRDs."""
     path = KUBERAY_CRDS / f"ray.io_{kind.lower()}s.yaml"
     return version_schema(crd_from_file(path), "v1")
+
+
+def walk_schema(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every node of an OpenAPI schema with its path (``.field``, ``[]`` for items, ``{}`` for map values)."""
+    nodes = [(path, schema)]
+    for name, sub in schema.get("properties", {}).items():
+        nodes += walk_schema(sub, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        nodes += walk_schema(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        nodes += walk_schema(schema["additionalProperties"], f"{path}{{}}")
+    return nodes

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.documents import changed, example, our_crd
-from tests.support.schemas import schema_errors, version_schema
+from tests.support.schemas import schema_errors, version_schema, walk_schema
 from trainserve.api.validation import validate_document
 
 PLURALS = {"TrainingJob": "trainingjobs", "ModelService": "modelservices"}
@@ -25,17 +25,6 @@ def test_a_10000_character_output_uri_is_refused_by_the_model_and_the_crd() -> N
     problems = validate_document(document)
     assert [p.path for p in problems] == ["spec.output.uri"] and "2048" in problems[0].message
     assert any("spec.output.uri" in e and "too long" in e for e in crd_errors(document))
-
-
-def _walk(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
-    nodes = [(path, schema)]
-    for name, sub in schema.get("properties", {}).items():
-        nodes += _walk(sub, f"{path}.{name}")
-    if isinstance(schema.get("items"), dict):
-        nodes += _walk(schema["items"], f"{path}[]")
-    if isinstance(schema.get("additionalProperties"), dict):
-        nodes += _walk(schema["additionalProperties"], f"{path}{{}}")
-    return nodes
 
 
 #: Not user input, or bounded by the API server itself:
@@ -77,7 +66,7 @@ def test_every_string_list_and_map_of_the_spec_is_bounded(plural: str) -> None:
     assert list(checked) == ["spec"]
     unbounded = [
         f"{path}: {problem}"
-        for path, node in _walk(checked["spec"], f"{plural}.spec")
+        for path, node in walk_schema(checked["spec"], f"{plural}.spec")
         if (problem := _unbounded(node)) is not None
     ]
     assert unbounded == []

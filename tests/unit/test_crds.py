@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import latest_version
 
 from tests.support.documents import our_crd
+from tests.support.schemas import walk_schema
 
 PLURALS = ["trainingjobs", "modelservices"]
 
@@ -18,21 +17,10 @@ def test_crd_is_a_valid_apiextensions_object(plural: str) -> None:
     kubernetes_validate.validate(our_crd(plural), latest_version(), strict=True)
 
 
-def _walk(schema: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
-    nodes = [(path, schema)]
-    for name, sub in schema.get("properties", {}).items():
-        nodes += _walk(sub, f"{path}.{name}")
-    if isinstance(schema.get("items"), dict):
-        nodes += _walk(schema["items"], f"{path}[]")
-    if isinstance(schema.get("additionalProperties"), dict):
-        nodes += _walk(schema["additionalProperties"], f"{path}{{}}")
-    return nodes
-
-
 @pytest.mark.parametrize("plural", PLURALS)
 def test_schema_is_structural_and_every_field_is_described(plural: str) -> None:
     root = our_crd(plural)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    for path, node in _walk(root, plural):
+    for path, node in walk_schema(root, plural):
         assert "$ref" not in node and "anyOf" not in node, path
         assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), f"{path} has no type"
         is_item = path.endswith("[]") or path.endswith("{}")
