@@ -38,13 +38,36 @@ class Emulator(kmock.KubernetesEmulator):
     #: Fault injection: called with each request from anyone but the test; an HTTP status makes the server
     #: answer that status (429 with ``Retry-After: 1``) without applying the request.
     faults: Callable[[kmock.Request], int | None] | None = attrs.field(default=None, init=False)
+    #: Likewise, but the request is applied first and its answer lost (a write that happened, reported as failed).
+    faults_after: Callable[[kmock.Request], int | None] | None = attrs.field(default=None, init=False)
+    #: While True, new watches are refused (503): a watch outage; see also :meth:`cut_watches`.
+    watch_down: bool = attrs.field(default=False, init=False)
+    _watch_epoch: int = attrs.field(default=0, init=False)
+
+    def cut_watches(self) -> None:
+        """Ends every open watch stream; the next event on each is lost, as when a connection drops. Watchers
+        reconnect and get the objects that exist then, but no DELETED event for what went meanwhile."""
+        self._watch_epoch += 1
+
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
+        epoch = self._watch_epoch
+        async for item in super()._serve_watch(request):
+            if self._watch_epoch != epoch:
+                return
+            yield item
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        fault = self.faults(request) if self.faults and not _from_test(request) else None
+        operator = not _from_test(request)
+        fault = self.faults(request) if self.faults and operator else None
+        if self.watch_down and operator and request.action == kmock.action.WATCH:
+            fault = 503
         if fault:
-            headers = {"Retry-After": "1"} if fault == 429 else {}
-            body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": fault, "message": "injected"}
-            return aiohttp.web.json_response(body, status=fault, headers=headers)
+            return _failure(fault)
+        after = self.faults_after(request) if self.faults_after and operator and request.action in _WRITES else None
+        response = await self._apply(request)
+        return _failure(after) if after else response
+
+    async def _apply(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
@@ -87,6 +110,16 @@ class Emulator(kmock.KubernetesEmulator):
             for r in list(self._requests)[since:]
             if str(r.method.value).upper() in WRITE_METHODS and not _from_test(r)
         ]
+
+
+_WRITES = {kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE}
+
+
+def _failure(status: int) -> aiohttp.web.StreamResponse:
+    """An API server's error answer (``Retry-After`` with 429, as the API server's priority and fairness does)."""
+    headers = {"Retry-After": "1"} if status == 429 else {}
+    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status, "message": "injected fault"}
+    return aiohttp.web.json_response(body, status=status, headers=headers)
 
 
 def _from_test(request: kmock.Request) -> bool:
