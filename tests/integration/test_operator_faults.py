@@ -15,6 +15,7 @@ from tests.support.documents import example
 from tests.support.kubesim import (
     NAMESPACE,
     RAYJOBS,
+    RAYSERVICES,
     TRAININGJOBS,
     Cluster,
     Emulator,
@@ -64,6 +65,31 @@ async def test_recreated_namesake_waits_for_the_old_children_and_never_adopts_th
         await eventually(lambda: cluster.condition("digits", "Created").get("reason") == "RayJobCreated")
         account = cluster.get("v1/serviceaccounts", "digits-trainserve-status")
         assert owner_uid(account) == new["metadata"]["uid"], "the new job's pods get its own ServiceAccount"
+
+
+async def test_recreated_modelservice_waits_for_the_old_rayservice_and_never_patches_it(
+    emulator: Emulator, cluster: Cluster
+) -> None:
+    document = example("digits-modelservice")
+    document["spec"]["model"] = {"uri": "s3://models/digits/1"}
+    async with running_operator(operator_settings(emulator)):
+        old = await cluster.create_modelservice(document)
+        old_rayservice = await eventually(lambda: cluster.get(RAYSERVICES, "digits"))
+        await cluster.delete_modelservice("digits")
+        document["spec"]["model"] = {"uri": "s3://models/digits/2"}
+        new = await cluster.create_modelservice(document)
+        await eventually(lambda: cluster.service_condition("digits", "Ready").get("reason") == "WaitingForOldObjects")
+        await eventually(lambda: "WaitingForOldObjects" in [e["reason"] for e in cluster.events("digits")])
+        rayservice = cluster.get(RAYSERVICES, "digits")
+        assert owner_uid(rayservice) == old["metadata"]["uid"]
+        assert rayservice["spec"] == old_rayservice["spec"], "the namesake's RayService is not patched"
+        since = emulator.request_count()
+        await asyncio.sleep(2.0)
+        assert [f"{r.method} {r.url}" for r in emulator.writes(since)] == [], "waiting is quiet: reads only"
+
+        await cluster.collect_garbage()
+        await eventually(lambda: owner_uid(cluster.get(RAYSERVICES, "digits")) == new["metadata"]["uid"], timeout=15)
+        assert "s3://models/digits/2" in cluster.get(RAYSERVICES, "digits")["spec"]["serveConfigV2"]
 
 
 async def test_a_job_deleted_while_the_watch_was_down_gets_no_new_children(

@@ -113,10 +113,11 @@ and fails on a missing or an unused grant). No wildcards. */}}
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [create, delete, get]
-# ModelServices: Kopf lists and watches them; the operator writes only their status.
+# ModelServices: Kopf lists and watches them; the operator reads one before creating its RayService (is it
+# still there?) and writes only their status.
 - apiGroups: [trainserve.io]
   resources: [modelservices]
-  verbs: [list, watch]
+  verbs: [get, list, watch]
 - apiGroups: [trainserve.io]
   resources: [modelservices/status]
   verbs: [patch]

@@ -41,6 +41,13 @@ def object_key(obj: Object) -> Key:
     return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
 
+def older(obj: Object, than: Object | None) -> bool:
+    """Whether ``obj`` is an older version of ``than``, by resourceVersion: an integer that grows with every
+    write, as client-go's integer MutationCache compares them (a version that is not an integer is not older)."""
+    versions = [str(((o or {}).get("metadata") or {}).get("resourceVersion") or "") for o in (obj, than)]
+    return all(v.isdigit() for v in versions) and int(versions[0]) < int(versions[1])
+
+
 class KubeRayProbe:
     """Which KubeRay resources the API server serves; answers are cached, changes are logged once."""
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from trainserve.api.base import GROUP, VERSION
 from trainserve.api.figures import Figures
 from trainserve.builders.rayservice import build_network_policy, build_rayservice, network_policy_name
-from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, utcnow
+from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, older, utcnow
 from trainserve.controllers.canary_windows import CanaryWindows
-from trainserve.kube import RAYSERVICES, KubeApi
+from trainserve.kube import MODELSERVICES, RAYSERVICES, ApiError, KubeApi, controller_uid
 from trainserve.metrics import OperatorMetrics, ServiceSample
 from trainserve.naming import MODELSERVICE_LABEL, serve_service_name
 from trainserve.plans.modelservice import (
@@ -110,11 +111,27 @@ class ModelServiceController(Reconciler):
         key = object_key(obj)
         if event_type == "DELETED":
             self.store.services.pop(key, None)
-            self.canary.forget(key)
-            self.queue.drop(key)
+            self.store.rayservices.pop(key, None)
+            self.store.policies.discard(key)
+            self.forget(key)
             return
         self.store.services[key] = obj
         self.queue.add(key)
+
+    def forget(self, key: Key) -> None:
+        super().forget(key)
+        self.canary.forget(key)
+
+    def on_gone(self, key: Key) -> None:
+        self.observe_modelservice("DELETED", self.store.services.get(key) or _stub(key))
+
+    async def relist(self) -> None:
+        """Drops ModelServices the API no longer has (a deletion during a watch outage sends no event)."""
+        namespaces = () if self.settings.all_namespaces else self.settings.namespaces
+        before = set(self.store.services)
+        listed = await self.api.list_custom(GROUP, VERSION, MODELSERVICES, namespaces)
+        for key in before - {object_key(obj) for obj in listed}:
+            self.on_gone(key)
 
     def _owner_key(self, obj: Object) -> Key | None:
         metadata = obj.get("metadata") or {}
@@ -128,7 +145,7 @@ class ModelServiceController(Reconciler):
         if event_type == "DELETED":
             self.store.rayservices.pop(key, None)
         else:
-            self.store.rayservices[key] = obj
+            self._remember_rayservice(key, obj)
         if key in self.store.services:
             self.queue.add(key)
 
@@ -159,15 +176,17 @@ class ModelServiceController(Reconciler):
         namespace, name = key
         now = self.clock()
         window, wait = await self.canary.window(key, body, lambda uri: self._canary_figures(key, body, uri))
-        rayservice = self.store.rayservices.get(key)
+        rayservice = await self._current_rayservice(key, body)
+        foreign = rayservice is not None and controller_uid(rayservice) not in (None, _uid(body))
         model_name = ((body.get("spec") or {}).get("modelName")) or name
         observed = ServiceObserved(
             body=body,
             trainingjobs=self.trainingjobs(namespace),
-            rayservice=RayServiceView.from_object(rayservice, model_name) if rayservice else None,
+            rayservice=RayServiceView.from_object(rayservice, model_name) if rayservice and not foreign else None,
             kuberay_installed=await self.kuberay.installed(RAYSERVICES),
             now=now,
             canary_window=window,
+            foreign_rayservice=foreign,
         )
         decision = plan_service(observed)
         service = decision.service
@@ -175,14 +194,19 @@ class ModelServiceController(Reconciler):
             service = service.model_copy(deep=True)
             service.metadata.namespace = service.metadata.namespace or namespace
             desired = build_rayservice(service, decision.args, self.settings, decision.storage_secret)
-            await self._apply_rayservice(key, desired, rayservice)
+            if not await self._apply_rayservice(key, body, desired, rayservice):
+                return 0.0  # found a namesake's RayService: the next pass plans with it (nothing written)
             if key not in self.store.policies:
                 await self.api.create_network_policy(build_network_policy(service))
+                self.wrote(key, "created NetworkPolicy")
                 self.store.policies.add(key)
 
         patch = service_status_patch(body.get("status"), decision.status)
         if patch:
-            updated = await self.api.patch_modelservice_status(namespace, name, patch)
+            updated = await self.patch_parent_status(key, patch)
+            if updated is None:
+                return None  # deleted meanwhile
+            self.wrote(key, f"status ({', '.join(sorted(patch))})")
             self.write_through(self.store.services, key, updated.get("status") or decision.status.to_wire())
         for result in decision.canary_results:
             self.metrics.canary_promotions.labels(result).inc()
@@ -191,24 +215,59 @@ class ModelServiceController(Reconciler):
         waits = [w for w in (decision.requeue_after, wait) if w is not None]
         return min(waits) if waits else None
 
-    async def _apply_rayservice(self, key: Key, desired: Object, existing: Object | None) -> None:
-        """Create the RayService, or patch what changed since we last applied; nothing when nothing changed."""
+    async def patch_parent_status(self, key: Key, patch: Object) -> Object | None:
+        try:
+            return await self.api.patch_modelservice_status(*key, patch)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+        log.debug("ModelService %s/%s is gone; not reconciled further", *key)
+        self.on_gone(key)
+        return None
+
+    async def _current_rayservice(self, key: Key, body: Object) -> Object | None:
+        """The cached RayService; one that belongs to a namesake is read again (it may be gone by now)."""
+        rayservice = self.store.rayservices.get(key)
+        if rayservice is not None and controller_uid(rayservice) not in (None, _uid(body)):
+            rayservice = await self.api.get_ray_object(RAYSERVICES, *key)
+            if rayservice is None:
+                self.store.rayservices.pop(key, None)
+            else:
+                self._remember_rayservice(key, rayservice)
+        return rayservice
+
+    async def _apply_rayservice(self, key: Key, body: Object, desired: Object, existing: Object | None) -> bool:
+        """Create the RayService, or patch what changed since we last applied; nothing when nothing changed.
+        False when a RayService of this name turns out to belong to someone else (it is never taken over)."""
         namespace, name = key
         spec_text = _canonical(desired["spec"])
         if existing is None:
+            if not await self.owner_alive(key, body, MODELSERVICES):
+                return False
             desired["metadata"].setdefault("annotations", {})[APPLIED_ANNOTATION] = spec_text
-            created, _ = await self.api.create_rayservice(desired)
+            created, new = await self.api.create_rayservice(desired)
+            self._remember_rayservice(key, created)
+            if not new and controller_uid(created) != _uid(body):
+                log.info("ModelService %s/%s: RayService %s belongs to another owner; waiting", namespace, name, name)
+                return False
+            self.wrote(key, "created RayService")
             log.info("ModelService %s/%s: created RayService %s", namespace, name, name)
-            self.store.rayservices[key] = created
-            return
+            return True
         before = applied_spec(existing)
         if before is not None and _canonical(before) == spec_text:
-            return
+            return True
         spec_patch = merge_diff(before, desired["spec"]) if before is not None else desired["spec"]
         patch = {"metadata": {"annotations": {APPLIED_ANNOTATION: spec_text}}, "spec": spec_patch}
         patched = await self.api.patch_rayservice(namespace, name, patch)
+        self.wrote(key, "patched RayService")
         log.info("ModelService %s/%s: updated RayService %s (%s)", namespace, name, name, ", ".join(sorted(spec_patch)))
-        self.store.rayservices[key] = patched
+        self._remember_rayservice(key, patched)
+        return True
+
+    def _remember_rayservice(self, key: Key, obj: Object) -> None:
+        """Caches ``obj`` unless the watch already delivered a newer version (a late answer to our own call)."""
+        if not older(obj, self.store.rayservices.get(key)):
+            self.store.rayservices[key] = obj
 
     async def _canary_figures(self, key: Key, body: Object, uri: str) -> Figures | None:
         namespace, name = key
@@ -232,3 +291,12 @@ def _sources(body: Object) -> set[str]:
         if source:
             out.add(str(source))
     return out
+
+
+def _uid(body: Object) -> str | None:
+    uid = (body.get("metadata") or {}).get("uid")
+    return str(uid) if uid else None
+
+
+def _stub(key: Key) -> Object:
+    return {"metadata": {"namespace": key[0], "name": key[1]}}

@@ -18,7 +18,7 @@ from trainserve.api.base import GROUP, VERSION
 from trainserve.api.trainingjob import TrainingJob
 from trainserve.builders.rayjob import build_rayjob
 from trainserve.builders.rbac import build_status_access
-from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, utcnow
+from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, older, utcnow
 from trainserve.kube import TRAININGJOBS, ApiError, KubeApi, controller_uid
 from trainserve.metrics import OperatorMetrics
 from trainserve.naming import TRAININGJOB_LABEL, job_account_name
@@ -26,13 +26,6 @@ from trainserve.plans.trainingjob import FINISHED, Observed, Plan, RayJobView, p
 from trainserve.settings import OperatorSettings
 
 log = logging.getLogger("trainserve.operator")
-
-
-def _older(obj: Object, than: Object | None) -> bool:
-    """Whether ``obj`` is an older version of ``than``, by resourceVersion: an integer that grows with every
-    write, as client-go's integer MutationCache compares them (a version that is not an integer is not older)."""
-    versions = [str(((o or {}).get("metadata") or {}).get("resourceVersion") or "") for o in (obj, than)]
-    return all(v.isdigit() for v in versions) and int(versions[0]) < int(versions[1])
 
 
 @dataclass
@@ -135,7 +128,7 @@ class TrainingJobController(Reconciler):
         children, name = self.store.rayjobs.setdefault(key, {}), str(metadata.get("name"))
         if event_type == "DELETED":
             children.pop(name, None)
-        elif not _older(obj, children.get(name)):  # an answer to our own call the watch has overtaken: keep
+        elif not older(obj, children.get(name)):  # an answer to our own call the watch has overtaken: keep
             children[name] = obj
         if key in self.store.trainingjobs:
             self.queue.add(key)

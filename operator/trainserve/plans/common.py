@@ -164,6 +164,8 @@ def kuberay_missing(kind: str, then: str) -> str:
 
 
 KUBERAY_MISSING_MESSAGE = kuberay_missing("RayJob", "the job starts once it is there")
+#: How often an object waiting for a deleted namesake's children to go looks again (reads only).
+OLD_OBJECTS_RECHECK_SECONDS = 5.0
 
 
 def invalid_spec_message(problems: list[Problem]) -> str:

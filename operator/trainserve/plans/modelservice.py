@@ -34,6 +34,7 @@ from trainserve.builders.rayservice import worker_shape
 from trainserve.naming import MAX_MODELSERVICE_NAME, MODELSERVICE_LABEL, serve_service_name, service_name_problem
 from trainserve.plans.canary import CanaryPlan, plan_canary
 from trainserve.plans.common import (
+    OLD_OBJECTS_RECHECK_SECONDS,
     StatusDraft,
     Transition,
     condition_events,
@@ -108,6 +109,8 @@ class ServiceObserved:
     now: datetime
     #: The canary's figures since its current step began, when the controller measured a due step.
     canary_window: Figures | None = None
+    #: A RayService of this name that belongs to a deleted namesake (never taken over).
+    foreign_rayservice: bool = False
 
 
 @dataclass
@@ -230,6 +233,16 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
 
     if not observed.kuberay_installed:
         st.set("Ready", "False", "KubeRayMissing", RAYSERVICE_KUBERAY_MISSING)
+        return
+    if observed.foreign_rayservice:
+        st.set(
+            "Ready",
+            "False",
+            "WaitingForOldObjects",
+            f"RayService {name} still belongs to a deleted ModelService of the same name; this one starts once "
+            "Kubernetes has removed it",
+        )
+        result.requeue_after = OLD_OBJECTS_RECHECK_SECONDS
         return
 
     # The primary: the spec's model, a promoted canary standing in for it, or what runs while neither resolves.

@@ -27,6 +27,7 @@ from trainserve.naming import (
 )
 from trainserve.plans.common import (
     KUBERAY_MISSING_MESSAGE,
+    OLD_OBJECTS_RECHECK_SECONDS,
     StatusDraft,
     Transition,
     condition_events,
@@ -38,8 +39,6 @@ from trainserve.plans.common import (
 from trainserve.plans.common import status_patch as common_status_patch
 
 FINISHED = ("Succeeded", "Failed")
-#: How often a job waiting for a deleted namesake's objects looks again (reads only).
-OLD_OBJECTS_RECHECK_SECONDS = 5.0
 
 
 #: Conditions that tell a user something is wrong when True (or, for these two, when False).
