@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from trainserve.api.base import GROUP, VERSION
 from trainserve.kube import RAYJOBS, ApiError, KubeApi
 from trainserve.metrics import OperatorMetrics
 from trainserve.plans.common import KUBERAY_MISSING_MESSAGE, Transition
@@ -39,6 +40,22 @@ def object_key(obj: Object) -> Key:
     """``(namespace, name)`` of an object."""
     metadata = obj.get("metadata") or {}
     return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+def uid_of(obj: Object) -> str | None:
+    uid = (obj.get("metadata") or {}).get("uid")
+    return str(uid) if uid else None
+
+
+def stale(event_type: str | None, obj: Object, cached: Object | None) -> bool:
+    """Whether a watch event says nothing about the cached object: an older version of it (a late answer), or the
+    deletion of a namesake that a newer object of the same name already replaced (watch streams are per object,
+    so their events can arrive out of order)."""
+    if cached is None:
+        return False
+    if event_type == "DELETED":
+        return uid_of(obj) is not None and uid_of(obj) != uid_of(cached)
+    return older(obj, cached)
 
 
 def older(obj: Object, than: Object | None) -> bool:
@@ -130,28 +147,55 @@ class Reconciler:
     def on_resync(self) -> None:
         """Called before each resync round."""
 
+    #: The plural of the kind in ``trainserve.io`` (for reads and lists).
+    PLURAL = ""
+
+    def parents(self) -> dict[Key, Object]:
+        """The cached objects of the kind, by key."""
+        raise NotImplementedError
+
+    def observe_parent(self, event_type: str, obj: Object) -> None:
+        """What a watch event on the kind does to the cache and the queue."""
+        raise NotImplementedError
+
     async def relist(self) -> None:
-        """Drops cached objects the API server no longer has."""
+        """The cache against a fresh list: a deletion or creation during a watch outage sends no event. Only an
+        object still cached as the one listed before is dropped (a namesake created meanwhile stays)."""
+        before = {key: uid_of(obj) for key, obj in self.parents().items()}
+        namespaces = () if self.settings.all_namespaces else self.settings.namespaces
+        listed = {object_key(obj): obj for obj in await self.api.list_custom(GROUP, VERSION, self.PLURAL, namespaces)}
+        for key, uid in before.items():
+            if key not in listed:
+                self.on_gone(key, uid)
+        for key, obj in listed.items():
+            if key not in self.parents():
+                self.observe_parent("ADDED", obj)
 
     def forget(self, key: Key) -> None:
         """``key``'s object is gone: no queued work, no memory of it."""
         self.queue.drop(key)
         self._writes.pop(key, None)
 
-    async def owner_alive(self, key: Key, body: Object, plural: str) -> bool:
+    async def owner_alive(self, key: Key, body: Object) -> bool:
         """Whether ``body`` still exists as this very object (same uid): asked before creating any child, since
-        a deletion during a watch outage leaves it in the cache. Forgets it when it is gone."""
-        found = await self.api.get_custom(plural, *key)
-        uid = (body.get("metadata") or {}).get("uid")
-        if found is not None and (found.get("metadata") or {}).get("uid") == uid:
+        a deletion during a watch outage leaves it in the cache. A deleted one is forgotten; a namesake found in
+        its place is cached (and reconciled on its own)."""
+        found = await self.api.get_custom(self.PLURAL, *key)
+        uid = uid_of(body)
+        if found is not None and uid_of(found) == uid:
             return True
         log.info("%s %s/%s was deleted; no children are created for it", self.KIND, *key)
-        self.on_gone(key)
+        self.on_gone(key, uid)
+        if found is not None and key not in self.parents():
+            self.observe_parent("ADDED", found)
         return False
 
-    def on_gone(self, key: Key) -> None:
-        """The object behind ``key`` no longer exists (found by a read, not a watch event)."""
-        self.forget(key)
+    def on_gone(self, key: Key, uid: str | None) -> None:
+        """The object ``uid`` behind ``key`` no longer exists (found by a read, not a watch event); a namesake
+        cached since is left alone."""
+        cached = self.parents().get(key)
+        if cached is not None and uid_of(cached) == uid:
+            self.observe_parent("DELETED", cached)
 
     def wrote(self, key: Key, what: str) -> None:
         """Counts a write for ``key``; more than :data:`WRITES_PER_MINUTE` in a minute is logged as a likely

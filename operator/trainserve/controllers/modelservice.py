@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from trainserve.api.base import GROUP, VERSION
 from trainserve.api.figures import Figures
 from trainserve.builders.rayservice import build_network_policy, build_rayservice, network_policy_name
-from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, older, utcnow
+from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, older, stale, uid_of, utcnow
 from trainserve.controllers.canary_windows import CanaryWindows
 from trainserve.kube import MODELSERVICES, RAYSERVICES, ApiError, KubeApi, controller_uid
 from trainserve.metrics import OperatorMetrics, ServiceSample
@@ -75,6 +74,7 @@ class ServiceStore:
 
 class ModelServiceController(Reconciler):
     KIND = "ModelService"
+    PLURAL = MODELSERVICES
 
     def __init__(
         self,
@@ -109,6 +109,8 @@ class ModelServiceController(Reconciler):
 
     def observe_modelservice(self, event_type: str | None, obj: Object) -> None:
         key = object_key(obj)
+        if stale(event_type, obj, self.store.services.get(key)):
+            return
         if event_type == "DELETED":
             self.store.services.pop(key, None)
             self.store.rayservices.pop(key, None)
@@ -122,16 +124,11 @@ class ModelServiceController(Reconciler):
         super().forget(key)
         self.canary.forget(key)
 
-    def on_gone(self, key: Key) -> None:
-        self.observe_modelservice("DELETED", self.store.services.get(key) or _stub(key))
+    def parents(self) -> dict[Key, Object]:
+        return self.store.services
 
-    async def relist(self) -> None:
-        """Drops ModelServices the API no longer has (a deletion during a watch outage sends no event)."""
-        namespaces = () if self.settings.all_namespaces else self.settings.namespaces
-        before = set(self.store.services)
-        listed = await self.api.list_custom(GROUP, VERSION, MODELSERVICES, namespaces)
-        for key in before - {object_key(obj) for obj in listed}:
-            self.on_gone(key)
+    def observe_parent(self, event_type: str, obj: Object) -> None:
+        self.observe_modelservice(event_type, obj)
 
     def _owner_key(self, obj: Object) -> Key | None:
         metadata = obj.get("metadata") or {}
@@ -142,10 +139,12 @@ class ModelServiceController(Reconciler):
         key = self._owner_key(obj)
         if key is None or str((obj.get("metadata") or {}).get("name")) != key[1]:
             return
+        if stale(event_type, obj, self.store.rayservices.get(key)):
+            return
         if event_type == "DELETED":
             self.store.rayservices.pop(key, None)
         else:
-            self._remember_rayservice(key, obj)
+            self.store.rayservices[key] = obj
         if key in self.store.services:
             self.queue.add(key)
 
@@ -177,7 +176,7 @@ class ModelServiceController(Reconciler):
         now = self.clock()
         window, wait = await self.canary.window(key, body, lambda uri: self._canary_figures(key, body, uri))
         rayservice = await self._current_rayservice(key, body)
-        foreign = rayservice is not None and controller_uid(rayservice) not in (None, _uid(body))
+        foreign = rayservice is not None and controller_uid(rayservice) not in (None, uid_of(body))
         model_name = ((body.get("spec") or {}).get("modelName")) or name
         observed = ServiceObserved(
             body=body,
@@ -222,13 +221,13 @@ class ModelServiceController(Reconciler):
             if err.status != 404:
                 raise
         log.debug("ModelService %s/%s is gone; not reconciled further", *key)
-        self.on_gone(key)
+        self.on_gone(key, uid_of(self.store.services.get(key) or {}))
         return None
 
     async def _current_rayservice(self, key: Key, body: Object) -> Object | None:
         """The cached RayService; one that belongs to a namesake is read again (it may be gone by now)."""
         rayservice = self.store.rayservices.get(key)
-        if rayservice is not None and controller_uid(rayservice) not in (None, _uid(body)):
+        if rayservice is not None and controller_uid(rayservice) not in (None, uid_of(body)):
             rayservice = await self.api.get_ray_object(RAYSERVICES, *key)
             if rayservice is None:
                 self.store.rayservices.pop(key, None)
@@ -242,12 +241,12 @@ class ModelServiceController(Reconciler):
         namespace, name = key
         spec_text = _canonical(desired["spec"])
         if existing is None:
-            if not await self.owner_alive(key, body, MODELSERVICES):
+            if not await self.owner_alive(key, body):
                 return False
             desired["metadata"].setdefault("annotations", {})[APPLIED_ANNOTATION] = spec_text
             created, new = await self.api.create_rayservice(desired)
             self._remember_rayservice(key, created)
-            if not new and controller_uid(created) != _uid(body):
+            if not new and controller_uid(created) != uid_of(body):
                 log.info("ModelService %s/%s: RayService %s belongs to another owner; waiting", namespace, name, name)
                 return False
             self.wrote(key, "created RayService")
@@ -291,12 +290,3 @@ def _sources(body: Object) -> set[str]:
         if source:
             out.add(str(source))
     return out
-
-
-def _uid(body: Object) -> str | None:
-    uid = (body.get("metadata") or {}).get("uid")
-    return str(uid) if uid else None
-
-
-def _stub(key: Key) -> Object:
-    return {"metadata": {"namespace": key[0], "name": key[1]}}

@@ -14,11 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from trainserve.api.base import GROUP, VERSION
 from trainserve.api.trainingjob import TrainingJob
 from trainserve.builders.rayjob import build_rayjob
 from trainserve.builders.rbac import build_status_access
-from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, older, utcnow
+from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, stale, uid_of, utcnow
 from trainserve.kube import TRAININGJOBS, ApiError, KubeApi, controller_uid
 from trainserve.metrics import OperatorMetrics
 from trainserve.naming import TRAININGJOB_LABEL, job_account_name
@@ -55,6 +54,7 @@ class Store:
 
 class TrainingJobController(Reconciler):
     KIND = "TrainingJob"
+    PLURAL = TRAININGJOBS
 
     def __init__(
         self,
@@ -89,17 +89,11 @@ class TrainingJobController(Reconciler):
         for memo in (self.conflicts, self.access_conflicts, self.access_checked):
             memo.pop(key, None)
 
-    def on_gone(self, key: Key) -> None:
-        self.observe_trainingjob("DELETED", self.store.trainingjobs.get(key) or _stub(key))
+    def parents(self) -> dict[Key, Object]:
+        return self.store.trainingjobs
 
-    async def relist(self) -> None:
-        """Drops TrainingJobs (and RayJobs) the API no longer has: a deletion during a watch outage sends
-        no DELETED event."""
-        namespaces = () if self.settings.all_namespaces else self.settings.namespaces
-        before = set(self.store.trainingjobs)
-        listed = await self.api.list_custom(GROUP, VERSION, TRAININGJOBS, namespaces)
-        for key in before - {object_key(obj) for obj in listed}:
-            self.on_gone(key)
+    def observe_parent(self, event_type: str, obj: Object) -> None:
+        self.observe_trainingjob(event_type, obj)
 
     def trainingjobs_in(self, namespace: str) -> dict[str, Object]:
         """The cached TrainingJobs of one namespace, by name."""
@@ -109,6 +103,8 @@ class TrainingJobController(Reconciler):
 
     def observe_trainingjob(self, event_type: str | None, obj: Object) -> None:
         key = object_key(obj)
+        if stale(event_type, obj, self.store.trainingjobs.get(key)):
+            return
         if event_type == "DELETED":
             self.store.trainingjobs.pop(key, None)
             self.store.rayjobs.pop(key, None)
@@ -126,9 +122,11 @@ class TrainingJobController(Reconciler):
             return
         key = (str(metadata.get("namespace") or ""), owner)
         children, name = self.store.rayjobs.setdefault(key, {}), str(metadata.get("name"))
+        if stale(event_type, obj, children.get(name)):  # e.g. a late answer to our own call: keep the newer
+            return
         if event_type == "DELETED":
             children.pop(name, None)
-        elif not older(obj, children.get(name)):  # an answer to our own call the watch has overtaken: keep
+        else:
             children[name] = obj
         if key in self.store.trainingjobs:
             self.queue.add(key)
@@ -194,7 +192,7 @@ class TrainingJobController(Reconciler):
             if err.status != 404:
                 raise
         log.debug("TrainingJob %s/%s is gone; not reconciled further", *key)
-        self.on_gone(key)
+        self.on_gone(key, uid_of(self.store.trainingjobs.get(key) or {}))
         return None
 
     async def _ensure_access(self, key: Key, body: Object, job: TrainingJob) -> bool:
@@ -202,7 +200,7 @@ class TrainingJobController(Reconciler):
         uid = str((body.get("metadata") or {}).get("uid") or "")
         if self.access_checked.get(key) == uid:
             return True
-        if not await self.owner_alive(key, body, TRAININGJOBS):
+        if not await self.owner_alive(key, body):
             return False
         foreign = await self.api.ensure_status_access(*build_status_access(job))
         if foreign != self.access_conflicts.get(key, []):
@@ -216,7 +214,7 @@ class TrainingJobController(Reconciler):
         self, key: Key, body: Object, job: TrainingJob, attempt: int, deadline: int | None
     ) -> bool:
         """Creates the attempt's RayJob; False when one of that name belongs to someone else (never adopted)."""
-        if not await self.owner_alive(key, body, TRAININGJOBS):
+        if not await self.owner_alive(key, body):
             return False
         desired = build_rayjob(job, self.settings, attempt=attempt, deadline_seconds=deadline)
         rayjob, created = await self.api.create_rayjob(desired)
@@ -237,7 +235,7 @@ class TrainingJobController(Reconciler):
         """Looks again (reads only) at RayJobs found to belong to another owner; forgets those gone."""
         for rayjob_name in sorted(self.conflicts.get(key, set())):
             found = await self.api.get_rayjob(key[0], rayjob_name)
-            if found is None or controller_uid(found) == (body.get("metadata") or {}).get("uid"):
+            if found is None or controller_uid(found) == uid_of(body):
                 self.conflicts[key].discard(rayjob_name)
         if self.access_conflicts.get(key):
             self.access_checked.pop(key, None)  # looked at again by _ensure_access
@@ -259,7 +257,3 @@ class TrainingJobController(Reconciler):
     def _observe_duration(self, start: datetime | None, end: datetime | None) -> None:
         if start is not None and end is not None:
             self.metrics.job_duration.observe(max(0.0, (end - start).total_seconds()))
-
-
-def _stub(key: Key) -> Object:
-    return {"metadata": {"namespace": key[0], "name": key[1]}}
