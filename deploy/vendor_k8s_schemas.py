@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 
 KUBERNETES_VERSION = "1.30.0"
 REPO = Path(__file__).resolve().parents[1]
