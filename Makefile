@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-repeat lint crds crds-check manifests manifests-check bench bench-quick bench-training bench-serving clean
+.PHONY: venv demo test test-repeat lint k8s-schemas crds crds-check manifests manifests-check bench bench-quick bench-training bench-serving clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ lint: venv
 	$(VENV)/bin/ruff check operator workloads tests benchmarks examples
 	$(VENV)/bin/ruff format --check operator workloads tests benchmarks examples
 	$(VENV)/bin/mypy --strict operator/trainserve workloads/trainserve_workloads
+
+# Kubernetes' pod schemas for spec.podTemplate, vendored from one release (operator/trainserve/api/k8s/README.md).
+k8s-schemas: venv
+	$(PY) deploy/vendor_k8s_schemas.py
 
 crds: venv
 	$(VENV)/bin/trainserve crds --output-dir crds

@@ -255,21 +255,22 @@ class KubeApi:
     async def patch_modelservice_status(self, namespace: str, name: str, status: Object) -> Object:
         return await self.patch_status(MODELSERVICES, namespace, name, status)
 
-    async def ensure_status_access(self, account: Object, role: Object, binding: Object) -> list[str]:
-        """The job's ServiceAccount, Role and RoleBinding: read first, created when missing, never rewritten.
+    async def ensure_status_access(self, objects: list[Object]) -> list[str]:
+        """The job's status access (ServiceAccount unless the job names its own, Role, RoleBinding): read first,
+        created when missing, never rewritten.
 
         Returns the ones that exist but belong to another owner (a deleted namesake's, not yet removed by the
         garbage collector): those must go before the job can use them.
         """
-        ns = account["metadata"]["namespace"]
-        calls = (
-            (account, self.core.read_namespaced_service_account, self.core.create_namespaced_service_account),
-            (role, self.rbac.read_namespaced_role, self.rbac.create_namespaced_role),
-            (binding, self.rbac.read_namespaced_role_binding, self.rbac.create_namespaced_role_binding),
-        )
+        calls = {
+            "ServiceAccount": (self.core.read_namespaced_service_account, self.core.create_namespaced_service_account),
+            "Role": (self.rbac.read_namespaced_role, self.rbac.create_namespaced_role),
+            "RoleBinding": (self.rbac.read_namespaced_role_binding, self.rbac.create_namespaced_role_binding),
+        }
         foreign = []
-        for body, read, create in calls:
-            if not await self._ensure_owned(body, read, create, ns):
+        for body in objects:
+            read, create = calls[body["kind"]]
+            if not await self._ensure_owned(body, read, create, body["metadata"]["namespace"]):
                 foreign.append(f"{body['kind']} {body['metadata']['name']}")
         return foreign
 
@@ -290,10 +291,13 @@ class KubeApi:
             existing = self.client.sanitize_for_serialization(await self._call(read, name, ns))
         return owner is None or controller_uid(existing) == owner
 
-    async def delete_status_access(self, namespace: str, name: str) -> None:
+    async def delete_status_access(self, namespace: str, name: str, *, account: bool = True) -> None:
+        """Deletes the job's RoleBinding, Role and (``account``: when the job has its own) ServiceAccount; a
+        ServiceAccount the user named is never touched."""
         await self._ignoring(404, self.rbac.delete_namespaced_role_binding, name, namespace)
         await self._ignoring(404, self.rbac.delete_namespaced_role, name, namespace)
-        await self._ignoring(404, self.core.delete_namespaced_service_account, name, namespace)
+        if account:
+            await self._ignoring(404, self.core.delete_namespaced_service_account, name, namespace)
 
     async def post_event(
         self, involved: Object, type_: str, reason: str, message: str, now: datetime, component: str

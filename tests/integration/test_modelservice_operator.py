@@ -266,3 +266,24 @@ async def test_deletion_leaves_nothing_behind(emulator: Emulator, cluster: Clust
         after_delete = emulator.request_count()
         await asyncio.sleep(1.5)
         assert emulator.writes(since=after_delete) == [], "the operator acted on a deleted ModelService"
+
+
+async def test_a_pod_template_is_applied_and_its_conflict_named(emulator: Emulator, cluster: Cluster) -> None:
+    labels = {"metadata": {"labels": {"team": "ml"}}, "spec": {"serviceAccountName": "my-identity"}}
+    async with running_operator(operator_settings(emulator)):
+        await cluster.create_modelservice(from_uri(podTemplate=labels))
+        rayservice = await eventually(lambda: cluster.get(RAYSERVICES, "digits"))
+        head = rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]
+        assert head["metadata"]["labels"]["team"] == "ml" and head["spec"]["serviceAccountName"] == "my-identity"
+
+        env = [{"name": "RAY_SERVE_THROUGHPUT_OPTIMIZED", "value": "0"}]
+        conflict = {"spec": {"containers": [{"name": "ray", "env": env}]}}
+        await cluster.create_modelservice(changed(from_uri(podTemplate=conflict), "metadata.name", "bad"))
+        refused = await eventually(
+            lambda: (
+                cluster.service_condition("bad", "Ready").get("reason") == "InvalidSpec"
+                and cluster.service_condition("bad", "Ready")
+            )
+        )
+        assert "spec.podTemplate.spec.containers[0].env[0].name: 'RAY_SERVE_THROUGHPUT_OPTIMIZED'" in refused["message"]
+        assert cluster.get(RAYSERVICES, "bad") is None

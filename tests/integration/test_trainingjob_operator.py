@@ -315,3 +315,53 @@ def _config(rayjob: dict[str, Any]) -> dict[str, Any]:
     entrypoint = shlex.split(rayjob["spec"]["entrypoint"])
     result: dict[str, Any] = json.loads(entrypoint[entrypoint.index("--config") + 1])
     return result
+
+
+async def test_a_pod_template_conflict_is_invalid_with_the_field_named(emulator: Emulator, cluster: Cluster) -> None:
+    template = {
+        "spec": {
+            "volumes": [{"name": "data", "emptyDir": {}}, {"name": "dshm", "emptyDir": {}}],
+            "containers": [{"name": "ray", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+        }
+    }
+    async with running_operator(operator_settings(emulator)):
+        await cluster.create_trainingjob(changed(digits(), "spec.podTemplate", template))
+        valid = await eventually(
+            lambda: (
+                cluster.condition("digits", "Valid").get("status") == "False" and cluster.condition("digits", "Valid")
+            )
+        )
+        assert valid["reason"] == "InvalidSpec"
+        assert "spec.podTemplate.spec.volumes[1].name: 'dshm' is used by trainserve for /dev/shm" in valid["message"]
+        assert cluster.condition("digits", "Created")["reason"] == "InvalidSpec"
+        assert cluster.rayjobs() == {} and cluster.objects_of("rbac.authorization.k8s.io/v1/roles") == []
+
+
+async def test_a_users_service_account_gets_the_status_binding_and_none_is_created(
+    emulator: Emulator, cluster: Cluster
+) -> None:
+    document = changed(
+        digits(ttlSecondsAfterFinished=1), "spec.podTemplate", {"spec": {"serviceAccountName": "my-identity"}}
+    )
+    async with running_operator(operator_settings(emulator)):
+        since = emulator.request_count()
+        await cluster.create_trainingjob(document)
+        rayjob = await eventually(lambda: cluster.rayjobs().get("digits-1"))
+        binding = cluster.get("rbac.authorization.k8s.io/v1/rolebindings", "digits-trainserve-status")
+        assert binding is not None and binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "my-identity", "namespace": "ml"}
+        ]
+        assert binding["roleRef"]["name"] == "digits-trainserve-status"
+        assert cluster.objects_of("v1/serviceaccounts") == []
+        cluster_spec = rayjob["spec"]["rayClusterSpec"]
+        for group in (cluster_spec["headGroupSpec"], *cluster_spec["workerGroupSpecs"]):
+            pod = group["template"]["spec"]
+            assert pod["serviceAccountName"] == "my-identity" and pod["automountServiceAccountToken"] is True
+
+        # After the TTL the job's Role and RoleBinding go; the user's account is never touched.
+        await cluster.succeed_rayjob("digits-1")
+        await eventually(lambda: not cluster.rayjobs(), timeout=8)
+        await eventually(lambda: cluster.objects_of("rbac.authorization.k8s.io/v1/rolebindings") == [])
+        assert cluster.objects_of("rbac.authorization.k8s.io/v1/roles") == []
+        account_calls = [f"{r.method} {r.url}" for r in emulator.writes(since) if "serviceaccounts" in str(r.url)]
+        assert account_calls == []

@@ -43,3 +43,92 @@ def changed(document: dict[str, Any], path: str, value: Any, *, delete: bool = F
 
 def our_crd(plural: str) -> dict[str, Any]:
     return yaml.safe_load((CRDS / f"trainserve.io_{plural}.yaml").read_text())
+
+
+def full_pod_template() -> dict[str, Any]:
+    """A `spec.podTemplate` that uses every field it offers (and a few sub-fields of each)."""
+    return {
+        "metadata": {
+            "labels": {"team": "ml", "cost-center": "research"},
+            "annotations": {"sidecar.istio.io/inject": "false", "vault.hashicorp.com/agent-inject": "true"},
+        },
+        "spec": {
+            "serviceAccountName": "my-identity",
+            "imagePullSecrets": [{"name": "registry-creds"}],
+            "priorityClassName": "ml-batch",
+            "runtimeClassName": "nvidia",
+            "schedulerName": "volcano",
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a", "b"]}
+                                ]
+                            }
+                        ]
+                    }
+                },
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 50,
+                            "podAffinityTerm": {
+                                "labelSelector": {"matchLabels": {"team": "ml"}},
+                                "topologyKey": "kubernetes.io/hostname",
+                            },
+                        }
+                    ]
+                },
+            },
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": {"team": "ml"}},
+                }
+            ],
+            "volumes": [
+                {"name": "datasets", "persistentVolumeClaim": {"claimName": "datasets", "readOnly": True}},
+                {"name": "cache", "emptyDir": {"sizeLimit": "10Gi"}},
+                {
+                    "name": "aws-token",
+                    "projected": {
+                        "sources": [
+                            {
+                                "serviceAccountToken": {
+                                    "audience": "sts.amazonaws.com",
+                                    "expirationSeconds": 86400,
+                                    "path": "token",
+                                }
+                            }
+                        ]
+                    },
+                },
+            ],
+            "containers": [
+                {
+                    "name": "ray",
+                    "env": [
+                        {"name": "HF_HOME", "value": "/cache/hf"},
+                        {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                        {
+                            "name": "MEMORY_LIMIT",
+                            "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}},
+                        },
+                    ],
+                    "envFrom": [
+                        {"configMapRef": {"name": "ml-settings"}, "prefix": "ML_"},
+                        {"secretRef": {"name": "wandb"}},
+                    ],
+                    "volumeMounts": [
+                        {"name": "datasets", "mountPath": "/data", "readOnly": True},
+                        {"name": "cache", "mountPath": "/cache"},
+                        {"name": "aws-token", "mountPath": "/var/run/secrets/aws", "readOnly": True},
+                    ],
+                }
+            ],
+        },
+    }

@@ -80,6 +80,30 @@ def _unknown_fields(value: Any, schema: Schema, path: str) -> list[str]:
     return problems
 
 
+def _duplicate_keys(value: Any, schema: Schema, path: str) -> list[str]:
+    """Entries of an ``x-kubernetes-list-type: map`` list with the same key (the API server refuses them)."""
+    problems: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = schema.get("properties", {}).get(key)
+            if sub is None and isinstance(schema.get("additionalProperties"), dict):
+                sub = schema["additionalProperties"]
+            if sub is not None:
+                problems += _duplicate_keys(item, sub, f"{path}.{key}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        if schema.get("x-kubernetes-list-type") == "map":
+            keys = schema["x-kubernetes-list-map-keys"]
+            seen = [tuple(item.get(k) for k in keys) for item in value if isinstance(item, dict)]
+            problems += [
+                f"{path}: duplicate entries with {dict(zip(keys, k, strict=True))}"
+                for k in set(seen)
+                if seen.count(k) > 1
+            ]
+        for index, item in enumerate(value):
+            problems += _duplicate_keys(item, schema["items"], f"{path}[{index}]")
+    return problems
+
+
 @functools.cache
 def _cel_program(rule: str) -> Any:
     env = celpy.Environment()
@@ -142,6 +166,7 @@ def schema_errors(obj: dict[str, Any], schema: Schema) -> list[str]:
         for error in validator.iter_errors(defaulted)
     ]
     problems += _unknown_fields(defaulted, schema, "")
+    problems += _duplicate_keys(defaulted, schema, "")
     if not problems:  # CEL runs only on schema-valid objects, like the API server
         problems += _cel_failures(defaulted, schema, "")
     return problems

@@ -22,7 +22,8 @@ def test_schema_is_structural_and_every_field_is_described(plural: str) -> None:
     root = our_crd(plural)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for path, node in walk_schema(root, plural):
         assert "$ref" not in node and "anyOf" not in node, path
-        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), f"{path} has no type"
+        typeless = node.get("x-kubernetes-preserve-unknown-fields") or node.get("x-kubernetes-int-or-string")
+        assert "type" in node or typeless, f"{path} has no type"
         is_item = path.endswith("[]") or path.endswith("{}")
         if not is_item and path.count(".") >= 1 and not path.endswith(".metadata"):
             assert node.get("description"), f"{path} has no description (kubectl explain would be empty)"

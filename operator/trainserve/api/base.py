@@ -154,9 +154,10 @@ def exactly_one_rule(first: str, second: str) -> dict[str, str]:
     return {"rule": f"has(self.{first}) != has(self.{second})", "message": f"set exactly one of {first} or {second}"}
 
 
-def rule_error(message: str, fix: str) -> PydanticCustomError:
-    """A cross-field rule error that carries a one-line fix for `trainserve validate`."""
-    return PydanticCustomError("rule", message, {"fix": fix})
+def rule_error(message: str, fix: str, at: str = "") -> PydanticCustomError:
+    """A cross-field rule error that carries a one-line fix for `trainserve validate`; ``at`` names the entry it is
+    about below the validated object (``.volumes[0].name``), so the reported path is the offending field's."""
+    return PydanticCustomError("rule", message, {"fix": fix, **({"at": at} if at else {})})
 
 
 class Toleration(ApiModel):

@@ -34,6 +34,7 @@ from .base import (
     rule_error,
     section,
 )
+from .podtemplate import MODELSERVICE_ENV, POD_TEMPLATE_DESCRIPTION, PodTemplate, check_env, env_rule
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"
 CanaryState = Literal["Progressing", "Promoted", "RolledBack", "Paused"]
@@ -214,6 +215,17 @@ class ModelServiceSpec(ApiModel):
         description="Secret whose keys (e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`) become environment "
         "variables of the Ray pods for model downloads; default with `fromTrainingJob`: the job's.",
     )
+    pod_template: PodTemplate | None = Field(
+        None,
+        description=f"{POD_TEMPLATE_DESCRIPTION} A change rolls the Ray cluster, like a change of `resources`.",
+    )
+
+    CEL: ClassVar[list[dict[str, str]]] = [env_rule(MODELSERVICE_ENV)]
+
+    @model_validator(mode="after")
+    def _template_leaves_our_env_alone(self) -> ModelServiceSpec:
+        check_env(self.pod_template, MODELSERVICE_ENV)
+        return self
 
 
 class ServedModel(StatusModel):

@@ -32,6 +32,7 @@ from .base import (
     rule_error,
     section,
 )
+from .podtemplate import POD_TEMPLATE_DESCRIPTION, TRAININGJOB_ENV, PodTemplate, check_env, env_rule
 
 OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam"]
 LossName = Literal[
@@ -298,16 +299,32 @@ class TrainingJobSpec(ApiModel):
         "become environment variables of the Ray pods for storage access.",
     )
     run_policy: RunPolicy = section(RunPolicy, "Retries, deadline, TTL and suspend.")
+    pod_template: PodTemplate | None = Field(
+        None, description=f"{POD_TEMPLATE_DESCRIPTION} Immutable, like a Job's pod template."
+    )
 
-    #: What a job trains on and with cannot change once it exists (transition rules: checked on update only;
-    #: the operator also refuses such a change with a `Valid=False` condition where no CEL runs).
+    #: What a job trains on and with, and its pods, cannot change once it exists (transition rules: checked on
+    #: update only; the operator also refuses such a change with a `Valid=False` condition where no CEL runs).
     CEL: ClassVar[list[dict[str, str]]] = [
+        *(
+            {
+                "rule": f"self.{section} == oldSelf.{section}",
+                "message": f"spec.{section} is immutable: delete the TrainingJob and create a new one",
+            }
+            for section in ("model", "dataset", "training", "resources")
+        ),
         {
-            "rule": f"self.{section} == oldSelf.{section}",
-            "message": f"spec.{section} is immutable: delete the TrainingJob and create a new one",
-        }
-        for section in ("model", "dataset", "training", "resources")
+            "rule": "has(self.podTemplate) == has(oldSelf.podTemplate) && "
+            "(!has(self.podTemplate) || self.podTemplate == oldSelf.podTemplate)",
+            "message": "spec.podTemplate is immutable: delete the TrainingJob and create a new one",
+        },
+        env_rule(TRAININGJOB_ENV),
     ]
+
+    @model_validator(mode="after")
+    def _template_leaves_our_env_alone(self) -> TrainingJobSpec:
+        check_env(self.pod_template, TRAININGJOB_ENV)
+        return self
 
     @property
     def checkpoint_uri(self) -> str:

@@ -104,8 +104,9 @@ def _header_problems(document: Any) -> list[Problem]:
 
 def _explain(kind: type[Resource], error: ErrorDetails) -> Problem:
     loc = tuple(error["loc"])
-    path = format_path(loc)
     ctx = error.get("ctx") or {}
+    # A rule checked on a whole object or list names the entry it is about below the error's location.
+    path = format_path(loc) + str(ctx.get("at", ""))
     kind_of_error = error["type"]
     message = error["msg"].removeprefix("Value error, ")
     if "fix" in ctx:

@@ -6,6 +6,7 @@ from typing import Any
 
 from trainserve.api.base import Toleration
 from trainserve.api.modelservice import ModelService
+from trainserve.api.podtemplate import SHM_PATH, SHM_VOLUME
 from trainserve.api.trainingjob import TrainingJob
 from trainserve.naming import owner_labels
 
@@ -14,7 +15,6 @@ Owner = TrainingJob | ModelService
 
 RAY_UID = 1000  # the `ray` user of the rayproject images
 RAY_GID = 100
-SHM_VOLUME = "dshm"
 
 
 def owner_reference(owner: Owner) -> Object:
@@ -67,7 +67,7 @@ def shm_volume() -> Object:
 
 
 def shm_mount() -> Object:
-    return {"name": SHM_VOLUME, "mountPath": "/dev/shm"}
+    return {"name": SHM_VOLUME, "mountPath": SHM_PATH}
 
 
 def cpu_quantity(cpus: float) -> str:

@@ -37,7 +37,8 @@ from trainserve.settings import OperatorSettings
 
 RAYJOB_API_VERSION = "ray.io/v1"
 ENTRYPOINT_MODULE = "trainserve_workloads.train"
-#: Environment variables the workload's Kubernetes progress sink reads (see trainserve_workloads.progress).
+#: Environment variables the workload's Kubernetes progress sink reads (see trainserve_workloads.progress);
+#: every name :func:`_env` sets is in ``TRAININGJOB_ENV``, which `spec.podTemplate` may not use.
 JOB_NAME_ENV = "TRAINSERVE_JOB_NAME"
 JOB_NAMESPACE_ENV = "TRAINSERVE_JOB_NAMESPACE"
 
@@ -51,6 +52,7 @@ def resolved_config(job: TrainingJob) -> Object:
     """
     spec = job.spec.model_copy(deep=True)
     spec.checkpoint.uri = job.spec.checkpoint_uri
+    spec.pod_template = None  # the pods', not the workload's (and it would only lengthen the entrypoint)
     metadata = {k: v for k, v in (("name", job.metadata.name), ("namespace", job.metadata.namespace)) if v}
     return {
         "apiVersion": job.api_version,
@@ -61,14 +63,15 @@ def resolved_config(job: TrainingJob) -> Object:
 
 
 #: Sections of the spec that may not change while the job exists (a CEL rule refuses it in the CRD, too).
-IMMUTABLE_SECTIONS = ("model", "dataset", "training", "resources")
+#: RayJobs written before a section was added here carry no digest of it, which counts as unchanged.
+IMMUTABLE_SECTIONS = ("model", "dataset", "training", "resources", "podTemplate")
 
 
 def section_hashes(job: TrainingJob) -> dict[str, str]:
     """A digest per immutable section, stored on each RayJob so a change can be named by its field path."""
     spec = job.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     return {
-        key: hashlib.sha256(json.dumps(spec[key], sort_keys=True).encode()).hexdigest()[:12]
+        key: hashlib.sha256(json.dumps(spec.get(key), sort_keys=True).encode()).hexdigest()[:12]
         for key in IMMUTABLE_SECTIONS
     }
 
@@ -94,8 +97,10 @@ def _head_group(job: TrainingJob, settings: OperatorSettings, image: str) -> Obj
     secret = job.spec.storage_secret_ref.name if job.spec.storage_secret_ref else None
     resources = {"cpu": settings.head_cpu, "memory": settings.head_memory}
     container = ray_container(HEAD_CONTAINER, image, _env(job), resources, [*HEAD_PORTS, METRICS], secret)
-    # The driver runs here and reports progress with this account's token (its own status only).
-    return head_group(ray_pod(child_labels(name), container, service_account=job_account_name(name)))
+    # The driver runs here and reports progress with this account's token (its own status only); a template's
+    # serviceAccountName replaces it (and gets the status Role, see builders.rbac).
+    template = job.spec.pod_template
+    return head_group(ray_pod(child_labels(name), container, template, service_account=job_account_name(name)))
 
 
 def _worker_group(job: TrainingJob, image: str) -> Object:
@@ -108,7 +113,7 @@ def _worker_group(job: TrainingJob, image: str) -> Object:
     where = placement(res.node_selector, res.tolerations, res.gpus_per_worker, res.gpu_resource_name)
     return worker_group(
         "trainers",
-        ray_pod(child_labels(job.metadata.name or ""), container, **where),
+        ray_pod(child_labels(job.metadata.name or ""), container, job.spec.pod_template, **where),
         replicas=res.workers,
         min_replicas=res.workers,
         max_replicas=res.workers,

@@ -1,13 +1,16 @@
 """Every Ray pod the operator writes, built once: the Ray container, the pod, the head group and a worker group.
 
 Each kind adds only what differs (environment, ServiceAccount, ports it serves, placement, sizes); volumes,
-environment and pod overrides that every Ray pod needs belong here, so they land in one place.
+environment and pod overrides that every Ray pod needs belong here, so they land in one place. That includes the
+user's `spec.podTemplate`, merged by :func:`apply_pod_template` (the merge rules are written there).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
+from trainserve.api.podtemplate import PodTemplate
 from trainserve.builders.common import container_security, pod_security, shm_mount, shm_volume
 
 Object = dict[str, Any]
@@ -58,9 +61,16 @@ def ray_container(
     return container
 
 
-def ray_pod(labels: dict[str, str], container: Object, service_account: str | None = None, **spec: Any) -> Object:
-    """A Ray pod template; only a pod given ``service_account`` gets an API token (the others never call the
-    Kubernetes API). ``spec`` adds pod fields such as ``nodeSelector`` and ``tolerations``."""
+def ray_pod(
+    labels: dict[str, str],
+    container: Object,
+    template: PodTemplate | None = None,
+    service_account: str | None = None,
+    **spec: Any,
+) -> Object:
+    """A Ray pod template with the user's ``template`` merged in; only a pod with a ServiceAccount (given as
+    ``service_account``, or the template's) gets an API token (the others never call the Kubernetes API).
+    ``spec`` adds pod fields such as ``nodeSelector`` and ``tolerations``."""
     pod: Object = {}
     if service_account:
         pod["serviceAccountName"] = service_account
@@ -71,7 +81,64 @@ def ray_pod(labels: dict[str, str], container: Object, service_account: str | No
         "volumes": [shm_volume()],
         **spec,
     }
-    return {"metadata": {"labels": dict(labels)}, "spec": pod}
+    built = {"metadata": {"labels": dict(labels)}, "spec": pod}
+    return apply_pod_template(built, template) if template is not None else built
+
+
+#: Pod fields a template sets as they are (trainserve sets none of them).
+_TEMPLATE_AS_GIVEN = ("priorityClassName", "runtimeClassName", "schedulerName", "affinity", "topologySpreadConstraints")
+
+
+def apply_pod_template(pod_template: Object, template: PodTemplate) -> Object:
+    """``pod_template`` (one of ours) with the user's ``spec.podTemplate`` merged in; the one place of the rules:
+
+    - labels and annotations are added (our label keys cannot be used: the API refuses them);
+    - ``volumes``, ``imagePullSecrets`` (by ``name``), the Ray container's ``env`` (by ``name``) and
+      ``volumeMounts`` (by ``mountPath``) are ours followed by the user's; ``envFrom`` entries follow ours
+      (an exact repeat of ours is left out). A user entry with the key of one of ours is refused by the API
+      (``trainserve.api.podtemplate``); should one get here all the same, this raises rather than override;
+    - ``serviceAccountName`` replaces ours (a TrainingJob's head account) or is set, and a pod with an account
+      mounts its token (workload identity and the progress channel use it);
+    - ``priorityClassName``, ``runtimeClassName``, ``schedulerName``, ``affinity`` and
+      ``topologySpreadConstraints`` are set as given (trainserve sets none of them);
+    - the security contexts are ours alone: the template has no field for them.
+    """
+    out = copy.deepcopy(pod_template)
+    user = template.to_wire()
+    metadata, spec = user.get("metadata", {}), user.get("spec", {})
+    out["metadata"]["labels"] = {**metadata.get("labels", {}), **out["metadata"]["labels"]}
+    if metadata.get("annotations"):
+        out["metadata"]["annotations"] = {**metadata["annotations"], **out["metadata"].get("annotations", {})}
+    pod = out["spec"]
+    if spec.get("serviceAccountName"):
+        pod["serviceAccountName"] = spec["serviceAccountName"]
+        pod["automountServiceAccountToken"] = True
+    for key in _TEMPLATE_AS_GIVEN:
+        if spec.get(key):
+            pod[key] = spec[key]
+    for key in ("imagePullSecrets", "volumes"):
+        if spec.get(key):
+            pod[key] = merged(pod.get(key, []), spec[key], "name", f"spec.{key}")
+    for additions in spec.get("containers", []):
+        container = pod["containers"][0]
+        if additions.get("env"):
+            container["env"] = merged(container.get("env", []), additions["env"], "name", "env")
+        if additions.get("volumeMounts"):
+            mounts = merged(container.get("volumeMounts", []), additions["volumeMounts"], "mountPath", "volumeMounts")
+            container["volumeMounts"] = mounts
+        if additions.get("envFrom"):
+            ours = container.get("envFrom", [])
+            container["envFrom"] = ours + [entry for entry in additions["envFrom"] if entry not in ours]
+    return out
+
+
+def merged(ours: list[Object], theirs: list[Object], key: str, field: str) -> list[Object]:
+    """``ours`` followed by ``theirs``, a list keyed by ``key``; a user entry may not take one of our keys."""
+    taken = {entry.get(key) for entry in ours}
+    clash = [entry.get(key) for entry in theirs if entry.get(key) in taken]
+    if clash:
+        raise ValueError(f"spec.podTemplate {field}: {clash[0]!r} is trainserve's (the API should have refused it)")
+    return [*ours, *theirs]
 
 
 def head_group(template: Object) -> Object:

@@ -94,6 +94,7 @@ def serve_config(args: ServeAppArgs) -> Object:
 
 
 def _serving_env(service: ModelService, args: ServeAppArgs, settings: OperatorSettings) -> list[Object]:
+    """Every name set here is in ``MODELSERVICE_ENV``, which `spec.podTemplate` may not use."""
     env: list[Object] = [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}]
     if settings.fast_ingress:
         values = FAST_INGRESS_ENV | {"RAY_SERVE_HAPROXY_NBTHREAD": str(settings.haproxy_threads)}
@@ -134,11 +135,11 @@ def build_rayservice(
             "rayVersion": settings.ray_version,
             "enableInTreeAutoscaling": True,
             "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 60},
-            "headGroupSpec": head_group(ray_pod(labels, head)),
+            "headGroupSpec": head_group(ray_pod(labels, head, service.spec.pod_template)),
             "workerGroupSpecs": [
                 worker_group(
                     WORKER_GROUP,
-                    ray_pod(labels, worker, **where),
+                    ray_pod(labels, worker, service.spec.pod_template, **where),
                     replicas=shape.min_pods,
                     min_replicas=shape.min_pods,
                     max_replicas=shape.max_pods,

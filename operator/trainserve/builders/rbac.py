@@ -1,8 +1,9 @@
 """The per-job identity that lets a training run report progress: it may patch its own TrainingJob's status.
 
-One ServiceAccount (used by the Ray head pod, where the driver runs), one Role limited by ``resourceNames`` to
-``get``/``patch`` on ``trainingjobs/status`` of this one TrainingJob, and the RoleBinding between them; all owned
-by the TrainingJob, so they go with it.
+One Role limited by ``resourceNames`` to ``get``/``patch`` on ``trainingjobs/status`` of this one TrainingJob,
+bound to the account of the Ray head pod (where the driver runs): a ServiceAccount of the job's own, or the
+``spec.podTemplate.spec.serviceAccountName`` the user chose (then trainserve creates no account; the binding
+lets that account patch this job's status, nothing more). All owned by the TrainingJob, so they go with it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,26 @@ from trainserve.naming import job_account_name
 Object = dict[str, Any]
 
 
-def build_status_access(job: TrainingJob) -> tuple[Object, Object, Object]:
-    """(ServiceAccount, Role, RoleBinding) for the job's head pod."""
+def user_account(job: TrainingJob) -> str | None:
+    """The ServiceAccount the job's pods run as by the user's choice (None: the job's own)."""
+    template = job.spec.pod_template
+    return template.spec.service_account_name if template is not None else None
+
+
+def head_account(job: TrainingJob) -> str:
+    """The ServiceAccount of the job's head pod, which the status Role is bound to."""
+    return user_account(job) or job_account_name(job.metadata.name or "")
+
+
+def build_status_access(job: TrainingJob) -> list[Object]:
+    """The objects that give the job's head pod its status access, in the order they are created: the
+    ServiceAccount (unless the job names its own), the Role and the RoleBinding (all named
+    ``<job>-trainserve-status``)."""
     job_name = job.metadata.name or ""
     name = job_account_name(job_name)
-    account: Object = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": child_metadata(job, name)}
+    objects: list[Object] = []
+    if user_account(job) is None:
+        objects.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": child_metadata(job, name)})
     role: Object = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -40,6 +56,8 @@ def build_status_access(job: TrainingJob) -> tuple[Object, Object, Object]:
         "kind": "RoleBinding",
         "metadata": child_metadata(job, name),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": job.metadata.namespace or "default"}],
+        "subjects": [
+            {"kind": "ServiceAccount", "name": head_account(job), "namespace": job.metadata.namespace or "default"}
+        ],
     }
-    return account, role, binding
+    return [*objects, role, binding]

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from trainserve.api.trainingjob import TrainingJob
 from trainserve.builders.rayjob import build_rayjob
-from trainserve.builders.rbac import build_status_access
+from trainserve.builders.rbac import build_status_access, user_account
 from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, stale, uid_of, utcnow
 from trainserve.kube import TRAININGJOBS, ApiError, KubeApi, controller_uid
 from trainserve.metrics import OperatorMetrics
@@ -196,13 +196,14 @@ class TrainingJobController(Reconciler):
         return None
 
     async def _ensure_access(self, key: Key, body: Object, job: TrainingJob) -> bool:
-        """The job's ServiceAccount, Role and RoleBinding exist and are its own (checked once per resync)."""
+        """The job's status access (ServiceAccount unless it names its own, Role, RoleBinding) exists and is its
+        own (checked once per resync)."""
         uid = str((body.get("metadata") or {}).get("uid") or "")
         if self.access_checked.get(key) == uid:
             return True
         if not await self.owner_alive(key, body):
             return False
-        foreign = await self.api.ensure_status_access(*build_status_access(job))
+        foreign = await self.api.ensure_status_access(build_status_access(job))
         if foreign != self.access_conflicts.get(key, []):
             self.access_conflicts[key] = foreign
             return False
@@ -247,7 +248,8 @@ class TrainingJobController(Reconciler):
             self.wrote(key, f"suspend={suspend} on RayJob {current}")
             self.observe_rayjob("MODIFIED", patched)
         if decision.delete_access:
-            await self.api.delete_status_access(namespace, job_account_name(name))
+            own_account = decision.job is None or user_account(decision.job) is None
+            await self.api.delete_status_access(namespace, job_account_name(name), account=own_account)
             self.access_checked.pop(key, None)
         for rayjob_name in decision.delete_rayjobs:
             await self.api.delete_rayjob(namespace, rayjob_name)
