@@ -25,13 +25,16 @@ def test_every_example_is_valid_for_the_models_and_the_crd(filename: str, docume
     assert crd_errors(document) == []
 
 
+MINIMAL: dict[str, Any] = {
+    "apiVersion": "trainserve.io/v1alpha1",
+    "kind": "TrainingJob",
+    "metadata": {"name": "tiny"},
+    "spec": {"model": {"builtin": {"name": "mlp"}}, "dataset": {"builtin": "digits"}, "output": {"uri": "/m"}},
+}
+
+
 def test_defaults_fill_in_what_the_user_left_out() -> None:
-    minimal = {
-        "apiVersion": "trainserve.io/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": "tiny"},
-        "spec": {"model": {"builtin": {"name": "mlp"}}, "dataset": {"builtin": "digits"}, "output": {"uri": "/m"}},
-    }
+    minimal = MINIMAL
     job = parse(minimal)
     assert isinstance(job, TrainingJob)
     assert job.spec.training.epochs == 10

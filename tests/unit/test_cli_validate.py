@@ -24,10 +24,14 @@ def test_valid_examples_pass() -> None:
     assert result.stdout.count(": valid") == len(files)
 
 
+#: Two problems: a dataset with both `builtin` and `uri`, and a negative GPU count.
+BAD_JOB = changed(
+    changed(example("digits-trainingjob"), "spec.dataset.uri", "s3://b/x.npz"), "spec.resources.gpusPerWorker", -2
+)
+
+
 def test_problems_are_printed_with_path_and_fix_and_exit_1(tmp_path: Path) -> None:
-    bad = changed(
-        changed(example("digits-trainingjob"), "spec.dataset.uri", "s3://b/x.npz"), "spec.resources.gpusPerWorker", -2
-    )
+    bad = BAD_JOB
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump_all([example("digits-modelservice"), bad]))
     result = run("validate", "-f", str(path), "--quiet")
