@@ -180,6 +180,15 @@ def as_kubectl_sends(value: Any) -> Any:
     return value
 
 
+def as_created(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with the name the API server gives an object created with ``generateName`` (at most 58 characters of
+    it, then 5 random consonants and digits) before it validates."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("name") or not metadata.get("generateName"):
+        return obj
+    return {**obj, "metadata": {**metadata, "name": str(metadata["generateName"])[:58] + "bcdfg"}}
+
+
 def _go_pattern(pattern: str) -> str:
     """A Go (RE2) ``pattern`` for Python's ``re``: ``$`` ends the text in Go; in Python it also matches before a
     final newline, which ``\\Z`` does not."""
@@ -189,7 +198,7 @@ def _go_pattern(pattern: str) -> str:
 def schema_errors(obj: dict[str, Any], schema: Schema) -> list[str]:
     """Every reason the API server would refuse ``obj``, as kubectl sends it, (after defaulting) under
     ``schema``."""
-    defaulted = apply_defaults(as_kubectl_sends(obj), schema)
+    defaulted = apply_defaults(as_created(as_kubectl_sends(obj)), schema)
     validator = jsonschema.Draft4Validator(_openapi_to_jsonschema(schema))
     problems = [
         f"{'.'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"

@@ -169,12 +169,15 @@ class CpuQuantity:
 
 
 class ApiModel(BaseModel):
-    """Base of every spec model: camelCase on the wire, unknown fields refused."""
+    """Base of every spec model: camelCase on the wire, unknown fields refused, JSON types as the CRD has them
+    (strict: ``"2"`` is not a number, ``1`` is not ``true``, as for the API server; a number field takes an
+    integer)."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
+        strict=True,
         use_attribute_docstrings=False,
         validate_default=False,
     )
@@ -206,9 +209,10 @@ class Resource(ApiModel):
 
 
 class StatusModel(ApiModel):
-    """Base of status models: written by the operator, so unknown fields are tolerated."""
+    """Base of status models: written by the operator, so unknown fields are tolerated (and timestamps are read
+    from their JSON strings)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=False)
 
 
 def one_of_error(where: str, options: tuple[str, ...], found: list[str]) -> PydanticCustomError:
@@ -308,11 +312,13 @@ CONDITIONS_LIST: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernete
 
 
 class ObjectMeta(BaseModel):
-    """The part of Kubernetes object metadata that trainserve reads; everything else passes through."""
+    """The part of Kubernetes object metadata that trainserve reads; everything else passes through.
+
+    ``name`` follows the rules of its kind (``validation.NAME_PROBLEMS``, the CRDs' root CEL rules)."""
 
     model_config = ConfigDict(extra="allow")
 
-    name: str | None = Field(None, pattern=OBJECT_NAME_PATTERN, max_length=63)
+    name: str | None = None
     namespace: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
