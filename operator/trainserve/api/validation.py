@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -152,10 +153,28 @@ def validate_document(document: Any) -> list[Problem]:
     return []
 
 
+class KubectlYamlLoader(yaml.SafeLoader):
+    """YAML read as kubectl reads it (Go's YAML 1.1 resolver): ``1e-3`` is a number, where PyYAML's resolver wants
+    a point and a signed exponent (``1.0e-3``) and makes ``1e-3`` a string; ``2024-01-01`` stays a string, where
+    PyYAML makes it a date."""
+
+
+KubectlYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+KubectlYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."),
+)
+
+
 def load_documents(text: str) -> list[Any]:
-    """The YAML documents of a file (empty documents skipped); raises InvalidResource on a syntax error."""
+    """The YAML documents of a file (empty documents skipped), read as kubectl reads them; raises InvalidResource
+    on a syntax error."""
     try:
-        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        return [doc for doc in yaml.load_all(text, Loader=KubectlYamlLoader) if doc is not None]
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
