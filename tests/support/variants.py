@@ -16,15 +16,15 @@ Schema = dict[str, Any]
 #: (what was changed, the changed document)
 Variant = tuple[str, dict[str, Any]]
 
-#: One sample of every JSON type; a field gets each that is not its own type.
-JSON_SAMPLES: dict[str, Any] = {
-    "string": "text",
-    "integer": 7,
-    "number": 2.5,
-    "boolean": True,
-    "array": ["text"],
-    "object": {"key": "text"},
-    "null": None,
+#: One sample of every JSON type, by type: what it is called, the sample. A field gets each of another type.
+JSON_SAMPLES: dict[str, tuple[str, Any]] = {
+    "string": ("a string", "text"),
+    "integer": ("an integer", 7),
+    "number": ("a fraction", 2.5),
+    "boolean": ("a boolean", True),
+    "array": ("a list", ["text"]),
+    "object": ("an object", {"key": "text"}),
+    "null": ("null", None),
 }
 
 NAMES = [
@@ -104,7 +104,7 @@ CPUS: list[Any] = [
 
 def set_at(document: dict[str, Any], path: str, value: Any, *, delete: bool = False) -> dict[str, Any]:
     """A copy of ``document`` with the value at a schema path (``.field``, ``[]`` for the first item, ``{}`` for the
-    first map value) replaced, or deleted; missing objects, lists and maps on the way are created."""
+    first map value) replaced, or a field deleted; missing objects, lists and maps on the way are created."""
     out = copy.deepcopy(document)
     steps = _steps(path)
     node: Any = out
@@ -113,18 +113,9 @@ def set_at(document: dict[str, Any], path: str, value: Any, *, delete: bool = Fa
         node = _child(node, step, empty)
     last = steps[-1]
     if last == "[]":
-        if delete:
-            node.clear()
-        elif node:
-            node[0] = value
-        else:
-            node.append(value)
+        node[:1] = [value]
     elif last == "{}":
-        key = next(iter(node), "key")
-        if delete:
-            node.pop(key, None)
-        else:
-            node[key] = value
+        node[next(iter(node), "key")] = value
     elif delete:
         node.pop(last, None)
     else:
@@ -166,9 +157,9 @@ def field_values(node: Schema) -> Iterator[tuple[str, Any]]:
     kind = node.get("type")
     if kind is None:
         return  # a field of several types (CPU quantities): see CPUS
-    for other, sample in JSON_SAMPLES.items():
+    for other, (called, sample) in JSON_SAMPLES.items():
         if other != kind and not (kind == "number" and other == "integer"):
-            yield f"a {other}", sample
+            yield called, sample
     if kind in ("integer", "number"):
         step = 1 if kind == "integer" else 0.5
         for bound, exclusive, direction in (
