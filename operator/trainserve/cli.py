@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import yaml
 
 from .api.crd import all_crds, crd_filename
-from .api.validation import InvalidResource, load_documents, validate_document
+from .api.validation import InvalidResource, as_stored, load_documents, validate_document
 from .builders.raypod import SERVE_PORT
 from .localstate import DEFAULT_STATE_DIR, STATE_DIR_ENV, list_jobs, state_dir
 
@@ -91,7 +91,7 @@ def _load_valid(path: str, kinds: tuple[str, ...] = ("TrainingJob", "ModelServic
             name = document.get("metadata", {}).get("name", "?")
             print(f"{path}: {document.get('kind')}/{name}: {problem}", file=sys.stderr)
         raise SystemExit(2)
-    return selected
+    return [as_stored(d) for d in selected]
 
 
 def _load_kind(path: str, kind: str) -> list[dict[str, Any]]:
@@ -226,30 +226,17 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .api.trainingjob import TrainingJob
     from .builders.rayjob import build_rayjob
     from .builders.rbac import build_status_access
-    from .naming import name_fix, name_problem, service_name_problem
     from .settings import settings_from
 
     settings = settings_from(image=args.image)
-    documents = _load_valid(args.filename)
+    documents = _load_valid(args.filename)  # names included: their rules are the kinds' own
     jobs = [TrainingJob.model_validate(d) for d in documents if d.get("kind") == "TrainingJob"]
     services = [ModelService.model_validate(d) for d in documents if d.get("kind") == "ModelService"]
     if not jobs and not services:
         raise SystemExit(f"{args.filename}: no TrainingJob or ModelService in this file")
     out: list[dict[str, Any]] = []
-    named: list[tuple[TrainingJob | ModelService, Callable[[str], str | None]]] = [
-        *((j, name_problem) for j in jobs),
-        *((m, service_name_problem) for m in services),
-    ]
-    for resource, check in named:
-        name = resource.metadata.name or ""
-        problem = check(name)
-        if problem:
-            print(
-                f"{args.filename}: {resource.kind}/{resource.metadata.name}: metadata.name: {problem}\n"
-                f"  fix: {name_fix(name, resource.MAX_NAME)}",
-                file=sys.stderr,
-            )
-            return 2
+    resources: list[TrainingJob | ModelService] = [*jobs, *services]
+    for resource in resources:
         resource.metadata.namespace = args.namespace or resource.metadata.namespace or "default"
     for job in jobs:
         if args.with_access:

@@ -31,7 +31,7 @@ def deployment_options(args: ServeAppArgs) -> dict[str, Any]:
     """Ray Serve options of the model deployment, in the form of ``serveConfigV2`` deployment entries."""
     resources = args.resources
     actor: dict[str, Any] = {
-        "num_cpus": resources.cpus_per_replica,
+        "num_cpus": resources.cpus_per_replica.cpus,
         "memory": quantity_bytes(resources.memory_per_replica),
     }
     if resources.gpus_per_replica:

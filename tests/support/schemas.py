@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +40,45 @@ def crd_from_file(path: Path) -> dict[str, Any]:
 
 
 def apply_defaults(value: Any, schema: Schema) -> Any:
-    """A copy of ``value`` with the schema's defaults filled in, top-down like the API server."""
+    """A copy of ``value`` with the schema's defaults filled in, top-down like the API server: a ``null`` where
+    the schema allows none is dropped, or replaced by the default when there is one."""
     value = copy.deepcopy(value)
+    _prune_nulls(value, schema)
     _default_in_place(value, schema)
     return value
+
+
+def _prune_nulls(value: Any, schema: Schema | None) -> None:
+    """The API server's ``PruneNonNullableNullsWithoutDefaults``: nulls of fields (and map values) that are not
+    nullable and have no default are dropped; list items are left alone."""
+    if isinstance(value, dict):
+        for key in list(value):
+            sub = _field_schema(schema, key)
+            if value[key] is None and sub is not None and not sub.get("nullable") and "default" not in sub:
+                del value[key]
+            else:
+                _prune_nulls(value[key], sub)
+    elif isinstance(value, list):
+        items = schema.get("items") if schema else None
+        for item in value:
+            _prune_nulls(item, items if isinstance(items, dict) else None)
+
+
+def _field_schema(schema: Schema | None, key: str) -> Schema | None:
+    if schema is None:
+        return None
+    if key in schema.get("properties", {}):
+        return schema["properties"][key]
+    extra = schema.get("additionalProperties")
+    return extra if isinstance(extra, dict) else None
 
 
 def _default_in_place(value: Any, schema: Schema) -> None:
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         for name, sub in properties.items():
-            if name not in value and "default" in sub:
+            missing = name not in value or (value[name] is None and not sub.get("nullable"))
+            if missing and "default" in sub:
                 value[name] = copy.deepcopy(sub["default"])
             if name in value:
                 _default_in_place(value[name], sub)
@@ -115,7 +144,11 @@ def _cel_failures(value: Any, schema: Schema, path: str) -> list[str]:
     for rule in schema.get("x-kubernetes-validations", []):
         if "oldSelf" in rule["rule"]:
             continue  # transition rules need the previous object; checked by the tests that update
-        result = _cel_program(rule["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+        try:
+            result = _cel_program(rule["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+        except celpy.CELEvalError as err:  # the API server refuses an object a rule cannot be evaluated on
+            problems.append(f"{path}: {rule.get('message', rule['rule'])} (evaluation error: {err.args[0]})")
+            continue
         if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
             problems.append(f"{path}: {rule.get('message', rule['rule'])}")
     if isinstance(value, dict):
@@ -147,6 +180,8 @@ def _openapi_to_jsonschema(schema: Any) -> Any:
             out[key] = _openapi_to_jsonschema(value)
         elif key in ("allOf", "anyOf", "oneOf"):
             out[key] = [_openapi_to_jsonschema(v) for v in value]
+        elif key == "pattern":
+            out[key] = _go_pattern(value)
         else:
             out[key] = value
     if schema.get("x-kubernetes-int-or-string"):
@@ -157,9 +192,37 @@ def _openapi_to_jsonschema(schema: Any) -> Any:
     return out
 
 
+def as_kubectl_sends(value: Any) -> Any:
+    """``value`` as JSON from kubectl: a YAML document is decoded in Go, so a whole float (``2.0``) is written as
+    an integer (``2``)."""
+    if isinstance(value, dict):
+        return {key: as_kubectl_sends(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_kubectl_sends(item) for item in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    return value
+
+
+def as_created(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with the name the API server gives an object created with ``generateName`` (at most 58 characters of
+    it, then 5 random consonants and digits) before it validates."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("name") or not metadata.get("generateName"):
+        return obj
+    return {**obj, "metadata": {**metadata, "name": str(metadata["generateName"])[:58] + "bcdfg"}}
+
+
+def _go_pattern(pattern: str) -> str:
+    """A Go (RE2) ``pattern`` for Python's ``re``: ``$`` ends the text in Go; in Python it also matches before a
+    final newline, which ``\\Z`` does not."""
+    return re.sub(r"(?<!\\)\$", r"\\Z", pattern)
+
+
 def schema_errors(obj: dict[str, Any], schema: Schema) -> list[str]:
-    """Every reason the API server would refuse ``obj`` (after defaulting) under ``schema``."""
-    defaulted = apply_defaults(obj, schema)
+    """Every reason the API server would refuse ``obj``, as kubectl sends it, (after defaulting) under
+    ``schema``."""
+    defaulted = apply_defaults(as_created(as_kubectl_sends(obj)), schema)
     validator = jsonschema.Draft4Validator(_openapi_to_jsonschema(schema))
     problems = [
         f"{'.'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"

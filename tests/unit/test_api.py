@@ -25,13 +25,16 @@ def test_every_example_is_valid_for_the_models_and_the_crd(filename: str, docume
     assert crd_errors(document) == []
 
 
+MINIMAL: dict[str, Any] = {
+    "apiVersion": "trainserve.io/v1alpha1",
+    "kind": "TrainingJob",
+    "metadata": {"name": "tiny"},
+    "spec": {"model": {"builtin": {"name": "mlp"}}, "dataset": {"builtin": "digits"}, "output": {"uri": "/m"}},
+}
+
+
 def test_defaults_fill_in_what_the_user_left_out() -> None:
-    minimal = {
-        "apiVersion": "trainserve.io/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": "tiny"},
-        "spec": {"model": {"builtin": {"name": "mlp"}}, "dataset": {"builtin": "digits"}, "output": {"uri": "/m"}},
-    }
+    minimal = MINIMAL
     job = parse(minimal)
     assert isinstance(job, TrainingJob)
     assert job.spec.training.epochs == 10
@@ -123,7 +126,51 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("negative replicas", changed(MS, "spec.replicas", -1), "spec.replicas", ">= 0"),
     ("bad model name", changed(MS, "spec.modelName", "my model!"), "spec.modelName", "pattern"),
     ("unknown runtime", changed(MS, "spec.runtime", "tflite"), "spec.runtime", "tensorflow"),
+    # JSON types as the API server has them: no coercion from strings, booleans or numbers.
+    ("epochs as a numeric string", changed(TJ, "spec.training.epochs", "12"), "spec.training.epochs", "whole number"),
+    ("workers as true", changed(TJ, "spec.resources.workers", True), "spec.resources.workers", "whole number"),
+    (
+        "learning rate as a numeric string",
+        changed(TJ, "spec.training.optimizer.learningRate", "0.01"),
+        "spec.training.optimizer.learningRate",
+        "a number",
+    ),
+    ("suspend as 1", changed(TJ, "spec.runPolicy.suspend", 1), "spec.runPolicy.suspend", "true or false"),
+    ("suspend as a string", changed(TJ, "spec.runPolicy.suspend", "true"), "spec.runPolicy.suspend", "true or false"),
+    ("CPUs as a word", changed(TJ, "spec.resources.cpusPerWorker", "lots"), "spec.resources.cpusPerWorker", "500m"),
+    ("CPUs as true", changed(MS, "spec.resources.cpusPerReplica", True), "spec.resources.cpusPerReplica", "500m"),
+    # The kinds' own name rules (the CRDs' root CEL rules): DNS-1035, and the length our children's names allow.
+    ("name with a dot", changed(TJ, "metadata.name", "digits.v2"), "metadata.name", "'digits-v2'"),
+    ("TrainingJob name of 44 characters", changed(TJ, "metadata.name", "d" * 44), "metadata.name", "at most 43"),
+    ("ModelService name of 48 characters", changed(MS, "metadata.name", "d" * 48), "metadata.name", "at most 47"),
+    ("uppercase name", changed(MS, "metadata.name", "Digits"), "metadata.name", "'digits'"),
+    ("no name", changed(TJ, "metadata.name", None, delete=True), "metadata.name", "add `name`"),
 ]
+
+#: (description, document, field path, the value it is read as): what the API server accepts, and so must we.
+AS_THE_API_SERVER_READS: list[tuple[str, dict[str, Any], str, Any]] = [
+    ("a null with a default", changed(TJ, "spec.training.epochs", None), "spec.training.epochs", 10),
+    ("a null without a default", changed(TJ, "spec.image", None), "spec.image", None),
+    ("a null section", changed(TJ, "spec.runPolicy", None), "spec.runPolicy.backoffLimit", 3),
+    ("a null CPU amount", changed(MS, "spec.resources.cpusPerReplica", None), "spec.resources.cpusPerReplica", 1.0),
+    ("a null map value", changed(TJ, "spec.resources.nodeSelector", {"a": None}), "spec.resources.nodeSelector", {}),
+    ("a whole float for an integer", changed(TJ, "spec.training.epochs", 12.0), "spec.training.epochs", 12),
+    ("an integer for a number", changed(TJ, "spec.dataset.validationSplit", 0), "spec.dataset.validationSplit", 0.0),
+    ("CPUs as a string", changed(TJ, "spec.resources.cpusPerWorker", "500m"), "spec.resources.cpusPerWorker", "500m"),
+    ("a generated name", changed(TJ, "metadata", {"generateName": "digits-"}), "metadata.name", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "document", "path", "value"), AS_THE_API_SERVER_READS, ids=[a[0] for a in AS_THE_API_SERVER_READS]
+)
+def test_documents_the_api_server_accepts_are_valid(what: str, document: dict[str, Any], path: str, value: Any) -> None:
+    assert validate_document(document) == []
+    assert crd_errors(document) == []
+    wire: Any = parse(document).model_dump(mode="json", by_alias=True)
+    for part in path.split("."):
+        wire = wire[part]
+    assert wire == value
 
 
 @pytest.mark.parametrize(("what", "document", "path", "words"), INVALID, ids=[i[0] for i in INVALID])

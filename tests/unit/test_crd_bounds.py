@@ -19,8 +19,11 @@ def crd_errors(document: dict[str, Any]) -> list[str]:
     return schema_errors(document, version_schema(our_crd(PLURALS[document["kind"]]), "v1alpha1"))
 
 
+LONG_URI = changed(example("digits-trainingjob"), "spec.output.uri", "s3://bucket/" + "a" * 9988)
+
+
 def test_a_10000_character_output_uri_is_refused_by_the_model_and_the_crd() -> None:
-    document = changed(example("digits-trainingjob"), "spec.output.uri", "s3://bucket/" + "a" * 9988)
+    document = LONG_URI
     assert len(document["spec"]["output"]["uri"]) == 10_000
     problems = validate_document(document)
     assert [p.path for p in problems] == ["spec.output.uri"] and "2048" in problems[0].message

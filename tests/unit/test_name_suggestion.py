@@ -66,5 +66,7 @@ def test_validate_suggests_a_valid_name() -> None:
 def test_render_suggests_a_valid_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(changed(example("digits-trainingjob"), "metadata.name", "digits.v2")))
-    assert main(["render", "-f", str(path)]) == 2
+    with pytest.raises(SystemExit) as exited:
+        main(["render", "-f", str(path)])
+    assert exited.value.code == 2
     assert "fix: use a DNS-1035 name of at most 43 characters, e.g. 'digits-v2'" in capsys.readouterr().err

@@ -10,12 +10,14 @@ def schema() -> dict:  # type: ignore[type-arg]
     return version_schema(our_crd("trainingjobs"), "v1alpha1")
 
 
+TOO_LONG = changed(example("digits-trainingjob"), "metadata.name", "a" * 44)
+DIGIT_FIRST = changed(example("digits-trainingjob"), "metadata.name", "1digits")
+
+
 def test_names_kuberay_cannot_use_are_refused() -> None:
-    ok = example("digits-trainingjob")
-    assert schema_errors(ok, schema()) == []
-    too_long = changed(ok, "metadata.name", "a" * 44)
-    assert any("at most 43" in p for p in schema_errors(too_long, schema()))
-    assert any("start with a letter" in p for p in schema_errors(changed(ok, "metadata.name", "1digits"), schema()))
+    assert schema_errors(example("digits-trainingjob"), schema()) == []
+    assert any("at most 43" in p for p in schema_errors(TOO_LONG, schema()))
+    assert any("start with a letter" in p for p in schema_errors(DIGIT_FIRST, schema()))
 
 
 def test_immutable_sections_have_transition_rules() -> None:

@@ -101,7 +101,7 @@ def init_ray(spec: TrainingJobSpec, verbose: bool) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **options)
         return
-    needed = math.ceil(spec.resources.workers * spec.resources.cpus_per_worker)
+    needed = math.ceil(spec.resources.workers * spec.resources.cpus_per_worker.cpus)
     ray.init(
         num_cpus=max(needed, os.cpu_count() or 1),
         num_gpus=spec.resources.workers * spec.resources.gpus_per_worker or None,
@@ -177,7 +177,7 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
         scaling_config=ScalingConfig(
             num_workers=spec.resources.workers,
             use_gpu=gpus > 0,
-            resources_per_worker={"CPU": spec.resources.cpus_per_worker, **({"GPU": gpus} if gpus else {})},
+            resources_per_worker={"CPU": spec.resources.cpus_per_worker.cpus, **({"GPU": gpus} if gpus else {})},
         ),
         run_config=RunConfig(
             name=f"{job.metadata.name or 'trainingjob'}-{uuid.uuid4().hex[:8]}",

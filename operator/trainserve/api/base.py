@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, PydanticCustomError
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 GROUP = "trainserve.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
+#: The suffixes of a Kubernetes quantity: milli, decimal and binary multiples.
+_QUANTITY_SUFFIX = r"(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)"
 #: A Kubernetes resource quantity such as ``2Gi``, ``512Mi`` or ``1.5``.
-QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+QUANTITY_PATTERN = rf"^[0-9]+(\.[0-9]+)?{_QUANTITY_SUFFIX}?$"
+#: A quantity above zero (a digit other than 0 before or after the point): the form a CRD pattern can check.
+POSITIVE_QUANTITY_PATTERN = rf"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*){_QUANTITY_SUFFIX}?$"
 _QUANTITY = re.compile(QUANTITY_PATTERN)
+_POSITIVE_QUANTITY = re.compile(POSITIVE_QUANTITY_PATTERN)
 _SUFFIX_FACTORS: dict[str, float] = {
     "": 1,
     "m": 1e-3,
@@ -37,13 +44,26 @@ _SUFFIX_FACTORS: dict[str, float] = {
 }
 
 
-def quantity_bytes(quantity: str) -> int:
-    """``"2Gi"`` -> 2147483648."""
-    match = _QUANTITY.match(quantity)
+def quantity_value(quantity: str) -> float:
+    """The amount a quantity stands for: ``"500m"`` -> 0.5, ``"2Gi"`` -> 2147483648.0."""
+    match = _QUANTITY.fullmatch(quantity)  # not `match`: Python's `$` would let a final newline through
     if not match:
         raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
     suffix = match.group(2) or ""
-    return int(float(quantity[: len(quantity) - len(suffix)]) * _SUFFIX_FACTORS[suffix])
+    return float(quantity[: len(quantity) - len(suffix)]) * _SUFFIX_FACTORS[suffix]
+
+
+def quantity_bytes(quantity: str) -> int:
+    """``"2Gi"`` -> 2147483648."""
+    return int(quantity_value(quantity))
+
+
+def cpu_quantity(cpus: float) -> str:
+    """A number of CPUs as a canonical Kubernetes quantity: ``2.0`` -> ``"2"``, ``1.5`` -> ``"1500m"``; rounded up
+    to whole millicores, as Kubernetes does."""
+    if float(cpus).is_integer():
+        return str(int(cpus))
+    return f"{math.ceil(round(cpus * 1000, 6))}m"
 
 
 #: A Kubernetes extended resource name such as ``nvidia.com/gpu``.
@@ -77,14 +97,87 @@ MAX_QUANTITY = 64
 LabelKey = Annotated[str, Field(max_length=MAX_QUALIFIED_NAME)]
 LabelValue = Annotated[str, Field(max_length=MAX_LABEL_VALUE)]
 
+_CPU_FIX = 'write a number of CPUs such as `2` or `1.5`, or a Kubernetes quantity such as `"500m"` or `"0.25"`'
+
+
+@dataclass(frozen=True)
+class CpuQuantity:
+    """An amount of CPU as the user wrote it, as Kubernetes takes it: a number (``2``, ``1.5``) or a quantity string
+    (``"2"``, ``"500m"``, ``"0.25"``), above zero.
+
+    Parsed once: :attr:`cpus` is the amount for Ray; :attr:`quantity` goes into pod requests and limits, a string
+    unchanged (``"500m"`` stays ``"500m"``). A number is kept as a float, so a spec reads back as it did before
+    strings were allowed (the immutable sections' digests do not change).
+    """
+
+    written: float | str
+    cpus: float
+
+    @classmethod
+    def parse(cls, value: object) -> CpuQuantity:
+        """The quantity ``value`` stands for; raises the validation error `trainserve validate` prints."""
+        if isinstance(value, CpuQuantity):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number) or number <= 0:
+                raise PydanticCustomError(
+                    "cpu_quantity", "CPUs must be above 0, not {value}", {"value": repr(value), "fix": _CPU_FIX}
+                )
+            return cls(number, number)
+        if isinstance(value, str):
+            if len(value) > MAX_QUANTITY:
+                raise PydanticCustomError(
+                    "cpu_quantity",
+                    "a CPU quantity has at most {limit} characters",
+                    {"limit": MAX_QUANTITY, "fix": _CPU_FIX},
+                )
+            if not _POSITIVE_QUANTITY.fullmatch(value):
+                raise PydanticCustomError(
+                    "cpu_quantity",
+                    "{value} is not a Kubernetes quantity above 0",
+                    {"value": repr(value), "fix": _CPU_FIX},
+                )
+            return cls(value, quantity_value(value))
+        raise PydanticCustomError(
+            "cpu_quantity", "{value} is not a number or a quantity string", {"value": repr(value), "fix": _CPU_FIX}
+        )
+
+    @property
+    def quantity(self) -> str:
+        """For a pod's ``resources``: a string as written, a number in canonical form (``1.5`` -> ``"1500m"``)."""
+        return self.written if isinstance(self.written, str) else cpu_quantity(self.written)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls.parse, serialization=core_schema.plain_serializer_function_ser_schema(lambda q: q.written)
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        # The CRD generator turns this union into a structural schema (see `crd._number_or_string`).
+        return {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": POSITIVE_QUANTITY_PATTERN, "maxLength": MAX_QUANTITY},
+            ]
+        }
+
 
 class ApiModel(BaseModel):
-    """Base of every spec model: camelCase on the wire, unknown fields refused."""
+    """Base of every spec model: camelCase on the wire, unknown fields refused, JSON types as the CRD has them
+    (strict: ``"2"`` is not a number, ``1`` is not ``true``, as for the API server; a number field takes an
+    integer)."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
+        strict=True,
         use_attribute_docstrings=False,
         validate_default=False,
     )
@@ -116,9 +209,10 @@ class Resource(ApiModel):
 
 
 class StatusModel(ApiModel):
-    """Base of status models: written by the operator, so unknown fields are tolerated."""
+    """Base of status models: written by the operator, so unknown fields are tolerated (and timestamps are read
+    from their JSON strings)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=False)
 
 
 def one_of_error(where: str, options: tuple[str, ...], found: list[str]) -> PydanticCustomError:
@@ -219,16 +313,23 @@ CONDITIONS_LIST: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernete
 
 
 class ObjectMeta(BaseModel):
-    """The part of Kubernetes object metadata that trainserve reads; everything else passes through."""
+    """The part of Kubernetes object metadata that trainserve reads; everything else passes through.
+
+    ``name`` follows the rules of its kind (``validation.NAME_PROBLEMS``, the CRDs' root CEL rules)."""
 
     model_config = ConfigDict(extra="allow")
 
-    name: str | None = Field(None, pattern=OBJECT_NAME_PATTERN, max_length=63)
+    name: str | None = None
     namespace: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     generation: int | None = None
     uid: str | None = None
+
+
+def cpus_field(description: str) -> Any:
+    """A :class:`CpuQuantity` field, 1 CPU by default (written as the number the CRD shows)."""
+    return Field(CpuQuantity(1.0, 1.0), description=description, json_schema_extra={"default": 1.0})
 
 
 def section(factory: Callable[[], ApiModel], description: str) -> Any:

@@ -122,12 +122,49 @@ def _structural(node: Schema, definitions: dict[str, Schema]) -> Schema:
     variants = node.pop("anyOf", None)
     if variants is not None:
         concrete = [v for v in variants if v.get("type") != "null"]
-        if len(concrete) != 1:
+        if sorted(v.get("type", "") for v in concrete) == ["number", "string"]:
+            inner = _number_or_string(concrete, definitions)
+        elif len(concrete) == 1:
+            inner = _structural(concrete[0], definitions)
+        else:
             raise ValueError(f"a CRD schema cannot express the union {variants}")
-        inner = _structural(concrete[0], definitions)
         # Field-level keys (description, default) win over the variant's own.
         return {**inner, **_structural_keywords(node, definitions)}
     return _structural_keywords(node, definitions)
+
+
+#: Constraints that JSON Schema (and the API server) apply only to values of one type.
+_NUMBER_CONSTRAINTS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
+_STRING_CONSTRAINTS = {"pattern", "minLength", "maxLength"}
+#: Refuses what is neither a number nor a string: no object has at least 1 and at most 0 properties, no list at
+#: least 1 and at most 0 items; booleans by value. (Each constraint applies only to values of its own type.)
+_NEITHER_OBJECT_LIST_NOR_BOOLEAN: Schema = {
+    "minProperties": 1,
+    "maxProperties": 0,
+    "minItems": 1,
+    "maxItems": 0,
+    "not": {"enum": [True, False]},
+}
+
+
+def _number_or_string(variants: list[Schema], definitions: dict[str, Schema]) -> Schema:
+    """A value that is a number or a string, such as a CPU quantity (``1.5`` or ``"500m"``), in a structural schema.
+
+    A structural schema allows no types inside ``anyOf`` (bar int-or-string), and ``x-kubernetes-int-or-string``
+    refuses ``1.5``. What it does allow is a node without a type that keeps its value
+    (``x-kubernetes-preserve-unknown-fields``) and carries value constraints. Constraints apply only to values of
+    their own type, so the number's (``minimum``...) and the string's (``pattern``...) sit side by side, and
+    constraints no object, list or boolean can meet refuse everything else. CEL rules cannot read such a field.
+    """
+    out: Schema = {"x-kubernetes-preserve-unknown-fields": True}
+    for variant in variants:
+        constraints = _structural(variant, definitions)
+        kind = constraints.pop("type")
+        allowed = _NUMBER_CONSTRAINTS if kind == "number" else _STRING_CONSTRAINTS
+        if not set(constraints) <= allowed:
+            raise ValueError(f"a number-or-string CRD field cannot express {sorted(set(constraints) - allowed)}")
+        out.update(constraints)
+    return {**out, **_NEITHER_OBJECT_LIST_NOR_BOOLEAN}
 
 
 def _structural_keywords(node: Schema, definitions: dict[str, Schema]) -> Schema:

@@ -21,6 +21,7 @@ from .base import (
     RESOURCE_NAME_PATTERN,
     ApiModel,
     Condition,
+    CpuQuantity,
     LabelKey,
     LabelValue,
     ObjectMeta,
@@ -29,6 +30,7 @@ from .base import (
     SecretRef,
     StatusModel,
     Toleration,
+    cpus_field,
     exactly_one_rule,
     require_exactly_one,
     rule_error,
@@ -121,7 +123,10 @@ class AutoscalingSpec(ApiModel):
 class ServingResources(ApiModel):
     """Resources of each serving replica, and where replicas may run."""
 
-    cpus_per_replica: float = Field(1.0, gt=0.0, le=1024, description="CPUs per replica (fractions allowed).")
+    cpus_per_replica: CpuQuantity = cpus_field(
+        "CPUs per replica, as Kubernetes takes them: a number (`1`, `0.5`) or a quantity string "
+        '(`"1"`, `"500m"`, `"0.25"`), above 0. Replicas of less than a CPU share a worker pod.',
+    )
     memory_per_replica: str = Field(
         "2Gi",
         pattern=QUANTITY_PATTERN,

@@ -20,6 +20,7 @@ from .base import (
     RESOURCE_NAME_PATTERN,
     ApiModel,
     Condition,
+    CpuQuantity,
     LabelKey,
     LabelValue,
     ObjectMeta,
@@ -27,6 +28,7 @@ from .base import (
     SecretRef,
     StatusModel,
     Toleration,
+    cpus_field,
     exactly_one_rule,
     require_exactly_one,
     rule_error,
@@ -215,7 +217,10 @@ class ResourcesSpec(ApiModel):
     """The Ray workers that train, and where they may run."""
 
     workers: int = Field(1, ge=1, le=1024, description="Number of training workers (one Ray worker pod each).")
-    cpus_per_worker: float = Field(1.0, gt=0.0, le=1024, description="CPUs per worker.")
+    cpus_per_worker: CpuQuantity = cpus_field(
+        "CPUs per worker, as Kubernetes takes them: a number (`2`, `1.5`) or a quantity string "
+        '(`"2"`, `"500m"`, `"0.25"`), above 0. The worker pods request it as written; Ray gets the exact amount.',
+    )
     memory_per_worker: str = Field(
         "2Gi",
         pattern=QUANTITY_PATTERN,

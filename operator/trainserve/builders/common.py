@@ -70,11 +70,6 @@ def shm_mount() -> Object:
     return {"name": SHM_VOLUME, "mountPath": SHM_PATH}
 
 
-def cpu_quantity(cpus: float) -> str:
-    """``2.0`` -> ``"2"``, ``0.5`` -> ``"500m"``."""
-    return str(int(cpus)) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"
-
-
 def placement(node_selector: dict[str, str], tolerations: list[Toleration], gpus: float, gpu_resource: str) -> Object:
     """``nodeSelector`` and ``tolerations`` of a pod spec; GPU pods tolerate the GPU taint by default."""
     out: Object = {}

@@ -14,7 +14,7 @@ import shlex
 from typing import Any
 
 from trainserve.api.trainingjob import TrainingJob
-from trainserve.builders.common import child_metadata, cpu_quantity, placement
+from trainserve.builders.common import child_metadata, placement
 from trainserve.builders.raypod import (
     HEAD_CONTAINER,
     HEAD_PORTS,
@@ -106,7 +106,7 @@ def _head_group(job: TrainingJob, settings: OperatorSettings, image: str) -> Obj
 def _worker_group(job: TrainingJob, image: str) -> Object:
     res = job.spec.resources
     secret = job.spec.storage_secret_ref.name if job.spec.storage_secret_ref else None
-    amounts: Object = {"cpu": cpu_quantity(res.cpus_per_worker), "memory": res.memory_per_worker}
+    amounts: Object = {"cpu": res.cpus_per_worker.quantity, "memory": res.memory_per_worker}
     if res.gpus_per_worker:
         amounts[res.gpu_resource_name] = str(res.gpus_per_worker)
     container = ray_container(WORKER_CONTAINER, image, _env(job), amounts, [METRICS], secret)
@@ -117,7 +117,7 @@ def _worker_group(job: TrainingJob, image: str) -> Object:
         replicas=res.workers,
         min_replicas=res.workers,
         max_replicas=res.workers,
-        cpus=max(1, math.ceil(res.cpus_per_worker)),
+        cpus=max(1, math.ceil(res.cpus_per_worker.cpus)),
         gpus=res.gpus_per_worker,
     )
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from trainserve.api.base import quantity_bytes
+from trainserve.api.base import cpu_quantity, quantity_bytes
 from trainserve.api.modelservice import ModelService
 from trainserve.api.serving import AUTH_TOKEN_ENV, ServeAppArgs
-from trainserve.builders.common import child_metadata, cpu_quantity, placement
+from trainserve.builders.common import child_metadata, placement
 from trainserve.builders.raypod import (
     DASHBOARD_AGENT_PORT,
     DASHBOARD_PORT,
@@ -65,10 +65,11 @@ class WorkerShape:
 def worker_shape(args: ServeAppArgs) -> WorkerShape:
     """Whole CPUs and GPUs per pod (Ray's ``--num-cpus`` takes integers); fractional replicas share a pod."""
     res = args.resources
+    cpus = res.cpus_per_replica.cpus
     if res.gpus_per_replica:
         per_pod = max(1, math.floor(1 / res.gpus_per_replica)) if res.gpus_per_replica < 1 else 1
     else:
-        per_pod = max(1, math.floor(1 / res.cpus_per_replica)) if res.cpus_per_replica < 1 else 1
+        per_pod = max(1, math.floor(1 / cpus)) if cpus < 1 else 1
     if args.autoscaling is not None:
         low, high = args.autoscaling.min_replicas, args.autoscaling.max_replicas
     else:
@@ -76,7 +77,7 @@ def worker_shape(args: ServeAppArgs) -> WorkerShape:
     memory = per_pod * quantity_bytes(res.memory_per_replica) * MEMORY_HEADROOM
     return WorkerShape(
         replicas_per_pod=per_pod,
-        cpus=max(1, math.ceil(per_pod * res.cpus_per_replica - 1e-9)),
+        cpus=max(1, math.ceil(per_pod * cpus - 1e-9)),
         gpus=math.ceil(per_pod * res.gpus_per_replica - 1e-9) if res.gpus_per_replica else 0,
         memory_mib=math.ceil(memory / 2**20),
         min_pods=math.ceil(low / per_pod),
