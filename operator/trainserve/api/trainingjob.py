@@ -32,6 +32,7 @@ from .base import (
     rule_error,
     section,
 )
+from .runtimeenv import RuntimeEnvSpec
 
 OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam"]
 LossName = Literal[
@@ -298,6 +299,9 @@ class TrainingJobSpec(ApiModel):
         "become environment variables of the Ray pods for storage access.",
     )
     run_policy: RunPolicy = section(RunPolicy, "Retries, deadline, TTL and suspend.")
+    runtime_env: RuntimeEnvSpec | None = Field(
+        None, description="Code, pip packages and environment variables for the driver and workers, without an image."
+    )
 
     #: What a job trains on and with cannot change once it exists (transition rules: checked on update only;
     #: the operator also refuses such a change with a `Valid=False` condition where no CEL runs).
