@@ -86,7 +86,7 @@ def serve_application(args: ServeAppArgs) -> dict[str, Any]:
     batching travel in the model deployment's ``user_config`` and are applied in place by ``reconfigure``,
     and scaling and resources in the deployment entries, where KubeRay and Ray's tooling see them.
     """
-    return {
+    application: dict[str, Any] = {
         "name": args.model_name,
         "route_prefix": "/",
         "import_path": SERVE_IMPORT_PATH,
@@ -96,3 +96,6 @@ def serve_application(args: ServeAppArgs) -> dict[str, Any]:
             {"name": STATS_DEPLOYMENT, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
         ],
     }
+    if args.runtime_env:
+        application["runtime_env"] = dict(args.runtime_env)
+    return application

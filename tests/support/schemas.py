@@ -122,11 +122,13 @@ def _duplicate_keys(value: Any, schema: Schema, path: str) -> list[str]:
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         if schema.get("x-kubernetes-list-type") == "map":
             keys = schema["x-kubernetes-list-map-keys"]
-            seen = [tuple(item.get(k) for k in keys) for item in value if isinstance(item, dict)]
+            # compared by repr: a key of the wrong type (a list) is the type check's to report, not a crash here
+            entries = [{k: item.get(k) for k in keys} for item in value if isinstance(item, dict)]
+            seen = [repr(entry) for entry in entries]
             problems += [
-                f"{path}: duplicate entries with {dict(zip(keys, k, strict=True))}"
-                for k in set(seen)
-                if seen.count(k) > 1
+                f"{path}: duplicate entries with {entry}"
+                for index, entry in enumerate(entries)
+                if seen.count(seen[index]) > 1 and seen.index(seen[index]) == index
             ]
         for index, item in enumerate(value):
             problems += _duplicate_keys(item, schema["items"], f"{path}[{index}]")

@@ -8,6 +8,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 from kubernetes_validate.utils import latest_version
 
 from tests.support.documents import all_examples, changed, example
@@ -122,3 +123,19 @@ def test_status_role_is_limited_to_this_jobs_status() -> None:
         }
     ]
     assert binding["subjects"][0]["name"] == role["metadata"]["name"]
+
+
+def test_runtime_env_reaches_the_rayjob_for_kuberays_submitter() -> None:
+    runtime_env = {
+        "workingDir": "https://example.com/team/code.zip",
+        "pip": ["scikit-image==0.24.0"],
+        "envVars": {"TEAM_FLAG": "on"},
+    }
+    rayjob = build_rayjob(job(changed(example("digits-trainingjob"), "spec.runtimeEnv", runtime_env)), SETTINGS)
+    assert schema_errors(rayjob, kuberay_schema("RayJob")) == []
+    assert yaml.safe_load(rayjob["spec"]["runtimeEnvYAML"]) == {
+        "working_dir": "https://example.com/team/code.zip",
+        "pip": ["scikit-image==0.24.0"],
+        "env_vars": {"TEAM_FLAG": "on"},
+    }
+    assert "runtimeEnvYAML" not in build_rayjob(job(example("digits-trainingjob")), SETTINGS)["spec"]

@@ -138,3 +138,15 @@ def test_network_policy_keeps_replica_ports_private() -> None:
     assert same_service["from"] == [{"podSelector": {"matchLabels": {"trainserve.io/modelservice": "digits"}}}]
     assert "ports" not in same_service
     assert sorted(p["port"] for p in public["ports"]) == [8000, 8080, 8265, 52365]
+
+
+def test_runtime_env_reaches_the_serve_application() -> None:
+    runtime_env = {"pip": ["tensorflow-text==2.21.0"], "envVars": {"TF_NUM_INTRAOP_THREADS": "2"}}
+    document = changed(example("digits-modelservice"), "spec.runtimeEnv", runtime_env)
+    config = serve_config(rayservice_of(document))
+    ServeDeploySchema.model_validate(config)
+    assert config["applications"][0]["runtime_env"] == {
+        "pip": ["tensorflow-text==2.21.0"],
+        "env_vars": {"TF_NUM_INTRAOP_THREADS": "2"},
+    }
+    assert "runtime_env" not in serve_config(rayservice_of(example("digits-modelservice")))["applications"][0]

@@ -200,3 +200,50 @@ def test_a_run_that_fails_in_the_workers_reports_why_and_leaves_no_model(tmp_pat
     assert "label" in failed["message"].lower() or "3" in failed["message"], failed
     output = tmp_path / "models" / "digits"
     assert [p.name for p in output.iterdir() if p.name != "checkpoints"] == []
+
+
+TEAM_CODE = '''
+import os
+from pathlib import Path
+
+
+def build(input_shape, num_outputs, marker_dir, **_):
+    """A team's model, from its own package; notes which process built it and what TEAM_FLAG said there."""
+    import tf_keras as keras
+
+    Path(marker_dir, f"{os.getpid()}.txt").write_text(os.environ.get("TEAM_FLAG", "unset"))
+    inputs = keras.Input(shape=input_shape)
+    hidden = keras.layers.Dense(32, activation="relu")(keras.layers.Rescaling(1.0 / 16.0)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(num_outputs, activation="softmax")(hidden))
+'''
+
+
+def test_an_entrypoint_from_a_runtime_env_working_dir_trains_without_an_image(tmp_path: Path) -> None:
+    package = tmp_path / "team-repo" / "teamcode"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(TEAM_CODE)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    document = digits_job(tmp_path)
+    document["spec"]["model"] = {"entrypoint": "teamcode.models:build"}
+    document["spec"]["training"] = {**document["spec"]["training"], "epochs": 2}
+    document["spec"]["training"]["hyperparameters"] = {"marker_dir": str(markers)}
+    document["spec"]["runtimeEnv"] = {"workingDir": str(tmp_path / "team-repo"), "envVars": {"TEAM_FLAG": "on"}}
+    job = write_job(tmp_path / "job.yaml", document)
+    probe = subprocess.run([sys.executable, "-c", "import teamcode"], cwd=tmp_path, env=cli_env(), capture_output=True)
+    assert probe.returncode != 0, "the package must not be importable without the runtime env"
+
+    result = trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert state(tmp_path)["status"]["phase"] == "Succeeded"
+    seen = [p.read_text() for p in markers.iterdir()]
+    assert "on" in seen, f"the workers run with runtimeEnv.envVars: {seen}"
+
+
+def test_a_missing_working_dir_is_a_clear_error(tmp_path: Path) -> None:
+    document = digits_job(tmp_path)
+    document["spec"]["runtimeEnv"] = {"workingDir": str(tmp_path / "nowhere")}
+    result = trainserve("local", "train", "-f", str(write_job(tmp_path / "job.yaml", document)), "--no-progress")
+    assert result.returncode == 2
+    assert "spec.runtimeEnv.workingDir" in result.stderr and "is not a folder" in result.stderr

@@ -115,7 +115,7 @@ def deploy(args: ServeAppArgs, timeout_s: float = 180) -> None:
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    config = ServeDeploySchema.model_validate({"applications": [serve_application(args)]})
+    config = ServeDeploySchema.model_validate({"applications": [_with_uploaded_working_dir(serve_application(args))]})
     client = _get_global_client()  # raises when no Serve controller runs
     assert client is not None
     client.deploy_apps(config)
@@ -129,6 +129,24 @@ def deploy(args: ServeAppArgs, timeout_s: float = 180) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{args.model_name} not running after {timeout_s:.0f}s: {status}")
         time.sleep(0.2)
+
+
+def _with_uploaded_working_dir(application: dict[str, Any]) -> dict[str, Any]:
+    """A Serve config takes only remote ``working_dir`` URIs: a local folder is packed into Ray's object store
+    first, as `serve deploy` does (a ``gcs://`` URI replaces the path)."""
+    runtime_env = application.get("runtime_env") or {}
+    where = runtime_env.get("working_dir")
+    if not where or "://" in where:
+        return application
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+
+    folder = Path(where).expanduser().resolve()
+    if not folder.is_dir():
+        raise WorkloadError(
+            "spec.runtimeEnv.workingDir", f"{folder} is not a folder on this machine", "point it at your code's folder"
+        )
+    uploaded = upload_working_dir_if_needed({**runtime_env, "working_dir": str(folder)}, include_gitignore=True)
+    return {**application, "runtime_env": uploaded}
 
 
 def _settled(status: Any) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from trainserve.api.progress import ProgressEvent
+from trainserve.api.runtimeenv import REMOTE_SCHEMES
 from trainserve.api.trainingjob import ModelStatus, TrainingJob, TrainingJobSpec
 from trainserve.api.validation import InvalidResource, parse
 
@@ -90,8 +91,24 @@ def preflight(spec: TrainingJobSpec) -> checkpoints.CheckpointRecord | None:
     return checkpoints.latest_checkpoint(root, checkpoints.fingerprint(spec))
 
 
-def init_ray(spec: TrainingJobSpec, verbose: bool) -> None:
-    """Join the cluster in ``RAY_ADDRESS``, or start a local Ray big enough for the workers."""
+def local_working_dir(spec: TrainingJobSpec) -> str | None:
+    """``runtimeEnv.workingDir`` when it is a folder on this machine (local runs), made absolute; else None."""
+    where = spec.runtime_env.working_dir if spec.runtime_env is not None else None
+    if where is None or where.startswith(REMOTE_SCHEMES):
+        return None
+    path = Path(where.removeprefix("file://")).expanduser().resolve()
+    if not path.is_dir():
+        raise WorkloadError(
+            "spec.runtimeEnv.workingDir",
+            f"{path} is not a folder on this machine",
+            "point workingDir at the folder that holds your code (or at an s3:// or https:// zip)",
+        )
+    return str(path)
+
+
+def init_ray(spec: TrainingJobSpec, verbose: bool, working_dir: str | None = None) -> None:
+    """Join the cluster in ``RAY_ADDRESS`` (a submitted job already runs in its runtime environment), or start a
+    local Ray big enough for the workers, with ``runtimeEnv`` (``working_dir`` resolved to a local folder)."""
     import ray
 
     if ray.is_initialized():
@@ -102,6 +119,8 @@ def init_ray(spec: TrainingJobSpec, verbose: bool) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], **options)
         return
     needed = math.ceil(spec.resources.workers * spec.resources.cpus_per_worker.cpus)
+    if spec.runtime_env is not None:
+        options["runtime_env"] = spec.runtime_env.to_ray(working_dir)
     ray.init(
         num_cpus=max(needed, os.cpu_count() or 1),
         num_gpus=spec.resources.workers * spec.resources.gpus_per_worker or None,
@@ -155,8 +174,11 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
         raise WorkloadError(first.path, first.message, first.fix) from None
     assert isinstance(job, TrainingJob)
     spec = absolute_uris(job.spec)
+    working_dir = local_working_dir(spec)
+    if working_dir is not None and working_dir not in sys.path:
+        sys.path.insert(0, working_dir)  # the driver's preflight imports the entrypoint too
     resume = preflight(spec)
-    init_ray(spec, verbose)
+    init_ray(spec, verbose, working_dir)
 
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.tensorflow import TensorflowTrainer

@@ -174,7 +174,14 @@ def _structural_keywords(node: Schema, definitions: dict[str, Schema]) -> Schema
         if key == "title" or (key == "default" and value is None):
             continue
         if key == "propertyNames":
-            key_rules = _key_rules(value)
+            key_rules += _key_rules(value)
+            continue
+        if key == "patternProperties":  # pydantic's form of a key pattern: values as additionalProperties
+            if len(value) != 1:
+                raise ValueError(f"a CRD schema cannot express patternProperties {value}")
+            ((pattern, values),) = value.items()
+            out["additionalProperties"] = _structural(values, definitions)
+            key_rules += _key_rules({"pattern": pattern})
             continue
         if key == "const":
             out["enum"] = [value]
@@ -202,11 +209,19 @@ def _structural_keywords(node: Schema, definitions: dict[str, Schema]) -> Schema
 def _key_rules(names: Schema) -> list[dict[str, str]]:
     """A CRD schema has no ``propertyNames``: a bound on a map's keys becomes a CEL rule (cheap, since the map
     has ``maxProperties``)."""
-    unsupported = set(names) - {"maxLength"}
+    unsupported = set(names) - {"maxLength", "pattern"}
     if unsupported:
         raise ValueError(f"a CRD schema cannot express propertyNames {names}")
-    limit = names["maxLength"]
-    return [{"rule": f"self.all(key, size(key) <= {limit})", "message": f"keys must be at most {limit} characters"}]
+    rules = []
+    if "maxLength" in names:
+        limit = names["maxLength"]
+        rules.append(
+            {"rule": f"self.all(key, size(key) <= {limit})", "message": f"keys must be at most {limit} characters"}
+        )
+    if "pattern" in names:
+        pattern = names["pattern"]
+        rules.append({"rule": f"self.all(key, key.matches('{pattern}'))", "message": f"keys must match {pattern}"})
+    return rules
 
 
 def _field_model(kind: type[Resource], field: str) -> type[BaseModel]:

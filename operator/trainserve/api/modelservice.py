@@ -37,6 +37,7 @@ from .base import (
     section,
 )
 from .podtemplate import MODELSERVICE_ENV, POD_TEMPLATE_DESCRIPTION, PodTemplate, check_env, env_rule
+from .runtimeenv import RuntimeEnvSpec
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"
 CanaryState = Literal["Progressing", "Promoted", "RolledBack", "Paused"]
@@ -215,6 +216,11 @@ class ModelServiceSpec(ApiModel):
     resources: ServingResources = section(ServingResources, "Per-replica resources and placement.")
     canary: CanarySpec | None = Field(None, description="A canary version and its traffic share.")
     auth: AuthSpec | None = Field(None, description="Require a bearer token on inference requests.")
+    runtime_env: RuntimeEnvSpec | None = Field(
+        None,
+        description="pip packages and environment variables for the serving replicas (Ray's runtime_env of the "
+        "Serve application); a change restarts the replicas.",
+    )
     storage_secret_ref: SecretRef | None = Field(
         None,
         description="Secret whose keys (e.g. `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`) become environment "

@@ -44,6 +44,10 @@ class ServeAppArgs(ApiModel):
         None, description="Environment variable holding the bearer token; unset: no auth."
     )
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, description="Largest request body accepted.")
+    runtime_env: dict[str, Any] | None = Field(
+        None,
+        description="Ray's runtime_env of the application (pip, env_vars, working_dir); a change restarts replicas.",
+    )
 
     def dynamic_config(self) -> dict[str, Any]:
         """What replicas apply in place on a change (Serve ``user_config``): models, split, batching, runtime, auth."""
@@ -76,4 +80,5 @@ def serve_args(
         autoscaling=spec.autoscaling,
         resources=spec.resources,
         auth_token_env=AUTH_TOKEN_ENV if spec.auth is not None else None,
+        runtime_env=spec.runtime_env.to_ray() if spec.runtime_env is not None else None,
     )

@@ -35,6 +35,7 @@ from .base import (
     section,
 )
 from .podtemplate import POD_TEMPLATE_DESCRIPTION, TRAININGJOB_ENV, PodTemplate, check_env, env_rule
+from .runtimeenv import RuntimeEnvSpec
 
 OptimizerName = Literal["adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam"]
 LossName = Literal[
@@ -306,6 +307,9 @@ class TrainingJobSpec(ApiModel):
     run_policy: RunPolicy = section(RunPolicy, "Retries, deadline, TTL and suspend.")
     pod_template: PodTemplate | None = Field(
         None, description=f"{POD_TEMPLATE_DESCRIPTION} Immutable, like a Job's pod template."
+    )
+    runtime_env: RuntimeEnvSpec | None = Field(
+        None, description="Code, pip packages and environment variables for the driver and workers, without an image."
     )
 
     #: What a job trains on and with, and its pods, cannot change once it exists (transition rules: checked on

@@ -13,6 +13,8 @@ import math
 import shlex
 from typing import Any
 
+import yaml
+
 from trainserve.api.trainingjob import TrainingJob
 from trainserve.builders.common import child_metadata, placement
 from trainserve.builders.raypod import (
@@ -157,4 +159,7 @@ def build_rayjob(
     }
     if deadline is not None:
         spec["activeDeadlineSeconds"] = max(1, deadline)
+    if job.spec.runtime_env is not None:
+        # KubeRay's submitter passes it to the Jobs API: the driver and every worker run in it.
+        spec["runtimeEnvYAML"] = yaml.safe_dump(job.spec.runtime_env.to_ray(), sort_keys=True)
     return {"apiVersion": RAYJOB_API_VERSION, "kind": "RayJob", "metadata": metadata, "spec": spec}
