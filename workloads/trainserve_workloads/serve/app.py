@@ -9,7 +9,6 @@ batching change through ``reconfigure`` (Serve ``user_config``) without restarti
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import random
@@ -18,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -29,6 +27,7 @@ from trainserve.api.serving import DEFAULT_MAX_BODY_BYTES, ServeAppArgs
 from trainserve.serveconfig import MODEL_DEPLOYMENT, REPLICA_LOGGING, STATS_DEPLOYMENT, deployment_options
 
 from .batching import DynamicBatcher
+from .edge import authorize, error_response, json_response, read_body
 from .model import LoadedModel, load_model, size_thread_pools
 from .protocol import ProtocolError, parse_v1, parse_v2, v2_metadata, v2_response
 from .routes import LIVE, READY, V1_MODEL, V1_PREDICT, V2_INFER, V2_METADATA, V2_MODEL_READY, V2_STATS, Auth, resolve
@@ -40,17 +39,6 @@ log = logging.getLogger("trainserve.serve")
 #: (TensorFlow and TensorFlow Lite release the GIL); faster ones run inline, where the hand-off would cost more than
 #: it saves (figures: docs/performance.md#serving-model-calls-in-a-thread).
 OFFLOAD_ABOVE_S = 0.001
-JSON = "application/json"
-
-
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    """A JSON response; numpy arrays in ``payload`` are written directly."""
-    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    return Response(body, status_code=status, media_type=JSON, headers=headers)
-
-
-def _error(status: int, message: str) -> Response:
-    return _json(status, {"error": message})
 
 
 @dataclass
@@ -126,12 +114,12 @@ class ModelServer:
         try:
             return await self._route(request, path, started)
         except ProtocolError as err:
-            return _error(err.status, err.message)
+            return error_response(err.status, err.message)
         except ClientDisconnect:  # the client left before its body arrived: no one to answer
             return Response(status_code=499)
         except Exception:  # a bug of ours: still answer in JSON, and keep serving
             log.exception("unexpected error on %s %s", request.method, path)
-            return _error(500, "internal error; the server log has the details")
+            return error_response(500, "internal error; the server log has the details")
 
     async def _route(self, request: Request, path: str, started: float) -> Response:
         route = resolve(request.method, path)
@@ -140,35 +128,27 @@ class ModelServer:
             raise ProtocolError(404, f"unknown model {route.model!r}: this server serves {self.model_name!r}")
         slot = None if route.version is None else self._slot_for_version(route.version)
         if endpoint.auth is Auth.BEFORE_METHOD:
-            self._authorize(request)
+            authorize(request, self.token)
         if route.refusal is not None:
             raise ProtocolError(*route.refusal)
         if endpoint.auth is Auth.AFTER_METHOD:
-            self._authorize(request)
+            authorize(request, self.token)
         if endpoint is V2_INFER:
             return await self._infer_v2(request, slot, started)
         if endpoint is V1_PREDICT:
             return await self._predict_v1(request, started)
         if endpoint is LIVE or endpoint is READY:
             ready = self.primary is not None
-            return _json(200 if ready or endpoint is LIVE else 503, {endpoint.name: ready or endpoint is LIVE})
+            return json_response(200 if ready or endpoint is LIVE else 503, {endpoint.name: ready or endpoint is LIVE})
         if endpoint is V1_MODEL:
-            return _json(200, {"name": route.model, "ready": self.primary is not None})
+            return json_response(200, {"name": route.model, "ready": self.primary is not None})
         if endpoint is V2_MODEL_READY:
-            return _json(200, {"name": route.model, "ready": True})
+            return json_response(200, {"name": route.model, "ready": True})
         if endpoint is V2_STATS:  # open like health: counts and latencies only, read by the operator
-            return _json(200, await self.telemetry.stats.snapshot.remote())
+            return json_response(200, await self.telemetry.stats.snapshot.remote())
         if endpoint is V2_METADATA:
-            return _json(200, self._metadata(slot))
-        return _json(200, {"name": "trainserve", "version": "v2", "extensions": ["model_repository_stats"]})
-
-    def _authorize(self, request: Request) -> None:
-        if self.token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), self.token):
-            raise ProtocolError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'")
+            return json_response(200, self._metadata(slot))
+        return json_response(200, {"name": "trainserve", "version": "v2", "extensions": ["model_repository_stats"]})
 
     def _slot_for_version(self, version: str) -> Slot:
         for slot in (self.primary, self.canary):
@@ -183,25 +163,16 @@ class ModelServer:
             return self.canary
         return self.primary
 
-    async def _body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise ProtocolError(413, f"request body of {declared} bytes exceeds the limit of {self.max_body_bytes}")
-        body = await request.body()
-        if len(body) > self.max_body_bytes:
-            raise ProtocolError(413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
-        return body
-
     async def _predict_v1(self, request: Request, started: float) -> Response:
         slot = self._pick()
         try:
-            rows = parse_v1(await self._body(request), slot.model.n_features)
+            rows = parse_v1(await read_body(request, self.max_body_bytes), slot.model.n_features)
         except ProtocolError as err:
             self.telemetry.count(slot.version_label, "v1", err.status, started, 0)
             raise
         predictions = await self._run(slot, rows, "v1", started)
         body = {"predictions": predictions, "model_version": slot.version_label}
-        return _json(200, body, self._headers(slot))
+        return json_response(200, body, self._headers(slot))
 
     def _headers(self, slot: Slot) -> dict[str, str]:
         """Which version answered (canary or primary), and which replica: the split and rollouts are visible."""
@@ -210,13 +181,13 @@ class ModelServer:
     async def _infer_v2(self, request: Request, pinned: Slot | None, started: float) -> Response:
         slot = pinned or self._pick()
         try:
-            parsed = parse_v2(await self._body(request), slot.model.inputs[0], slot.model.outputs)
+            parsed = parse_v2(await read_body(request, self.max_body_bytes), slot.model.inputs[0], slot.model.outputs)
         except ProtocolError as err:
             self.telemetry.count(slot.version_label, "v2", err.status, started, 0)
             raise
         predictions = await self._run(slot, parsed.rows, "v2", started)
         body = v2_response(self.model_name, slot.model.version, parsed.request_id, slot.model.outputs[0], predictions)
-        return _json(200, body, self._headers(slot))
+        return json_response(200, body, self._headers(slot))
 
     async def _run(self, slot: Slot, rows: np.ndarray, protocol: str, started: float) -> np.ndarray:
         try:

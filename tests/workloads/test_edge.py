@@ -1,0 +1,64 @@
+"""The replica's HTTP edge without Ray: the bearer-token check and the body limit answer as a client expects."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from starlette.requests import Request
+
+from trainserve_workloads.serve.edge import authorize, error_response, read_body
+from trainserve_workloads.serve.protocol import ProtocolError
+
+
+def request(headers: dict[str, str] | None = None, body: bytes = b"") -> Request:
+    sent = False
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": raw}, receive)
+
+
+def test_no_token_configured_lets_everyone_in() -> None:
+    authorize(request(), None)
+
+
+@pytest.mark.parametrize("header", ["Bearer s3cret", "bearer s3cret", "Bearer  s3cret "])
+def test_the_right_bearer_token_passes(header: str) -> None:
+    authorize(request({"Authorization": header}), b"s3cret")
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}])
+def test_a_missing_or_wrong_token_is_a_401_that_says_how_to_send_it(headers: dict[str, str]) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        authorize(request(headers), b"s3cret")
+    assert refused.value.status == 401 and "Authorization: Bearer" in refused.value.message
+    assert "s3cret" not in refused.value.message
+
+
+def test_a_body_within_the_limit_is_read() -> None:
+    assert asyncio.run(read_body(request(body=b"x" * 100), 100)) == b"x" * 100
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_reading() -> None:
+    with pytest.raises(ProtocolError) as refused:
+        asyncio.run(read_body(request({"Content-Length": "5000"}, b""), 1024))
+    assert refused.value.status == 413 and "5000" in refused.value.message
+
+
+def test_an_undeclared_body_over_the_limit_is_refused() -> None:
+    with pytest.raises(ProtocolError) as refused:
+        asyncio.run(read_body(request(body=b"x" * 2000), 1024))
+    assert refused.value.status == 413
+
+
+def test_errors_are_json() -> None:
+    response = error_response(404, "unknown model 'x'")
+    assert response.status_code == 404 and response.media_type == "application/json"
+    assert response.body == b'{"error":"unknown model \'x\'"}'
