@@ -6,8 +6,10 @@ environment and pod overrides that every Ray pod needs belong here, so they land
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
+from trainserve.api.storage import CLUSTER_VOLUMES_DIR, VOLUMES_DIR_ENV
 from trainserve.builders.common import container_security, pod_security, shm_mount, shm_volume
 
 Object = dict[str, Any]
@@ -34,6 +36,30 @@ HEAD_PORTS = (port("gcs", GCS_PORT), port("dashboard", DASHBOARD_PORT), port("cl
 METRICS = port("metrics", METRICS_PORT)
 
 
+def claim_volume_name(claim: str) -> str:
+    """A pod volume name (a DNS label) for a claim name (a DNS subdomain, dots allowed)."""
+    name = f"pvc-{claim.replace('.', '-')}"
+    if len(name) <= 63:
+        return name
+    return f"pvc-{claim[:40].replace('.', '-').rstrip('-')}-{hashlib.sha256(claim.encode()).hexdigest()[:10]}"
+
+
+def claim_volumes(claims: dict[str, bool]) -> tuple[list[Object], list[Object]]:
+    """Pod volumes and container mounts for PersistentVolumeClaims (claim -> read-only), each mounted at
+    ``CLUSTER_VOLUMES_DIR/CLAIM``, where the workloads resolve ``pvc://CLAIM/PATH``."""
+    volumes, mounts = [], []
+    for claim, read_only in sorted(claims.items()):
+        name = claim_volume_name(claim)
+        volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}})
+        mounts.append({"name": name, "mountPath": f"{CLUSTER_VOLUMES_DIR}/{claim}", "readOnly": read_only})
+    return volumes, mounts
+
+
+def volumes_env(claims: dict[str, bool]) -> list[Object]:
+    """Tells the workloads where the claims are mounted (only pods with claims need it)."""
+    return [{"name": VOLUMES_DIR_ENV, "value": CLUSTER_VOLUMES_DIR}] if claims else []
+
+
 def ray_container(
     name: str,
     image: str,
@@ -41,6 +67,7 @@ def ray_container(
     resources: Object,
     ports: list[Object],
     storage_secret: str | None = None,
+    volume_mounts: list[Object] | None = None,
 ) -> Object:
     """A Ray container: requests equal limits (Guaranteed QoS), ``/dev/shm`` in memory, restricted security;
     ``storage_secret``'s keys become environment variables (their values are never written here)."""
@@ -50,7 +77,7 @@ def ray_container(
         "env": env,
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "ports": ports,
-        "volumeMounts": [shm_mount()],
+        "volumeMounts": [shm_mount(), *(volume_mounts or [])],
         "securityContext": container_security(),
     }
     if storage_secret:
@@ -58,7 +85,13 @@ def ray_container(
     return container
 
 
-def ray_pod(labels: dict[str, str], container: Object, service_account: str | None = None, **spec: Any) -> Object:
+def ray_pod(
+    labels: dict[str, str],
+    container: Object,
+    service_account: str | None = None,
+    volumes: list[Object] | None = None,
+    **spec: Any,
+) -> Object:
     """A Ray pod template; only a pod given ``service_account`` gets an API token (the others never call the
     Kubernetes API). ``spec`` adds pod fields such as ``nodeSelector`` and ``tolerations``."""
     pod: Object = {}
@@ -68,7 +101,7 @@ def ray_pod(labels: dict[str, str], container: Object, service_account: str | No
         "automountServiceAccountToken": bool(service_account),
         "securityContext": pod_security(),
         "containers": [container],
-        "volumes": [shm_volume()],
+        "volumes": [shm_volume(), *(volumes or [])],
         **spec,
     }
     return {"metadata": {"labels": dict(labels)}, "spec": pod}
