@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 import yaml
 
 from .api.crd import all_crds, crd_filename
+from .api.storage import DEFAULT_VOLUMES_DIR, VOLUMES_DIR_ENV
 from .api.validation import InvalidResource, as_stored, load_documents, validate_document
 from .builders.raypod import SERVE_PORT
 from .localstate import DEFAULT_STATE_DIR, STATE_DIR_ENV, list_jobs, state_dir
@@ -102,11 +103,18 @@ def _load_kind(path: str, kind: str) -> list[dict[str, Any]]:
     return selected
 
 
+def _use_volumes_dir(folder: str | None) -> None:
+    """``--volumes-dir``: where ``pvc://`` claims are for this run (the workloads read the variable)."""
+    if folder:
+        os.environ[VOLUMES_DIR_ENV] = os.path.abspath(folder)
+
+
 def cmd_local_train(args: argparse.Namespace) -> int:
     """Train each TrainingJob of a file on a local Ray."""
     from trainserve_workloads.errors import WorkloadError
     from trainserve_workloads.local import train_locally
 
+    _use_volumes_dir(args.volumes_dir)
     root = state_dir(args.state_dir)
     code: int = 0
     for document in _load_kind(args.filename, "TrainingJob"):
@@ -133,6 +141,7 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
     from trainserve_workloads.errors import WorkloadError
     from trainserve_workloads.local_serve import local_args, start, urls
 
+    _use_volumes_dir(args.volumes_dir)
     documents = _load_kind(args.filename, "ModelService")
     if len(documents) != 1:
         print(f"{args.filename}: holds {len(documents)} ModelServices; serve one per command", file=sys.stderr)
@@ -345,6 +354,9 @@ def _add_local(commands: Commands) -> None:
     local = commands.add_parser("local", help="run resources on this machine with a local Ray (no cluster)")
     local_commands = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND")
     state_help = f"local state folder (default ${STATE_DIR_ENV} or ./{DEFAULT_STATE_DIR})"
+    volumes_help = (
+        f"where pvc://CLAIM/PATH lives locally: FOLDER/CLAIM/PATH (default ${VOLUMES_DIR_ENV} or {DEFAULT_VOLUMES_DIR})"
+    )
     train = local_commands.add_parser(
         "train", help="train a TrainingJob YAML on a local Ray, resuming from checkpoints"
     )
@@ -355,6 +367,7 @@ def _add_local(commands: Commands) -> None:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
     train.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
     train.add_argument("--state-dir", help=state_help)
+    train.add_argument("--volumes-dir", help=volumes_help)
     train.set_defaults(func=cmd_local_train)
     serve = local_commands.add_parser("serve", help="serve a ModelService YAML on a local Ray until Ctrl-C")
     serve.add_argument("-f", "--filename", required=True, help="YAML file with a ModelService")
@@ -364,6 +377,7 @@ def _add_local(commands: Commands) -> None:
         "--token-file", help="file holding the bearer token when spec.auth is set (or $TRAINSERVE_AUTH_TOKEN)"
     )
     serve.add_argument("--state-dir", help=state_help)
+    serve.add_argument("--volumes-dir", help=volumes_help)
     serve.set_defaults(func=cmd_local_serve)
     status = local_commands.add_parser("status", help="list local TrainingJobs")
     status.add_argument("--state-dir", help=state_help)

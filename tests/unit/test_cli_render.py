@@ -35,7 +35,17 @@ def test_a_job_and_the_service_serving_it_render_together(tmp_path: Path, capsys
     ServeDeploySchema.model_validate(config)
     server = config["applications"][0]["deployments"][0]
     # fromTrainingJob in the same file: that job's output folder (the application serves its newest version)
-    assert server["user_config"]["primary"]["uri"] == "./.trainserve/models/digits"
+    assert server["user_config"]["primary"]["uri"] == "pvc://models/digits"
+    # the claim is mounted where the workloads look for it: read-write for training, read-only for serving
+    for obj, read_only in ((objects[0], False), (rayservice, True)):
+        cluster = obj["spec"].get("rayClusterSpec") or obj["spec"]["rayClusterConfig"]
+        for pod in [cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]]:
+            claim = next(v for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v)
+            assert claim["persistentVolumeClaim"] == {"claimName": "models", "readOnly": read_only}
+            container = pod["spec"]["containers"][0]
+            mount = next(m for m in container["volumeMounts"] if m["name"] == claim["name"])
+            assert mount["mountPath"] == "/mnt/trainserve/volumes/models" and mount["readOnly"] is read_only
+            assert {"name": "TRAINSERVE_VOLUMES_DIR", "value": "/mnt/trainserve/volumes"} in container["env"]
 
 
 def test_a_service_whose_job_is_elsewhere_renders_with_a_named_placeholder(capsys: pytest.CaptureFixture[str]) -> None:

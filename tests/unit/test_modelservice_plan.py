@@ -151,3 +151,14 @@ def test_without_kuberay_the_service_waits_and_says_how_to_install_it() -> None:
     )
     ready = condition(result, "Ready")
     assert result.args is None and ready.reason == "KubeRayMissing" and "rayservices.ray.io" in ready.message
+
+
+def test_a_local_model_path_on_a_cluster_is_refused_with_one_warning() -> None:
+    document = changed(example("digits-modelservice"), "spec.model", {"uri": "/home/me/models/digits/3"})
+    document["metadata"].update(namespace="ml", uid="u9", generation=1)
+    decision = plan_service(
+        ServiceObserved(body=document, trainingjobs={}, rayservice=None, kuberay_installed=True, now=NOW)
+    )
+    ready = next(c for c in decision.status.conditions if c.type == "Ready")
+    assert decision.args is None and ready.reason == "LocalPathOnCluster" and "spec.model.uri" in (ready.message or "")
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", "LocalPathOnCluster")]

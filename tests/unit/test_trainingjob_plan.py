@@ -114,3 +114,14 @@ def test_invalid_spec_is_reported_once() -> None:
     doc["status"] = first.status.to_wire()
     again = observe(doc, at=60)
     assert status_patch(doc["status"], again.status) == {} and again.events == []
+
+
+def test_a_local_path_on_a_cluster_is_refused_and_nothing_starts() -> None:
+    doc = changed(body(), "spec.output.uri", "./.trainserve/models/digits")
+    decision = observe(doc)
+    valid = next(c for c in decision.status.conditions if c.type == "Valid")
+    assert decision.create_attempt is None and decision.status.phase == "Pending"
+    assert valid.status == "False" and valid.reason == "LocalPathOnCluster"
+    assert "spec.output.uri" in (valid.message or "") and "pvc://CLAIM/PATH" in (valid.message or "")
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", "LocalPathOnCluster")]
+    assert observe({**doc, "status": decision.status.to_wire()}).events == [], "reported once"

@@ -67,3 +67,24 @@ def test_model_versions_count_up_and_a_failed_publish_leaves_nothing(tmp_path: P
     assert json.loads((tmp_path / "models" / "1" / "model.json").read_text())["uri"] == str(tmp_path / "models" / "1")
     with pytest.raises(FileNotFoundError):
         modelstore.resolve(str(tmp_path / "nothing"))
+
+
+def test_pvc_uris_live_under_the_volumes_folder_and_keep_their_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRAINSERVE_VOLUMES_DIR", str(tmp_path / "volumes"))
+    location = locate("pvc://models/digits/")
+    assert location.path == str(tmp_path / "volumes" / "models" / "digits")
+    assert location.uri == "pvc://models/digits" and location.child("3").uri == "pvc://models/digits/3"
+    location.child("3", "model.json").write_text("{}")
+    assert (tmp_path / "volumes" / "models" / "digits" / "3" / "model.json").exists()
+
+
+def test_pvc_defaults_to_the_local_trainserve_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRAINSERVE_VOLUMES_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert locate("pvc://data/train.parquet").path == str(
+        tmp_path / ".trainserve" / "volumes" / "data" / "train.parquet"
+    )
+    with pytest.raises(ValueError, match="pvc://CLAIM/PATH"):
+        locate("pvc:///no-claim")

@@ -9,6 +9,7 @@ from typing import Any
 
 from trainserve.api.modelservice import ModelRef, ModelService
 from trainserve.api.serving import AUTH_TOKEN_ENV, ModelTarget, ServeAppArgs, serve_args
+from trainserve.api.storage import VOLUMES_DIR_ENV
 from trainserve.api.trainingjob import TrainingJobStatus
 from trainserve.localstate import load_job
 from trainserve.plans.common import servable_model
@@ -16,6 +17,7 @@ from trainserve.serveconfig import FAST_INGRESS_ENV, serve_application
 
 from . import modelstore
 from .errors import WorkloadError
+from .storage import locate, volumes_root
 
 #: Locally, replicas need not drain for 30 s on shutdown (the cluster default).
 LOCAL_ENV = FAST_INGRESS_ENV | {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -78,6 +80,7 @@ def start(
     """Start a local Ray with the fast ingress and run the application; returns when it is ready."""
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
+    os.environ[VOLUMES_DIR_ENV] = volumes_root()  # absolute: the replicas run in another directory
     if args.auth_token_env:
         if not token:
             raise WorkloadError(
@@ -136,11 +139,11 @@ def _with_uploaded_working_dir(application: dict[str, Any]) -> dict[str, Any]:
     first, as `serve deploy` does (a ``gcs://`` URI replaces the path)."""
     runtime_env = application.get("runtime_env") or {}
     where = runtime_env.get("working_dir")
-    if not where or "://" in where:
+    if not where or ("://" in where and not where.startswith(("pvc://", "file://"))):
         return application
     from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
 
-    folder = Path(where).expanduser().resolve()
+    folder = Path(locate(where).path)
     if not folder.is_dir():
         raise WorkloadError(
             "spec.runtimeEnv.workingDir", f"{folder} is not a folder on this machine", "point it at your code's folder"

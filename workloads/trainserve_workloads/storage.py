@@ -1,7 +1,10 @@
-"""One way to reach model and data storage: local or PVC paths, ``file://`` and ``s3://`` URIs.
+"""One way to reach model and data storage: ``pvc://CLAIM/PATH``, local paths, ``file://`` and ``s3://`` URIs.
 
 Built on ``pyarrow.fs`` (no botocore). S3 credentials, region and endpoint come from the standard AWS
-environment variables, which the operator fills from the TrainingJob's ``storageSecretRef``.
+environment variables, which the operator fills from the TrainingJob's ``storageSecretRef``. A ``pvc://`` URI is a
+folder under ``$TRAINSERVE_VOLUMES_DIR/CLAIM``: on a cluster the operator mounts each claim there in the Ray pods;
+locally it is ``./.trainserve/volumes/CLAIM`` (KServe writes model locations the same way). The URI is kept as
+written, so a model trained to ``pvc://models/digits`` is served from the same URI wherever that claim is mounted.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+
+from trainserve.api.storage import DEFAULT_VOLUMES_DIR, VOLUMES_DIR_ENV
 
 
 @lru_cache(maxsize=8)
@@ -116,9 +121,19 @@ class Location:
         probe.delete()
 
 
+def volumes_root() -> str:
+    """Where ``pvc://`` claims are: ``$TRAINSERVE_VOLUMES_DIR``, else ``./.trainserve/volumes`` (absolute)."""
+    return os.path.abspath(os.path.expanduser(os.environ.get(VOLUMES_DIR_ENV) or DEFAULT_VOLUMES_DIR))
+
+
 def locate(uri: str) -> Location:
     """The storage location a URI names. Relative local paths are taken from the current directory."""
     parsed = urlparse(uri)
+    if parsed.scheme == "pvc":
+        if not parsed.netloc:
+            raise ValueError(f"{uri!r} has no claim: write pvc://CLAIM/PATH")
+        path = os.path.join(volumes_root(), parsed.netloc, parsed.path.lstrip("/")).rstrip("/")
+        return Location(pafs.LocalFileSystem(), path, uri.rstrip("/"))
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise ValueError(f"{uri!r} has no bucket: write s3://BUCKET/PREFIX")
@@ -130,4 +145,6 @@ def locate(uri: str) -> Location:
         local = parsed.path if parsed.scheme == "file" else uri
         absolute = os.path.abspath(os.path.expanduser(local))
         return Location(pafs.LocalFileSystem(), absolute, absolute)
-    raise ValueError(f"unsupported storage scheme {parsed.scheme!r} in {uri!r}: use a path, file:// or s3://")
+    raise ValueError(
+        f"unsupported storage scheme {parsed.scheme!r} in {uri!r}: use pvc://CLAIM/PATH, s3://, file:// or a path"
+    )

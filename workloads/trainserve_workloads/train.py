@@ -24,6 +24,7 @@ import yaml
 
 from trainserve.api.progress import ProgressEvent
 from trainserve.api.runtimeenv import REMOTE_SCHEMES
+from trainserve.api.storage import VOLUMES_DIR_ENV
 from trainserve.api.trainingjob import ModelStatus, TrainingJob, TrainingJobSpec
 from trainserve.api.validation import InvalidResource, parse
 
@@ -31,7 +32,7 @@ from . import checkpoints
 from .datasets import load_dataset
 from .errors import WorkloadError
 from .progress import FanOut, JsonLinesSink, KubernetesStatusSink, ProgressSink
-from .storage import locate
+from .storage import locate, volumes_root
 
 log = logging.getLogger("trainserve.train")
 
@@ -94,9 +95,9 @@ def preflight(spec: TrainingJobSpec) -> checkpoints.CheckpointRecord | None:
 def local_working_dir(spec: TrainingJobSpec) -> str | None:
     """``runtimeEnv.workingDir`` when it is a folder on this machine (local runs), made absolute; else None."""
     where = spec.runtime_env.working_dir if spec.runtime_env is not None else None
-    if where is None or where.startswith(REMOTE_SCHEMES):
+    if where is None or (where.startswith(REMOTE_SCHEMES) and not where.startswith("pvc://")):
         return None
-    path = Path(where.removeprefix("file://")).expanduser().resolve()
+    path = Path(locate(where).path)
     if not path.is_dir():
         raise WorkloadError(
             "spec.runtimeEnv.workingDir",
@@ -173,6 +174,7 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
         first = invalid.problems[0]
         raise WorkloadError(first.path, first.message, first.fix) from None
     assert isinstance(job, TrainingJob)
+    os.environ[VOLUMES_DIR_ENV] = volumes_root()  # absolute: Ray Train's workers run in another directory
     spec = absolute_uris(job.spec)
     working_dir = local_working_dir(spec)
     if working_dir is not None and working_dir not in sys.path:

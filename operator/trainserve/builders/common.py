@@ -7,6 +7,7 @@ from typing import Any
 from trainserve.api.base import Toleration
 from trainserve.api.modelservice import ModelService
 from trainserve.api.podtemplate import SHM_PATH, SHM_VOLUME
+from trainserve.api.storage import claim_of, mounted_path
 from trainserve.api.trainingjob import TrainingJob
 from trainserve.naming import owner_labels
 
@@ -82,4 +83,16 @@ def placement(node_selector: dict[str, str], tolerations: list[Toleration], gpus
         out["nodeSelector"] = dict(node_selector)
     if wire:
         out["tolerations"] = wire
+    return out
+
+
+def cluster_runtime_env(runtime_env: Object) -> Object:
+    """Ray's ``runtime_env`` as the cluster needs it: a ``pvc://`` working directory is already on every Ray pod
+    (mounted), so it goes on ``PYTHONPATH`` rather than to Ray's uploader, which would look for it on the
+    machine that submits the job."""
+    where = runtime_env.get("working_dir")
+    if not where or claim_of(where) is None:
+        return runtime_env
+    out = {key: value for key, value in runtime_env.items() if key != "working_dir"}
+    out["env_vars"] = {**runtime_env.get("env_vars", {}), "PYTHONPATH": mounted_path(where)}
     return out

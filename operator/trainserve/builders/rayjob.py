@@ -15,16 +15,19 @@ from typing import Any
 
 import yaml
 
+from trainserve.api.storage import claim_of
 from trainserve.api.trainingjob import TrainingJob
-from trainserve.builders.common import child_metadata, placement
+from trainserve.builders.common import child_metadata, cluster_runtime_env, placement
 from trainserve.builders.raypod import (
     HEAD_CONTAINER,
     HEAD_PORTS,
     METRICS,
     WORKER_CONTAINER,
+    claim_volumes,
     head_group,
     ray_container,
     ray_pod,
+    volumes_env,
     worker_group,
 )
 from trainserve.naming import (
@@ -94,15 +97,28 @@ def _env(job: TrainingJob) -> list[Object]:
     ]
 
 
+def claims(job: TrainingJob) -> dict[str, bool]:
+    """The PersistentVolumeClaims the job reads or writes (``pvc://`` URIs), all mounted read-write: the driver
+    on the head checks the output is writable and reads the data, the workers train and write."""
+    spec = job.spec
+    uris = [spec.dataset.uri, spec.output.uri, spec.checkpoint_uri]
+    uris.append(spec.runtime_env.working_dir if spec.runtime_env is not None else None)
+    return {claim: False for claim in filter(None, map(claim_of, uris))}
+
+
 def _head_group(job: TrainingJob, settings: OperatorSettings, image: str) -> Object:
     name = job.metadata.name or ""
     secret = job.spec.storage_secret_ref.name if job.spec.storage_secret_ref else None
     resources = {"cpu": settings.head_cpu, "memory": settings.head_memory}
-    container = ray_container(HEAD_CONTAINER, image, _env(job), resources, [*HEAD_PORTS, METRICS], secret)
+    volumes, mounts = claim_volumes(claims(job))
+    env = _env(job) + volumes_env(claims(job))
+    container = ray_container(HEAD_CONTAINER, image, env, resources, [*HEAD_PORTS, METRICS], secret, mounts)
     # The driver runs here and reports progress with this account's token (its own status only); a template's
     # serviceAccountName replaces it (and gets the status Role, see builders.rbac).
     template = job.spec.pod_template
-    return head_group(ray_pod(child_labels(name), container, template, service_account=job_account_name(name)))
+    return head_group(
+        ray_pod(child_labels(name), container, template, service_account=job_account_name(name), volumes=volumes)
+    )
 
 
 def _worker_group(job: TrainingJob, image: str) -> Object:
@@ -111,11 +127,13 @@ def _worker_group(job: TrainingJob, image: str) -> Object:
     amounts: Object = {"cpu": res.cpus_per_worker.quantity, "memory": res.memory_per_worker}
     if res.gpus_per_worker:
         amounts[res.gpu_resource_name] = str(res.gpus_per_worker)
-    container = ray_container(WORKER_CONTAINER, image, _env(job), amounts, [METRICS], secret)
+    volumes, mounts = claim_volumes(claims(job))
+    env = _env(job) + volumes_env(claims(job))
+    container = ray_container(WORKER_CONTAINER, image, env, amounts, [METRICS], secret, mounts)
     where = placement(res.node_selector, res.tolerations, res.gpus_per_worker, res.gpu_resource_name)
     return worker_group(
         "trainers",
-        ray_pod(child_labels(job.metadata.name or ""), container, job.spec.pod_template, **where),
+        ray_pod(child_labels(job.metadata.name or ""), container, job.spec.pod_template, volumes=volumes, **where),
         replicas=res.workers,
         min_replicas=res.workers,
         max_replicas=res.workers,
@@ -161,5 +179,5 @@ def build_rayjob(
         spec["activeDeadlineSeconds"] = max(1, deadline)
     if job.spec.runtime_env is not None:
         # KubeRay's submitter passes it to the Jobs API: the driver and every worker run in it.
-        spec["runtimeEnvYAML"] = yaml.safe_dump(job.spec.runtime_env.to_ray(), sort_keys=True)
+        spec["runtimeEnvYAML"] = yaml.safe_dump(cluster_runtime_env(job.spec.runtime_env.to_ray()), sort_keys=True)
     return {"apiVersion": RAYJOB_API_VERSION, "kind": "RayJob", "metadata": metadata, "spec": spec}

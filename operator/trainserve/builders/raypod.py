@@ -8,9 +8,11 @@ user's `spec.podTemplate`, merged by :func:`apply_pod_template` (the merge rules
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Any
 
-from trainserve.api.podtemplate import PodTemplate
+from trainserve.api.podtemplate import OWN_VOLUME_PREFIX, PodTemplate
+from trainserve.api.storage import CLUSTER_VOLUMES_DIR, VOLUMES_DIR_ENV
 from trainserve.builders.common import container_security, pod_security, shm_mount, shm_volume
 
 Object = dict[str, Any]
@@ -37,6 +39,31 @@ HEAD_PORTS = (port("gcs", GCS_PORT), port("dashboard", DASHBOARD_PORT), port("cl
 METRICS = port("metrics", METRICS_PORT)
 
 
+def claim_volume_name(claim: str) -> str:
+    """A pod volume name (a DNS label) for a claim name (a DNS subdomain, dots allowed)."""
+    name = f"{OWN_VOLUME_PREFIX}{claim.replace('.', '-')}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(claim.encode()).hexdigest()[:10]
+    return f"{OWN_VOLUME_PREFIX}{claim[:40].replace('.', '-').rstrip('-')}-{digest}"
+
+
+def claim_volumes(claims: dict[str, bool]) -> tuple[list[Object], list[Object]]:
+    """Pod volumes and container mounts for PersistentVolumeClaims (claim -> read-only), each mounted at
+    ``CLUSTER_VOLUMES_DIR/CLAIM``, where the workloads resolve ``pvc://CLAIM/PATH``."""
+    volumes, mounts = [], []
+    for claim, read_only in sorted(claims.items()):
+        name = claim_volume_name(claim)
+        volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}})
+        mounts.append({"name": name, "mountPath": f"{CLUSTER_VOLUMES_DIR}/{claim}", "readOnly": read_only})
+    return volumes, mounts
+
+
+def volumes_env(claims: dict[str, bool]) -> list[Object]:
+    """Tells the workloads where the claims are mounted (only pods with claims need it)."""
+    return [{"name": VOLUMES_DIR_ENV, "value": CLUSTER_VOLUMES_DIR}] if claims else []
+
+
 def ray_container(
     name: str,
     image: str,
@@ -44,6 +71,7 @@ def ray_container(
     resources: Object,
     ports: list[Object],
     storage_secret: str | None = None,
+    volume_mounts: list[Object] | None = None,
 ) -> Object:
     """A Ray container: requests equal limits (Guaranteed QoS), ``/dev/shm`` in memory, restricted security;
     ``storage_secret``'s keys become environment variables (their values are never written here)."""
@@ -53,7 +81,7 @@ def ray_container(
         "env": env,
         "resources": {"requests": dict(resources), "limits": dict(resources)},
         "ports": ports,
-        "volumeMounts": [shm_mount()],
+        "volumeMounts": [shm_mount(), *(volume_mounts or [])],
         "securityContext": container_security(),
     }
     if storage_secret:
@@ -66,11 +94,12 @@ def ray_pod(
     container: Object,
     template: PodTemplate | None = None,
     service_account: str | None = None,
+    volumes: list[Object] | None = None,
     **spec: Any,
 ) -> Object:
     """A Ray pod template with the user's ``template`` merged in; only a pod with a ServiceAccount (given as
     ``service_account``, or the template's) gets an API token (the others never call the Kubernetes API).
-    ``spec`` adds pod fields such as ``nodeSelector`` and ``tolerations``."""
+    ``volumes`` adds pod volumes (the claims), ``spec`` pod fields such as ``nodeSelector`` and ``tolerations``."""
     pod: Object = {}
     if service_account:
         pod["serviceAccountName"] = service_account
@@ -78,7 +107,7 @@ def ray_pod(
         "automountServiceAccountToken": bool(service_account),
         "securityContext": pod_security(),
         "containers": [container],
-        "volumes": [shm_volume()],
+        "volumes": [shm_volume(), *(volumes or [])],
         **spec,
     }
     built = {"metadata": {"labels": dict(labels)}, "spec": pod}

@@ -18,7 +18,8 @@ import yaml
 from trainserve.api.base import cpu_quantity, quantity_bytes
 from trainserve.api.modelservice import ModelService
 from trainserve.api.serving import AUTH_TOKEN_ENV, ServeAppArgs
-from trainserve.builders.common import child_metadata, placement
+from trainserve.api.storage import claim_of
+from trainserve.builders.common import child_metadata, cluster_runtime_env, placement
 from trainserve.builders.raypod import (
     DASHBOARD_AGENT_PORT,
     DASHBOARD_PORT,
@@ -28,10 +29,12 @@ from trainserve.builders.raypod import (
     METRICS_PORT,
     SERVE_PORT,
     WORKER_CONTAINER,
+    claim_volumes,
     head_group,
     port,
     ray_container,
     ray_pod,
+    volumes_env,
     worker_group,
 )
 from trainserve.naming import MODELSERVICE_LABEL, service_labels
@@ -87,11 +90,21 @@ def worker_shape(args: ServeAppArgs) -> WorkerShape:
 
 def serve_config(args: ServeAppArgs) -> Object:
     """The Serve config KubeRay deploys (``serveConfigV2``); Ray Serve's ``ServeDeploySchema`` accepts it."""
+    application = serve_application(args)
+    if "runtime_env" in application:
+        application["runtime_env"] = cluster_runtime_env(application["runtime_env"])
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
-        "applications": [serve_application(args)],
+        "applications": [application],
     }
+
+
+def claims(args: ServeAppArgs) -> dict[str, bool]:
+    """The PersistentVolumeClaims the served models (and code) come from, mounted read-only: serving never writes."""
+    uris = [args.primary.uri, args.canary.uri if args.canary else None]
+    uris.append((args.runtime_env or {}).get("working_dir"))
+    return {claim: True for claim in filter(None, map(claim_of, uris))}
 
 
 def _serving_env(service: ModelService, args: ServeAppArgs, settings: OperatorSettings) -> list[Object]:
@@ -119,16 +132,18 @@ def build_rayservice(
     image = service.spec.image or settings.image
     res = args.resources
     shape = worker_shape(args)
-    env = _serving_env(service, args, settings)
+    volumes, mounts = claim_volumes(claims(args))
+    env = _serving_env(service, args, settings) + volumes_env(claims(args))
     labels = service_labels(name)
     metadata = child_metadata(service, name)
     serve_ports = [port("serve", SERVE_PORT), METRICS]
     head_resources = {"cpu": settings.head_cpu, "memory": settings.head_memory}
-    head = ray_container(HEAD_CONTAINER, image, env, head_resources, [*HEAD_PORTS, *serve_ports], storage_secret)
+    head_ports = [*HEAD_PORTS, *serve_ports]
+    head = ray_container(HEAD_CONTAINER, image, env, head_resources, head_ports, storage_secret, mounts)
     worker_resources: Object = {"cpu": cpu_quantity(shape.cpus), "memory": f"{shape.memory_mib}Mi"}
     if shape.gpus:
         worker_resources[res.gpu_resource_name] = str(shape.gpus)
-    worker = ray_container(WORKER_CONTAINER, image, env, worker_resources, serve_ports, storage_secret)
+    worker = ray_container(WORKER_CONTAINER, image, env, worker_resources, serve_ports, storage_secret, mounts)
     where = placement(res.node_selector, res.tolerations, res.gpus_per_replica, res.gpu_resource_name)
     spec: Object = {
         "serveConfigV2": yaml.safe_dump(serve_config(args), sort_keys=True, width=10_000),
@@ -136,11 +151,11 @@ def build_rayservice(
             "rayVersion": settings.ray_version,
             "enableInTreeAutoscaling": True,
             "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 60},
-            "headGroupSpec": head_group(ray_pod(labels, head, service.spec.pod_template)),
+            "headGroupSpec": head_group(ray_pod(labels, head, service.spec.pod_template, volumes=volumes)),
             "workerGroupSpecs": [
                 worker_group(
                     WORKER_GROUP,
-                    ray_pod(labels, worker, service.spec.pod_template, **where),
+                    ray_pod(labels, worker, service.spec.pod_template, volumes=volumes, **where),
                     replicas=shape.min_pods,
                     min_replicas=shape.min_pods,
                     max_replicas=shape.max_pods,

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from trainserve.api.base import Condition
 from trainserve.api.conditions import ConditionStatus, find_condition, set_condition
+from trainserve.api.storage import is_local_path
 from trainserve.api.trainingjob import ModelStatus, TrainingJobStatus
 from trainserve.api.validation import InvalidResource, Problem, parse
 from trainserve.naming import name_fix
@@ -215,3 +216,16 @@ def servable_model(job_name: str, status: TrainingJobStatus, min_metrics: dict[s
             f"model version {model.version} of TrainingJob {job_name!r} misses minMetrics: {'; '.join(short)}",
         )
     return ServableModel(model)
+
+
+def local_paths_message(fields: list[tuple[str, str | None]]) -> str | None:
+    """Why a spec that names local paths cannot run on a cluster (a Ray pod's disk goes with the pod, and other
+    pods never see it), or None when every location is one all pods can reach."""
+    local = [(field, value) for field, value in fields if is_local_path(value)]
+    if not local:
+        return None
+    named = "; ".join(f"{field}: {value!r}" for field, value in local)
+    return (
+        f"{named} is a path on the machine that reads it, which on a cluster is a Ray pod's own disk: use "
+        "pvc://CLAIM/PATH (a PersistentVolumeClaim the operator mounts into the Ray pods) or s3://BUCKET/PREFIX"
+    )

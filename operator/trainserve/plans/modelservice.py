@@ -40,6 +40,7 @@ from trainserve.plans.common import (
     condition_events,
     invalid_spec_message,
     kuberay_missing,
+    local_paths_message,
     parse_stored,
     read_status,
     repaired_event,
@@ -48,7 +49,9 @@ from trainserve.plans.common import (
 )
 
 #: Reasons that are a warning even on a new ModelService (a first ``Ready=False`` is otherwise just starting).
-WARNING_REASONS = frozenset({"InvalidSpec", "KubeRayMissing", "ApplicationFailed", "WaitingForOldObjects"})
+WARNING_REASONS = frozenset(
+    {"InvalidSpec", "LocalPathOnCluster", "KubeRayMissing", "ApplicationFailed", "WaitingForOldObjects"}
+)
 RAYSERVICE_KUBERAY_MISSING = kuberay_missing("RayService", "the service starts once it is there")
 _VERSION_FOLDER = re.compile(r"/(\d+)/?$")
 
@@ -233,6 +236,16 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
 
     if not observed.kuberay_installed:
         st.set("Ready", "False", "KubeRayMissing", RAYSERVICE_KUBERAY_MISSING)
+        return
+    local = local_paths_message(
+        [
+            ("spec.model.uri", spec.model.uri),
+            ("spec.canary.model.uri", spec.canary.model.uri if spec.canary else None),
+            ("spec.runtimeEnv.workingDir", spec.runtime_env.working_dir if spec.runtime_env else None),
+        ]
+    )
+    if local is not None:
+        st.set("Ready", "False", "LocalPathOnCluster", local)
         return
     if observed.foreign_rayservice:
         st.set(

@@ -32,6 +32,7 @@ from trainserve.plans.common import (
     Transition,
     condition_events,
     invalid_spec_message,
+    local_paths_message,
     parse_stored,
     read_status,
     repaired_event,
@@ -210,7 +211,7 @@ def _plan_valid(job: TrainingJob, observed: Observed, st: _Status, result: Plan)
     if status.phase in FINISHED:
         _after_finish(job, observed, st, result)
         return
-    changed = _check_immutable(job, current, st)
+    changed = _check_immutable(job, current, st) or _check_cluster_paths(job, st)
     if not observed.kuberay_installed:
         st.set("Created", "False", "KubeRayMissing", KUBERAY_MISSING_MESSAGE)
         st.phase(status.phase if status.phase == "Running" else "Pending")
@@ -244,6 +245,25 @@ def _check_immutable(job: TrainingJob, current: RayJobView | None, st: _Status) 
     else:
         st.set("Valid", "True", "SpecAccepted", "the spec is valid")
     return changed
+
+
+def _check_cluster_paths(job: TrainingJob, st: _Status) -> list[str]:
+    """``Valid=False`` (``LocalPathOnCluster``) for a location only one pod could see; no attempt starts."""
+    spec = job.spec
+    message = local_paths_message(
+        [
+            ("spec.dataset.uri", spec.dataset.uri),
+            ("spec.output.uri", spec.output.uri),
+            ("spec.checkpoint.uri", spec.checkpoint.uri),
+            ("spec.runtimeEnv.workingDir", spec.runtime_env.working_dir if spec.runtime_env else None),
+        ]
+    )
+    if message is None:
+        return []
+    st.set("Valid", "False", "LocalPathOnCluster", message)
+    if st.value.phase is None:
+        st.phase("Pending")
+    return ["local paths"]
 
 
 def _deadline_passed(
