@@ -424,3 +424,25 @@ def test_the_vendored_kubernetes_schemas_are_what_the_generator_writes() -> None
     script = REPO / "deploy" / "vendor_k8s_schemas.py"
     result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"volumes": [{"name": "trainserve-models", "emptyDir": {}}]}, "spec.podTemplate.spec.volumes[0].name"),
+        (
+            {
+                "volumes": [{"name": "scratch", "emptyDir": {}}],
+                "containers": [
+                    {"name": "ray", "volumeMounts": [{"name": "scratch", "mountPath": "/mnt/trainserve/volumes/x"}]}
+                ],
+            },
+            "spec.podTemplate.spec.containers[0].volumeMounts[0].mountPath",
+        ),
+        ({"containers": [{"name": "ray", "env": [{"name": "TRAINSERVE_VOLUMES_DIR", "value": "/x"}]}]}, "env"),
+    ],
+)
+def test_the_claims_names_and_paths_are_trainserves(change: dict[str, Any], where: str) -> None:
+    document = changed(example("digits-trainingjob"), "spec.podTemplate", {"spec": change})
+    problems = validate_document(document)
+    assert problems and any(where in p.path for p in problems), problems

@@ -18,6 +18,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from trainserve.api.storage import CLUSTER_VOLUMES_DIR, VOLUMES_DIR_ENV
+
 from .base import (
     MAX_OBJECT_NAME,
     MAX_PLACEMENT_ENTRIES,
@@ -33,6 +35,9 @@ from .k8s import KubernetesSchema
 #: The in-memory volume at ``/dev/shm`` on every Ray pod (Ray's object store and TensorFlow's collectives).
 SHM_VOLUME = "dshm"
 SHM_PATH = "/dev/shm"
+#: Volumes trainserve adds for ``pvc://`` claims are named ``trainserve-<claim>`` and mounted under
+#: ``CLUSTER_VOLUMES_DIR``: both are reserved, so a template never collides with them.
+OWN_VOLUME_PREFIX = "trainserve-"
 #: The Ray container of every pod, as ``spec.podTemplate.spec.containers[].name`` names it.
 RAY_CONTAINER = "ray"
 
@@ -47,8 +52,10 @@ TRAININGJOB_ENV: dict[str, str] = {
     "TRAINSERVE_JOB_NAMESPACE": "the job's namespace, for the progress channel",
     "TF_USE_LEGACY_KERAS": "the workload trains with legacy Keras (tf_keras)",
     "PYTHONUNBUFFERED": "the workload's logs reach `kubectl logs` at once",
+    VOLUMES_DIR_ENV: "where the `pvc://` claims are mounted",
 }
 MODELSERVICE_ENV: dict[str, str] = {
+    VOLUMES_DIR_ENV: "where the `pvc://` claims are mounted",
     "PYTHONUNBUFFERED": "the workload's logs reach `kubectl logs` at once",
     "TF_CPP_MIN_LOG_LEVEL": "TensorFlow's C++ logs stay quiet",
     "TRAINSERVE_AUTH_TOKEN": "the bearer token of `spec.auth`",
@@ -160,15 +167,26 @@ class RayContainer(ApiModel):
             f"m.mountPath != '{SHM_PATH}/')",
             "message": f"mountPath {SHM_PATH} is trainserve's in-memory volume ({SHM_VOLUME}); choose another path",
         },
+        {
+            "rule": f"!has(self.volumeMounts) || self.volumeMounts.all(m, !m.mountPath.startsWith('{CLUSTER_VOLUMES_DIR}'))",
+            "message": f"mount paths under {CLUSTER_VOLUMES_DIR} are where trainserve mounts pvc:// claims; choose another path",
+        },
     ]
 
     @model_validator(mode="after")
     def _own_mounts_only(self) -> RayContainer:
         for index, mount in enumerate(self.volume_mounts):
-            if str(mount.get("mountPath", "")).rstrip("/") == SHM_PATH:
+            path = str(mount.get("mountPath", ""))
+            if path.rstrip("/") == SHM_PATH:
                 raise rule_error(
                     f"{SHM_PATH!r} is trainserve's in-memory volume ({SHM_VOLUME!r}); choose another path",
                     "mount your volume elsewhere (every Ray pod already has /dev/shm in memory)",
+                    at=f".volumeMounts[{index}].mountPath",
+                )
+            if path.startswith(CLUSTER_VOLUMES_DIR):
+                raise rule_error(
+                    f"{path!r} is under {CLUSTER_VOLUMES_DIR}, where trainserve mounts pvc:// claims",
+                    "mount your volume elsewhere, or name the claim in a pvc://CLAIM/PATH location instead",
                     at=f".volumeMounts[{index}].mountPath",
                 )
         return self
@@ -220,6 +238,10 @@ class PodSpecAdditions(ApiModel):
             "message": f"volume name '{SHM_VOLUME}' is used by trainserve for {SHM_PATH}; choose another name",
         },
         {
+            "rule": f"!has(self.volumes) || self.volumes.all(v, !v.name.startsWith('{OWN_VOLUME_PREFIX}'))",
+            "message": f"volume names starting with '{OWN_VOLUME_PREFIX}' are trainserve's (pvc:// claims); choose another name",
+        },
+        {
             "rule": "!has(self.containers) || self.containers.all(c, !has(c.volumeMounts) || c.volumeMounts.all(m, "
             "has(self.volumes) && self.volumes.exists(v, v.name == m.name)))",
             "message": "each volumeMounts[].name must name a volume of spec.volumes",
@@ -230,9 +252,10 @@ class PodSpecAdditions(ApiModel):
     def _volumes_are_own_and_mounted_ones_exist(self) -> PodSpecAdditions:
         names = [str(volume.get("name", "")) for volume in self.volumes]
         for index, name in enumerate(names):
-            if name == SHM_VOLUME:
+            if name == SHM_VOLUME or name.startswith(OWN_VOLUME_PREFIX):
+                why = f"for {SHM_PATH}" if name == SHM_VOLUME else "for pvc:// claims (names starting trainserve-)"
                 raise rule_error(
-                    f"{SHM_VOLUME!r} is used by trainserve for {SHM_PATH}; choose another name",
+                    f"{name!r} is used by trainserve {why}; choose another name",
                     "rename the volume, and the volumeMounts that name it",
                     at=f".volumes[{index}].name",
                 )
