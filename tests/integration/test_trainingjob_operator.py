@@ -365,3 +365,18 @@ async def test_a_users_service_account_gets_the_status_binding_and_none_is_creat
         assert cluster.objects_of("rbac.authorization.k8s.io/v1/roles") == []
         account_calls = [f"{r.method} {r.url}" for r in emulator.writes(since) if "serviceaccounts" in str(r.url)]
         assert account_calls == []
+
+
+async def test_a_local_path_on_the_cluster_is_refused_and_nothing_runs(emulator: Emulator, cluster: Cluster) -> None:
+    async with running_operator(operator_settings(emulator)):
+        await cluster.create_trainingjob(changed(digits(), "spec.output.uri", "./.trainserve/models/digits"))
+        valid = await eventually(
+            lambda: (
+                cluster.condition("digits", "Valid").get("reason") == "LocalPathOnCluster"
+                and cluster.condition("digits", "Valid")
+            )
+        )
+        assert valid["status"] == "False" and "spec.output.uri" in valid["message"] and "pvc://" in valid["message"]
+        await asyncio.sleep(1.0)
+        assert cluster.rayjobs() == {} and phase(cluster) == "Pending"
+        assert [e["reason"] for e in cluster.events("digits") if e["type"] == "Warning"] == ["LocalPathOnCluster"]

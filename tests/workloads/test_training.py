@@ -247,3 +247,48 @@ def test_a_missing_working_dir_is_a_clear_error(tmp_path: Path) -> None:
     result = trainserve("local", "train", "-f", str(write_job(tmp_path / "job.yaml", document)), "--no-progress")
     assert result.returncode == 2
     assert "spec.runtimeEnv.workingDir" in result.stderr and "is not a folder" in result.stderr
+
+
+def test_the_pvc_examples_train_and_serve_locally_through_the_volumes_folder(tmp_path: Path) -> None:
+    """The digits examples as shipped (pvc://models/digits): `local train`, then `local serve`, then a query."""
+    import urllib.request
+
+    from tests.workloads.conftest import free_port
+
+    job = example("digits-trainingjob")
+    assert job["spec"]["output"]["uri"] == "pvc://models/digits"
+    job["spec"]["training"] = {**job["spec"]["training"], "epochs": 6}
+    result = trainserve(
+        "local", "train", "-f", str(write_job(tmp_path / "job.yaml", job)), "--no-progress", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert state(tmp_path)["status"]["model"]["uri"] == "pvc://models/digits/1", "the model keeps the URI's form"
+    assert (tmp_path / ".trainserve" / "volumes" / "models" / "digits" / "1" / "model.json").exists()
+
+    service = write_job(tmp_path / "service.yaml", example("digits-modelservice"))
+    port = free_port()
+    command = [sys.executable, "-m", "trainserve.cli", "local", "serve", "-f", str(service), "--port", str(port)]
+    server = subprocess.Popen(command, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v1/models/digits:predict",
+                    data=json.dumps({"instances": [[0.0] * 64]}).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    answer = json.loads(response.read())
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "local serve did not come up"
+                time.sleep(1)
+        assert len(answer["predictions"][0]) == 10 and answer["model_version"] == "1"
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)

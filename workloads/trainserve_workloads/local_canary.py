@@ -59,6 +59,7 @@ class LocalPromoter:
                 kuberay_installed=True,
                 now=now or datetime.now(UTC),
                 canary_window=window,
+                on_cluster=False,
             )
         )
         self.body["status"] = result.status.to_wire()

@@ -118,7 +118,7 @@ def deploy(args: ServeAppArgs, timeout_s: float = 180) -> None:
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    config = ServeDeploySchema.model_validate({"applications": [_with_uploaded_working_dir(serve_application(args))]})
+    config = ServeDeploySchema.model_validate({"applications": [_local_runtime_env(serve_application(args))]})
     client = _get_global_client()  # raises when no Serve controller runs
     assert client is not None
     client.deploy_apps(config)
@@ -134,10 +134,13 @@ def deploy(args: ServeAppArgs, timeout_s: float = 180) -> None:
         time.sleep(0.2)
 
 
-def _with_uploaded_working_dir(application: dict[str, Any]) -> dict[str, Any]:
-    """A Serve config takes only remote ``working_dir`` URIs: a local folder is packed into Ray's object store
-    first, as `serve deploy` does (a ``gcs://`` URI replaces the path)."""
-    runtime_env = application.get("runtime_env") or {}
+def _local_runtime_env(application: dict[str, Any]) -> dict[str, Any]:
+    """The application as this machine runs it: replicas resolve ``pvc://`` where this process does, and a local
+    ``working_dir`` (a Serve config takes only remote URIs) is packed into Ray's object store first, as
+    `serve deploy` does (a ``gcs://`` URI replaces the path)."""
+    runtime_env = dict(application.get("runtime_env") or {})
+    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), VOLUMES_DIR_ENV: volumes_root()}
+    application = {**application, "runtime_env": runtime_env}
     where = runtime_env.get("working_dir")
     if not where or ("://" in where and not where.startswith(("pvc://", "file://"))):
         return application

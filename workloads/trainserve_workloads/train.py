@@ -120,8 +120,10 @@ def init_ray(spec: TrainingJobSpec, verbose: bool, working_dir: str | None = Non
         ray.init(address=os.environ["RAY_ADDRESS"], **options)
         return
     needed = math.ceil(spec.resources.workers * spec.resources.cpus_per_worker.cpus)
-    if spec.runtime_env is not None:
-        options["runtime_env"] = spec.runtime_env.to_ray(working_dir)
+    runtime_env = spec.runtime_env.to_ray(working_dir) if spec.runtime_env is not None else {}
+    # Workers resolve pvc:// where the driver does, whatever directory Ray starts them in.
+    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), VOLUMES_DIR_ENV: volumes_root()}
+    options["runtime_env"] = runtime_env
     ray.init(
         num_cpus=max(needed, os.cpu_count() or 1),
         num_gpus=spec.resources.workers * spec.resources.gpus_per_worker or None,

@@ -159,17 +159,16 @@ class Reconciler:
         raise NotImplementedError
 
     async def relist(self) -> None:
-        """The cache against a fresh list: a deletion or creation during a watch outage sends no event. Only an
-        object still cached as the one listed before is dropped (a namesake created meanwhile stays)."""
+        """The cache against a fresh list: a deletion during a watch outage sends no event. Only an object still
+        cached as the one listed before is dropped (a namesake created meanwhile stays)."""
         before = {key: uid_of(obj) for key, obj in self.parents().items()}
         namespaces = () if self.settings.all_namespaces else self.settings.namespaces
         listed = {object_key(obj): obj for obj in await self.api.list_custom(GROUP, VERSION, self.PLURAL, namespaces)}
         for key, uid in before.items():
             if key not in listed:
                 self.on_gone(key, uid)
-        for key, obj in listed.items():
-            if key not in self.parents():
-                self.observe_parent("ADDED", obj)
+        # What the list has and the cache lacks comes from the watch when it resumes: added here, a standby
+        # replica (whose watches Kopf pauses) would start reconciling.
 
     def forget(self, key: Key) -> None:
         """``key``'s object is gone: no queued work, no memory of it."""

@@ -114,6 +114,8 @@ class ServiceObserved:
     canary_window: Figures | None = None
     #: A RayService of this name that belongs to a deleted namesake (never taken over).
     foreign_rayservice: bool = False
+    #: False for `trainserve local serve`, where local paths are what a user means.
+    on_cluster: bool = True
 
 
 @dataclass
@@ -244,7 +246,7 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
             ("spec.runtimeEnv.workingDir", spec.runtime_env.working_dir if spec.runtime_env else None),
         ]
     )
-    if local is not None:
+    if local is not None and observed.on_cluster:
         st.set("Ready", "False", "LocalPathOnCluster", local)
         return
     if observed.foreign_rayservice:
