@@ -29,6 +29,7 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("RAY_ADDRESS", None)
+    env.pop("TRAINSERVE_VOLUMES_DIR", None)  # the local default, under the command's own directory
     env.update(extra or {})
     return env
 

@@ -80,7 +80,6 @@ def start(
     """Start a local Ray with the fast ingress and run the application; returns when it is ready."""
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
-    os.environ[VOLUMES_DIR_ENV] = volumes_root()  # absolute: the replicas run in another directory
     if args.auth_token_env:
         if not token:
             raise WorkloadError(

@@ -176,7 +176,6 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
         first = invalid.problems[0]
         raise WorkloadError(first.path, first.message, first.fix) from None
     assert isinstance(job, TrainingJob)
-    os.environ[VOLUMES_DIR_ENV] = volumes_root()  # absolute: Ray Train's workers run in another directory
     spec = absolute_uris(job.spec)
     working_dir = local_working_dir(spec)
     if working_dir is not None and working_dir not in sys.path:

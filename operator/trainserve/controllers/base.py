@@ -167,8 +167,13 @@ class Reconciler:
         for key, uid in before.items():
             if key not in listed:
                 self.on_gone(key, uid)
-        # What the list has and the cache lacks comes from the watch when it resumes: added here, a standby
-        # replica (whose watches Kopf pauses) would start reconciling.
+        # What the list has and the cache lacks (an ADDED lost with a watch): added when this replica runs alone.
+        # With peering, a standby's watches are paused by Kopf and it must stay idle; there the watch's own
+        # re-list on resuming brings such objects in.
+        if self.settings.standalone:
+            for key, obj in listed.items():
+                if key not in self.parents():
+                    self.observe_parent("ADDED", obj)
 
     def forget(self, key: Key) -> None:
         """``key``'s object is gone: no queued work, no memory of it."""
