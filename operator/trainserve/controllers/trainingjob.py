@@ -233,11 +233,16 @@ class TrainingJobController(Reconciler):
         return True
 
     async def _recheck_conflicts(self, key: Key, body: Object) -> None:
-        """Looks again (reads only) at RayJobs found to belong to another owner; forgets those gone."""
-        for rayjob_name in sorted(self.conflicts.get(key, set())):
+        """Looks again (reads only) at RayJobs found to belong to another owner, from a 409 or the cache (whose
+        DELETED event a watch outage may have lost); forgets those gone."""
+        children = self.store.rayjobs.get(key, {})
+        for rayjob_name in sorted(self.conflicts.get(key, set()) | self.store.foreign_rayjobs(key)):
             found = await self.api.get_rayjob(key[0], rayjob_name)
-            if found is None or controller_uid(found) == uid_of(body):
-                self.conflicts[key].discard(rayjob_name)
+            if found is None:
+                children.pop(rayjob_name, None)
+            elif controller_uid(found) != uid_of(body):
+                continue
+            self.conflicts.get(key, set()).discard(rayjob_name)
         if self.access_conflicts.get(key):
             self.access_checked.pop(key, None)  # looked at again by _ensure_access
 
