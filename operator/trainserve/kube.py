@@ -249,12 +249,6 @@ class KubeApi:
         )
         return result
 
-    async def patch_trainingjob_status(self, namespace: str, name: str, status: Object) -> Object:
-        return await self.patch_status(TRAININGJOBS, namespace, name, status)
-
-    async def patch_modelservice_status(self, namespace: str, name: str, status: Object) -> Object:
-        return await self.patch_status(MODELSERVICES, namespace, name, status)
-
     async def ensure_status_access(self, objects: list[Object]) -> list[str]:
         """The job's status access (ServiceAccount unless the job names its own, Role, RoleBinding): read first,
         created when missing, never rewritten.

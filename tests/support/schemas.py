@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,29 +110,35 @@ def _unknown_fields(value: Any, schema: Schema, path: str) -> list[str]:
     return problems
 
 
-def _duplicate_keys(value: Any, schema: Schema, path: str) -> list[str]:
-    """Entries of an ``x-kubernetes-list-type: map`` list with the same key (the API server refuses them)."""
-    problems: list[str] = []
+def _children(value: Any, schema: Schema, path: str) -> Iterator[tuple[Any, Schema, str]]:
+    """Each field or item of ``value`` with its schema node and path (fields the schema does not know are left out)."""
     if isinstance(value, dict):
         for key, item in value.items():
             sub = schema.get("properties", {}).get(key)
             if sub is None and isinstance(schema.get("additionalProperties"), dict):
                 sub = schema["additionalProperties"]
             if sub is not None:
-                problems += _duplicate_keys(item, sub, f"{path}.{key}")
+                yield item, sub, f"{path}.{key}"
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        if schema.get("x-kubernetes-list-type") == "map":
-            keys = schema["x-kubernetes-list-map-keys"]
-            # compared by repr: a key of the wrong type (a list) is the type check's to report, not a crash here
-            entries = [{k: item.get(k) for k in keys} for item in value if isinstance(item, dict)]
-            seen = [repr(entry) for entry in entries]
-            problems += [
-                f"{path}: duplicate entries with {entry}"
-                for index, entry in enumerate(entries)
-                if seen.count(seen[index]) > 1 and seen.index(seen[index]) == index
-            ]
         for index, item in enumerate(value):
-            problems += _duplicate_keys(item, schema["items"], f"{path}[{index}]")
+            yield item, schema["items"], f"{path}[{index}]"
+
+
+def _duplicate_keys(value: Any, schema: Schema, path: str) -> list[str]:
+    """Entries of an ``x-kubernetes-list-type: map`` list with the same key (the API server refuses them)."""
+    problems: list[str] = []
+    if isinstance(value, list) and schema.get("x-kubernetes-list-type") == "map":
+        keys = schema["x-kubernetes-list-map-keys"]
+        # compared by repr: a key of the wrong type (a list) is the type check's to report, not a crash here
+        entries = [{k: item.get(k) for k in keys} for item in value if isinstance(item, dict)]
+        seen = [repr(entry) for entry in entries]
+        problems += [
+            f"{path}: duplicate entries with {entry}"
+            for index, entry in enumerate(entries)
+            if seen.count(seen[index]) > 1 and seen.index(seen[index]) == index
+        ]
+    for item, sub, where in _children(value, schema, path):
+        problems += _duplicate_keys(item, sub, where)
     return problems
 
 
@@ -153,16 +160,8 @@ def _cel_failures(value: Any, schema: Schema, path: str) -> list[str]:
             continue
         if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
             problems.append(f"{path}: {rule.get('message', rule['rule'])}")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            sub = schema.get("properties", {}).get(key)
-            if sub is None and isinstance(schema.get("additionalProperties"), dict):
-                sub = schema["additionalProperties"]
-            if sub is not None:
-                problems += _cel_failures(item, sub, f"{path}.{key}")
-    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for index, item in enumerate(value):
-            problems += _cel_failures(item, schema["items"], f"{path}[{index}]")
+    for item, sub, where in _children(value, schema, path):
+        problems += _cel_failures(item, sub, where)
     return problems
 
 

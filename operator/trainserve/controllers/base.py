@@ -194,6 +194,17 @@ class Reconciler:
             self.observe_parent("ADDED", found)
         return False
 
+    async def patch_parent_status(self, key: Key, patch: Object) -> Object | None:
+        """A merge patch of the object's status; None when it is gone (a deletion, not a failure)."""
+        try:
+            return await self.api.patch_status(self.PLURAL, *key, patch)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+        log.debug("%s %s/%s is gone; not reconciled further", self.KIND, *key)
+        self.on_gone(key, uid_of(self.parents().get(key) or {}))
+        return None
+
     def on_gone(self, key: Key, uid: str | None) -> None:
         """The object ``uid`` behind ``key`` no longer exists (found by a read, not a watch event); a namesake
         cached since is left alone."""

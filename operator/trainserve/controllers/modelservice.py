@@ -20,7 +20,7 @@ from trainserve.api.figures import Figures
 from trainserve.builders.rayservice import build_network_policy, build_rayservice, network_policy_name
 from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, older, stale, uid_of, utcnow
 from trainserve.controllers.canary_windows import CanaryWindows
-from trainserve.kube import MODELSERVICES, RAYSERVICES, ApiError, KubeApi, controller_uid
+from trainserve.kube import MODELSERVICES, RAYSERVICES, KubeApi, controller_uid
 from trainserve.metrics import OperatorMetrics, ServiceSample
 from trainserve.naming import MODELSERVICE_LABEL, serve_service_name
 from trainserve.plans.modelservice import (
@@ -213,16 +213,6 @@ class ModelServiceController(Reconciler):
         await self.post_events(body, decision.events, now)
         waits = [w for w in (decision.requeue_after, wait) if w is not None]
         return min(waits) if waits else None
-
-    async def patch_parent_status(self, key: Key, patch: Object) -> Object | None:
-        try:
-            return await self.api.patch_modelservice_status(*key, patch)
-        except ApiError as err:
-            if err.status != 404:
-                raise
-        log.debug("ModelService %s/%s is gone; not reconciled further", *key)
-        self.on_gone(key, uid_of(self.store.services.get(key) or {}))
-        return None
 
     async def _current_rayservice(self, key: Key, body: Object) -> Object | None:
         """The cached RayService; one that belongs to a namesake is read again (it may be gone by now)."""

@@ -185,16 +185,6 @@ class TrainingJobController(Reconciler):
         await self.post_events(body, decision.events, now)
         return decision.requeue_after
 
-    async def patch_parent_status(self, key: Key, patch: Object) -> Object | None:
-        try:
-            return await self.api.patch_trainingjob_status(*key, patch)
-        except ApiError as err:
-            if err.status != 404:
-                raise
-        log.debug("TrainingJob %s/%s is gone; not reconciled further", *key)
-        self.on_gone(key, uid_of(self.store.trainingjobs.get(key) or {}))
-        return None
-
     async def _ensure_access(self, key: Key, body: Object, job: TrainingJob) -> bool:
         """The job's status access (ServiceAccount unless it names its own, Role, RoleBinding) exists and is its
         own (checked once per resync)."""
