@@ -38,6 +38,7 @@ from trainserve.plans.common import (
     repaired_event,
 )
 from trainserve.plans.common import status_patch as common_status_patch
+from trainserve.plans.readiness import SUMMARY_CONDITIONS, summarise_trainingjob
 
 FINISHED = ("Succeeded", "Failed")
 
@@ -164,12 +165,13 @@ def plan(observed: Observed) -> Plan:
     else:
         result.job = job
         _plan_valid(job, observed, st, result)
+    summarise_trainingjob(st, user_suspended=job is not None and job.spec.run_policy.suspend)
     st.value.observed_generation = generation
     result.status = st.value
     result.events = (
         condition_events(
             before.conditions,
-            st.value.conditions,
+            [c for c in st.value.conditions if c.type not in SUMMARY_CONDITIONS],
             warning_when_true=_WARNING_WHEN_TRUE,
             warning_when_false=_WARNING_WHEN_FALSE,
         )
