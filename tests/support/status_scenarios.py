@@ -204,7 +204,7 @@ def modelservice_scenarios() -> list[Scenario]:
             "Degraded",
             "Failed",
         ),
-        Scenario("TrainingJob not found", service_step(service(), jobs={}), "Degraded", "Failed"),
+        Scenario("TrainingJob not found (yet)", service_step(service(), jobs={}), "Progressing", "InProgress"),
         Scenario("invalid spec", service_step(service(replicas=-1)), "Degraded", "Failed"),
         Scenario("KubeRay missing", service_step(service(), kuberay=False), "Degraded", "Failed"),
         Scenario("local path on a cluster", service_step(local), "Degraded", "Failed"),

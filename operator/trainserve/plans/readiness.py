@@ -21,8 +21,9 @@ from trainserve.plans.common import StatusDraft
 SUMMARY_CONDITIONS = frozenset({"Ready", "Reconciling", "Stalled"})
 #: A ModelService's ``Ready=False`` reasons that need a person (or another system) to act: kstatus ``Failed``.
 SERVICE_STALLED_REASONS = frozenset({"InvalidSpec", "LocalPathOnCluster", "KubeRayMissing", "ApplicationFailed"})
-#: Why a ModelService has no model to serve that no waiting will change.
-MODEL_STALLED_REASONS = frozenset({"TrainingJobNotFound", "MetricsBelowThreshold"})
+#: Why a ModelService has no model to serve that no waiting will change (a TrainingJob not found yet may be applied
+#: in the same sync: that one is waited for).
+MODEL_STALLED_REASONS = frozenset({"MetricsBelowThreshold"})
 #: Why a TrainingJob cannot start or go on until something changes (besides ``Valid=False`` and ``Failed``).
 JOB_STALLED_REASONS = frozenset({"KubeRayMissing"})
 
