@@ -96,6 +96,21 @@ class BatchingSpec(ApiModel):
     )
 
 
+class OverloadSpec(ApiModel):
+    """What a replica does with requests beyond what it can answer soon: it holds a bounded number waiting, and
+    answers the rest `503` with `Retry-After` at once (Ray Serve's `max_queued_requests`), so latency and
+    memory stay bounded and a client or load balancer can go elsewhere."""
+
+    max_queued_requests: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description="Requests a replica holds waiting beyond those it runs; more get `503`. "
+        "Default: as many as it runs (twice `batching.maxBatchSize`, at least 8).",
+    )
+    retry_after_seconds: int = Field(1, ge=0, le=3600, description="`Retry-After` of those `503` answers.")
+
+
 class AutoscalingSpec(ApiModel):
     """Ray Serve autoscaling by ongoing requests per replica. When set, `replicas` is ignored."""
 
@@ -297,6 +312,7 @@ class ModelServiceSpec(ApiModel):
         None, description="Autoscaling bounds and targets; replaces `replicas`."
     )
     resources: ServingResources = section(ServingResources, "Per-replica resources and placement.")
+    overload: OverloadSpec = section(OverloadSpec, "Shedding load a replica cannot answer soon.")
     canary: CanarySpec | None = Field(None, description="A canary version and its traffic share.")
     auth: AuthSpec | None = Field(None, description="Require a bearer token on inference requests.")
     runtime_env: RuntimeEnvSpec | None = Field(
