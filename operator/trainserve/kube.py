@@ -155,15 +155,24 @@ class KubeApi:
         """One of our objects (``trainingjobs``, ``modelservices``), or None when it does not exist."""
         return await self._get(GROUP, VERSION, plural, namespace, name)
 
-    async def list_custom(self, group: str, version: str, plural: str, namespaces: tuple[str, ...]) -> list[Object]:
-        """Every object of a kind, in ``namespaces`` (all namespaces when empty)."""
+    async def list_custom(
+        self, group: str, version: str, plural: str, namespaces: tuple[str, ...], label_selector: str = ""
+    ) -> list[Object]:
+        """Every object of a kind (with the label selector), in ``namespaces`` (all namespaces when empty)."""
         if not namespaces:
-            found: Object = await self._call(self.custom.list_cluster_custom_object, group, version, plural)
+            found: Object = await self._call(
+                self.custom.list_cluster_custom_object, group, version, plural, label_selector=label_selector
+            )
             return list(found.get("items") or [])
         items: list[Object] = []
         for namespace in namespaces:
             page: Object = await self._call(
-                self.custom.list_namespaced_custom_object, group, version, namespace, plural
+                self.custom.list_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                plural,
+                label_selector=label_selector,
             )
             items += page.get("items") or []
         return items

@@ -65,6 +65,8 @@ async def test_uri_to_ready_with_a_valid_rayservice(emulator: Emulator, cluster:
         assert status["selector"].startswith("trainserve.io/modelservice=digits")
         assert cluster.service_condition("digits", "ModelLoaded")["status"] == "True"
         await eventually(lambda: operator.metrics.sample("trainserve_modelservices", {"ready": "true"}) == 1)
+        # The Events of a change follow its status write.
+        await eventually(lambda: {"Serving", "Loaded"} <= {e["reason"] for e in cluster.events("digits")})
 
         # Quiet when nothing changes: several resyncs, not one write.
         before = emulator.request_count()

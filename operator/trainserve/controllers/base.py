@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trainserve.api.base import GROUP, VERSION
-from trainserve.kube import RAYJOBS, ApiError, KubeApi
+from trainserve.kube import RAY_GROUP, RAY_VERSION, RAYJOBS, ApiError, KubeApi
 from trainserve.metrics import OperatorMetrics
 from trainserve.plans.common import KUBERAY_MISSING_MESSAGE, Transition
 from trainserve.settings import OperatorSettings
@@ -118,6 +118,7 @@ class Reconciler:
         raise NotImplementedError
 
     async def start(self) -> None:
+        await self.seed_children()
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"trainserve-{self.KIND}-worker-{i}")
             for i in range(self.settings.workers)
@@ -146,6 +147,28 @@ class Reconciler:
 
     def on_resync(self) -> None:
         """Called before each resync round."""
+
+    #: The children's kind in ``ray.io/v1``, the label naming their owner, and where their events go.
+    CHILD_PLURAL = ""
+    CHILD_LABEL = ""
+
+    def observe_child(self, event_type: str | None, obj: Object) -> None:
+        raise NotImplementedError
+
+    async def seed_children(self) -> None:
+        """The children that exist, cached before the first reconcile: the watches list kinds in no set order,
+        and a reconcile of a parent whose children are not cached yet would try to create them again (a 409,
+        adopted, but a write all the same). Without KubeRay there is nothing to list."""
+        namespaces = () if self.settings.all_namespaces else self.settings.namespaces
+        try:
+            children = await self.api.list_custom(
+                RAY_GROUP, RAY_VERSION, self.CHILD_PLURAL, namespaces, self.CHILD_LABEL
+            )
+        except ApiError as err:
+            log.info("%s: children not listed at start (%s); the watch brings them", self.KIND, err)
+            return
+        for child in children:
+            self.observe_child("ADDED", child)
 
     #: The plural of the kind in ``trainserve.io`` (for reads and lists).
     PLURAL = ""

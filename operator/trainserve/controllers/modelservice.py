@@ -83,6 +83,8 @@ class ServiceStore:
 class ModelServiceController(Reconciler):
     KIND = "ModelService"
     PLURAL = MODELSERVICES
+    CHILD_PLURAL = RAYSERVICES
+    CHILD_LABEL = MODELSERVICE_LABEL
 
     def __init__(
         self,
@@ -142,6 +144,9 @@ class ModelServiceController(Reconciler):
         metadata = obj.get("metadata") or {}
         owner = (metadata.get("labels") or {}).get(MODELSERVICE_LABEL)
         return (str(metadata.get("namespace") or ""), owner) if owner else None
+
+    def observe_child(self, event_type: str | None, obj: Object) -> None:
+        self.observe_rayservice(event_type, obj)
 
     def observe_rayservice(self, event_type: str | None, obj: Object) -> None:
         key = self._owner_key(obj)

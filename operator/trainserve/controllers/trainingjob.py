@@ -18,7 +18,7 @@ from trainserve.api.trainingjob import TrainingJob
 from trainserve.builders.rayjob import build_rayjob
 from trainserve.builders.rbac import build_status_access, user_account
 from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, stale, uid_of, utcnow
-from trainserve.kube import TRAININGJOBS, ApiError, KubeApi, controller_uid
+from trainserve.kube import RAYJOBS, TRAININGJOBS, ApiError, KubeApi, controller_uid
 from trainserve.metrics import OperatorMetrics
 from trainserve.naming import TRAININGJOB_LABEL, job_account_name
 from trainserve.plans.trainingjob import FINISHED, Observed, Plan, RayJobView, plan, status_patch
@@ -55,6 +55,8 @@ class Store:
 class TrainingJobController(Reconciler):
     KIND = "TrainingJob"
     PLURAL = TRAININGJOBS
+    CHILD_PLURAL = RAYJOBS
+    CHILD_LABEL = TRAININGJOB_LABEL
 
     def __init__(
         self,
@@ -114,6 +116,9 @@ class TrainingJobController(Reconciler):
             self.queue.add(key)
         for listener in self.listeners:
             listener(key)
+
+    def observe_child(self, event_type: str | None, obj: Object) -> None:
+        self.observe_rayjob(event_type, obj)
 
     def observe_rayjob(self, event_type: str | None, obj: Object) -> None:
         metadata = obj.get("metadata") or {}
