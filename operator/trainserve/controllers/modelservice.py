@@ -75,6 +75,7 @@ class ServiceStore:
 class ModelServiceController(Reconciler):
     KIND = "ModelService"
     PLURAL = MODELSERVICES
+    OWNER_LABEL = MODELSERVICE_LABEL
 
     def __init__(
         self,
@@ -186,6 +187,7 @@ class ModelServiceController(Reconciler):
             now=now,
             canary_window=window,
             foreign_rayservice=foreign,
+            pod_health=self.workload.health(key, now),
         )
         decision = plan_service(observed)
         service = decision.service

@@ -55,6 +55,7 @@ class Store:
 class TrainingJobController(Reconciler):
     KIND = "TrainingJob"
     PLURAL = TRAININGJOBS
+    OWNER_LABEL = TRAININGJOB_LABEL
 
     def __init__(
         self,
@@ -156,6 +157,7 @@ class TrainingJobController(Reconciler):
             now=now,
             foreign_rayjobs=frozenset(self.store.foreign_rayjobs(key) | self.conflicts.get(key, set())),
             foreign_access=tuple(self.access_conflicts.get(key, ())),
+            pod_health=self.workload.health(key, now),
         )
         decision = plan(observed)
         if decision.job is not None and decision.status.phase not in FINISHED and not decision.delete_access:
