@@ -95,7 +95,7 @@ class Emulator(kmock.KubernetesEmulator):
         assert raw is not None
         response = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(raw)
-        follow = request.params.get("follow") == "true"
+        follow = request.params.get("follow") in _GO_TRUE  # the API server parses it with Go's strconv.ParseBool
         while True:
             for line in lines[sent:]:
                 await response.write(f"{line}\n".encode())
@@ -175,6 +175,7 @@ class Emulator(kmock.KubernetesEmulator):
 
 
 _WRITES = {kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE}
+_GO_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 
 
 def _selection(request: kmock.Request) -> Callable[[dict[str, Any]], bool]:
@@ -539,7 +540,9 @@ def running_pod_status() -> dict[str, Any]:
     return {
         "phase": "Running",
         "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
-        "containerStatuses": [{"name": "ray", "ready": True, "restartCount": 0, "state": {"running": {}}}],
+        "containerStatuses": [
+            {"name": "ray", "image": "ray", "imageID": "", "ready": True, "restartCount": 0, "state": {"running": {}}}
+        ],
     }
 
 
@@ -547,7 +550,9 @@ def container_status(name: str, **state: Any) -> dict[str, Any]:
     """A pod that was scheduled and whose container ``name`` is in ``state`` (``waiting``/``terminated``...)."""
     status = running_pod_status()
     status["phase"] = "Running" if "running" in state else "Pending"
-    status["containerStatuses"] = [{"name": name, "ready": False, "restartCount": 3, "image": "x", **state}]
+    status["containerStatuses"] = [
+        {"name": name, "ready": False, "restartCount": 3, "image": "x", "imageID": "", **state}
+    ]
     return status
 
 
