@@ -5,7 +5,7 @@ pods and RayClusters by our ``app.kubernetes.io/managed-by=trainserve`` label (t
 ``builders.raypod``; KubeRay keeps template labels on its pods and copies a RayJob's or RayService's labels to
 the RayCluster it makes, ray-operator/controllers/ray/rayjob_controller.go ``constructRayClusterForRayJob`` and
 rayservice_controller.go ``constructRayClusterForRayService``), Events by ``involvedObject.apiVersion=ray.io/v1``
-and ``type=Warning``. Namespaces are the operator's own (Kopf's ``clusterwide`` or ``namespaces``).
+and ``type=Warning`` (fields the API server selects Events by: kubernetes pkg/registry/core/event/strategy.go). Namespaces are the operator's own (Kopf's ``clusterwide`` or ``namespaces``).
 """
 
 from __future__ import annotations

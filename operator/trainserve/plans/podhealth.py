@@ -185,7 +185,7 @@ def refused_creations(pods: list[Object], clusters: list[Object], events: list[O
         if when is not None and created is not None and created > when:
             continue  # a pod was created since: the refusal is over
         out.append(_refused(cluster_name, str(event.get("message") or event.get("reason"))))
-    return out[:1] + [p for p in out[1:] if p != out[0]]
+    return list(dict.fromkeys(out))  # a refusal told by both the condition and an Event counts once
 
 
 def _refused(cluster: str, message: str) -> PodProblem:

@@ -189,8 +189,8 @@ def plan(observed: Observed) -> Plan:
 def _fold_pod_health(health: PodHealth, st: _Status, result: Plan) -> None:
     """``Scheduled`` / ``PodsHealthy`` from the Ray pods while the job runs (a finished job keeps the last word)."""
     apply_pod_health(st, health)
-    if health.requeue_after is not None:
-        result.requeue_after = min(result.requeue_after or health.requeue_after, health.requeue_after)
+    waits = [w for w in (result.requeue_after, health.requeue_after) if w is not None]
+    result.requeue_after = min(waits) if waits else None
 
 
 def _invalid(st: _Status, problems: list[Problem]) -> None:
