@@ -6,11 +6,12 @@ run writes ``benchmarks/results/<date>.json`` (every figure, the machine's facts
 writes ``<date>.only-<parts>.*`` instead, so that it does not replace the whole set, and a quick run after a full
 run of the same day writes ``<date>.quick.*``.
 
-    python -m benchmarks [--quick] [--only serving training autoscaling operator] [--profile]
+    python -m benchmarks [--quick] [--only serving training autoscaling reliability operator] [--profile]
 
 ``--quick`` (``make bench-quick``): a few minutes; fewer levels, shorter runs, one repeat, 100 jobs.
 Full (``make bench``): serving at concurrency 1, 8, 32, 64 with 3 repeats, training with 1 and 2 workers,
-two autoscaling steps, the operator with 100 and 1,000 jobs; about half an hour here.
+two autoscaling steps, reliability (overload, a replica and a training worker killed), the operator with 100
+and 1,000 jobs; about half an hour here.
 ``--profile``: py-spy on both digits servers during an extra c=1 run; the top functions go into the results.
 """
 
@@ -27,12 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import autoscaling, operator_scale, serving, training
+from . import autoscaling, operator_scale, reliability, serving, training
 from .harness import RESULTS, Section, fmt, markdown_table, progress, stamp, write_combined
 
 # Autoscaling right after serving: it takes over serving's last ModelService (the heavy model) and changes it
 # in place to autoscale, instead of starting Ray once more.
-PARTS = ("serving", "autoscaling", "training", "operator")
+PARTS = ("serving", "autoscaling", "training", "reliability", "operator")
 
 
 def _mode_of(path: Path) -> str | None:
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     training_plan.profile = args.profile
     scaling_plan = autoscaling.AutoscalingPlan.quick() if args.quick else autoscaling.AutoscalingPlan.full()
     operator_plan = operator_scale.OperatorPlan.quick() if args.quick else operator_scale.OperatorPlan.full()
+    reliability_plan = reliability.ReliabilityPlan.quick() if args.quick else reliability.ReliabilityPlan.full()
     set_name = stamp() if set(args.only) == set(PARTS) else f"{stamp()}.only-{'+'.join(args.only)}"
     if args.quick and _mode_of(RESULTS / f"{set_name}.json") == "full":
         set_name += ".quick"  # never replace a full run's results with a quick run's
@@ -168,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             "serving": serving_part,
             "autoscaling": autoscaling_part,
             "training": lambda: training.measure(training_plan, prefix),
+            "reliability": lambda: reliability.measure(reliability_plan, need("heavy")["heavy"], work),
             "operator": lambda: operator_scale.measure(operator_plan, work, prefix),
         }
         for name in PARTS:

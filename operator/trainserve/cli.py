@@ -111,35 +111,45 @@ def _use_volumes_dir(folder: str | None) -> None:
 
 def cmd_local_train(args: argparse.Namespace) -> int:
     """Train each TrainingJob of a file on a local Ray."""
+    from trainserve_workloads.lifecycle import use_loopback_ray
+
+    use_loopback_ray()  # before Ray is first imported
+    import ray
+
     from trainserve_workloads.errors import WorkloadError
+    from trainserve_workloads.lifecycle import handle_stop_signals, kill_everything_started, leaves_nothing_behind
     from trainserve_workloads.local import train_locally
 
     _use_volumes_dir(args.volumes_dir)
     root = state_dir(args.state_dir)
     code: int = 0
-    for document in _load_kind(args.filename, "TrainingJob"):
-        try:
-            result: tuple[int, str] = train_locally(
-                document, root, restart=args.restart, progress_bar=not args.no_progress, verbose=args.verbose
-            )
-        except WorkloadError as err:
-            print(f"{args.filename}: {err.path}: {err.message}\n  fix: {err.fix}", file=sys.stderr)
-            return 2
-        code, outcome = result
-        print(outcome)
-        if code:
-            return code
+    handle_stop_signals(hurry=kill_everything_started)
+    with leaves_nothing_behind(ray.shutdown):
+        for document in _load_kind(args.filename, "TrainingJob"):
+            try:
+                result: tuple[int, str] = train_locally(
+                    document, root, restart=args.restart, progress_bar=not args.no_progress, verbose=args.verbose
+                )
+            except WorkloadError as err:
+                print(f"{args.filename}: {err.path}: {err.message}\n  fix: {err.fix}", file=sys.stderr)
+                return 2
+            code, outcome = result
+            print(outcome)
+            if code:
+                return code
     return code
 
 
 def cmd_local_serve(args: argparse.Namespace) -> int:
-    """Serve a ModelService on a local Ray until Ctrl-C."""
-    import time
+    """Serve a ModelService on a local Ray until Ctrl-C or SIGTERM."""
+    from trainserve_workloads.lifecycle import use_loopback_ray
 
+    use_loopback_ray()  # before Ray is first imported
     from trainserve.api.modelservice import ModelService
     from trainserve.api.serving import AUTH_TOKEN_ENV
     from trainserve_workloads.errors import WorkloadError
-    from trainserve_workloads.local_serve import local_args, start, urls
+    from trainserve_workloads.lifecycle import handle_stop_signals, kill_everything_started, leaves_nothing_behind
+    from trainserve_workloads.local_serve import local_args, serve_until_stopped, shutdown_local_ray, start, urls
 
     _use_volumes_dir(args.volumes_dir)
     documents = _load_kind(args.filename, "ModelService")
@@ -148,36 +158,25 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
         return 2
     service = ModelService.model_validate(documents[0])
     token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get(AUTH_TOKEN_ENV)
-    try:
-        running_args = local_args(service, state_dir(args.state_dir))
-        running = start(running_args, host=args.host, port=args.port, token=token)
-    except WorkloadError as err:
-        print(f"{args.filename}: {err.path}: {err.message}\n  fix: {err.fix}", file=sys.stderr)
-        return 2
-    print(f"serving {running.name} (Ctrl-C to stop)")
-    for label, url in urls(running).items():
-        print(f"  {label:<10} {url}")
-    sys.stdout.flush()
-    promoter = None
-    if service.spec.canary is not None and service.spec.canary.auto_promote is not None:
-        from trainserve_workloads.local_canary import LocalPromoter
-
-        promoter = LocalPromoter(service, running, running_args)
-        print("  canary     promoted automatically on healthy figures (as the operator does)")
-    try:
-        while True:
-            wait = 3600.0
-            if promoter is not None:
-                events, next_look = promoter.tick()
-                for event in events:
-                    print(f"{event.type}: {event.reason}: {event.message}")
-                sys.stdout.flush()
-                wait = min(next_look or 5.0, 5.0)
-            time.sleep(wait)
-    except KeyboardInterrupt:
-        print("stopping...")
-    finally:
-        running.stop()
+    handle_stop_signals(hurry=kill_everything_started)
+    with leaves_nothing_behind(shutdown_local_ray):
+        try:
+            running_args = local_args(service, state_dir(args.state_dir))
+            running = start(running_args, host=args.host, port=args.port, token=token)
+        except WorkloadError as err:
+            print(f"{args.filename}: {err.path}: {err.message}\n  fix: {err.fix}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("stopped while starting", flush=True)
+            return 0
+        print(f"serving {running.name} (Ctrl-C to stop)")
+        for label, url in urls(running).items():
+            print(f"  {label:<10} {url}")
+        sys.stdout.flush()
+        try:
+            serve_until_stopped(service, running, running_args)
+        except KeyboardInterrupt:
+            print("stopping...", flush=True)
     return 0
 
 

@@ -16,6 +16,11 @@ def max_ongoing_requests(args: ServeAppArgs) -> int:
     return max(2 * args.batching.max_batch_size, 8)
 
 
+def max_queued_requests(args: ServeAppArgs) -> int:
+    """Waiting room for as many requests as a replica runs: a longer queue only adds latency and memory."""
+    return args.overload.max_queued_requests or max_ongoing_requests(args)
+
+
 def target_ongoing_requests(args: ServeAppArgs) -> float:
     if args.autoscaling is not None and args.autoscaling.target_ongoing_requests is not None:
         return args.autoscaling.target_ongoing_requests
@@ -38,6 +43,8 @@ def deployment_options(args: ServeAppArgs) -> dict[str, Any]:
         actor["num_gpus"] = resources.gpus_per_replica
     options: dict[str, Any] = {
         "max_ongoing_requests": max_ongoing_requests(args),
+        "max_queued_requests": max_queued_requests(args),
+        "backpressure_config": {"status_code": 503, "retry_after_s": args.overload.retry_after_seconds},
         "ray_actor_options": actor,
         "user_config": args.dynamic_config(),
         "logging_config": dict(REPLICA_LOGGING),

@@ -287,3 +287,46 @@ async def test_a_pod_template_is_applied_and_its_conflict_named(emulator: Emulat
         )
         assert "spec.podTemplate.spec.containers[0].env[0].name: 'RAY_SERVE_THROUGHPUT_OPTIMIZED'" in refused["message"]
         assert cluster.get(RAYSERVICES, "bad") is None
+
+
+async def test_an_upgrade_is_followed_and_a_stuck_one_warned_about_once(emulator: Emulator, cluster: Cluster) -> None:
+    document = from_uri(upgradeStrategy={"type": "NewCluster", "progressDeadlineSeconds": 2})
+    document["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "serving"}
+    async with running_operator(operator_settings(emulator)):
+        await cluster.create_modelservice(document)
+        rayservice = await eventually(lambda: cluster.get(RAYSERVICES, "digits"))
+        assert rayservice["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
+        assert rayservice["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "serving"
+        assert schema_errors(rayservice, kuberay_schema("RayService")) == []
+        await cluster.rayservice_ready("digits")
+        await eventually(lambda: ready(cluster))
+
+        await cluster.patch_modelservice("digits", {"spec": {"resources": {"cpusPerReplica": 2}}})
+        await eventually(lambda: cluster.get(RAYSERVICES, "digits")["metadata"].get("generation") == 2)
+        await cluster.rayservice_upgrading("digits")
+        upgrading = await eventually(lambda: cluster.service_condition("digits", "Upgrading").get("status") == "True")
+        assert upgrading and ready(cluster)  # the old cluster keeps serving
+        assert (
+            "new RayCluster digits-next: 0 of 1 workers ready"
+            in cluster.service_condition("digits", "Upgrading")["message"]
+        )
+        await eventually(lambda: cluster.service_condition("digits", "Upgrading").get("reason") == "UpgradeStuck")
+        assert cluster.service_condition("digits", "Stalled")["reason"] == "UpgradeStuck"
+        await asyncio.sleep(1.5)
+        warnings = [e for e in cluster.events("digits") if e["reason"] == "UpgradeStuck"]
+        assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+        assert "progressDeadlineSeconds (2s)" in warnings[0]["message"]
+
+        await cluster.rayservice_ready("digits")
+        await eventually(lambda: cluster.service_condition("digits", "Upgrading").get("reason") == "UpgradeComplete")
+        conditions = {c["type"] for c in cluster.service_status("digits")["conditions"]}
+        assert not conditions & {"Stalled", "Reconciling"}
+
+        # A new queue reaches the RayService (and so the next RayCluster KubeRay creates).
+        await cluster.patch_modelservice("digits", {"metadata": {"labels": {"kueue.x-k8s.io/queue-name": "gold"}}})
+        await eventually(
+            lambda: cluster.get(RAYSERVICES, "digits")["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gold"
+        )
+        before = emulator.request_count()
+        await asyncio.sleep(2.5)
+        assert [f"{r.method} {r.url} {r.data}" for r in emulator.writes(since=before)] == []

@@ -419,12 +419,26 @@ class Cluster:
         status = {
             "observedGeneration": generation,
             "conditions": [{"type": "Ready", "status": "True" if ready else "False", "reason": "RayServiceReady"}],
+            "pendingServiceStatus": None,  # no upgrade (or it finished): KubeRay empties it
             "activeServiceStatus": {
                 "applicationStatuses": {app or name: app_status},
                 "rayClusterStatus": {"readyWorkerReplicas": workers, "desiredWorkerReplicas": workers},
             },
         }
         await self._send("PATCH", self._path(RAYSERVICES, name) + "/status", {"status": status})
+
+    async def rayservice_upgrading(self, name: str, ready_workers: int = 0) -> None:
+        """What KubeRay v1.7 reports while a new cluster is prepared next to the serving one (the old one serves)."""
+        await self.rayservice_ready(name)
+        pending = {
+            "rayClusterName": f"{name}-next",
+            "rayClusterStatus": {"readyWorkerReplicas": ready_workers, "desiredWorkerReplicas": 1},
+        }
+        upgrade = {"type": "UpgradeInProgress", "status": "True", "reason": "BothActivePendingClustersExist"}
+        status = (self.get(RAYSERVICES, name) or {})["status"]
+        patch = {"conditions": [*status["conditions"], upgrade], "pendingServiceStatus": pending}
+        patch["activeServiceStatus"] = {**status["activeServiceStatus"], "rayClusterName": f"{name}-now"}
+        await self._send("PATCH", self._path(RAYSERVICES, name) + "/status", {"status": patch})
 
     # --- the simulated KubeRay: moves RayJob status the way KubeRay does -----------------------------------
 

@@ -124,6 +124,30 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "<= 100",
     ),
     ("negative replicas", changed(MS, "spec.replicas", -1), "spec.replicas", ">= 0"),
+    (
+        "incremental upgrade without its options",
+        changed(MS_GPU, "spec.upgradeStrategy.clusterUpgradeOptions", None, delete=True),
+        "spec.upgradeStrategy",
+        "needs clusterUpgradeOptions",
+    ),
+    (
+        "upgrade options with NewCluster",
+        changed(MS_GPU, "spec.upgradeStrategy.type", "NewCluster"),
+        "spec.upgradeStrategy",
+        "set `type: NewClusterWithIncrementalUpgrade`",
+    ),
+    (
+        "upgrade step above its surge",
+        changed(MS_GPU, "spec.upgradeStrategy.clusterUpgradeOptions.stepSizePercent", 50),
+        "spec.upgradeStrategy.clusterUpgradeOptions",
+        "raise `maxSurgePercent`",
+    ),
+    (
+        "unknown upgrade type",
+        changed(MS, "spec.upgradeStrategy", {"type": "Recreate"}),
+        "spec.upgradeStrategy.type",
+        "NewClusterWithIncrementalUpgrade",
+    ),
     ("bad model name", changed(MS, "spec.modelName", "my model!"), "spec.modelName", "pattern"),
     ("unknown runtime", changed(MS, "spec.runtime", "tflite"), "spec.runtime", "tensorflow"),
     # JSON types as the API server has them: no coercion from strings, booleans or numbers.

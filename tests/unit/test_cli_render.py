@@ -53,3 +53,22 @@ def test_a_service_whose_job_is_elsewhere_renders_with_a_named_placeholder(capsy
     assert [o["kind"] for o in objects] == ["RayService", "NetworkPolicy"]
     assert "spec.model.fromTrainingJob: TrainingJob 'digits-gpu' is not in this file" in err
     assert "<status.model.uri of TrainingJob digits-gpu>" in objects[0]["spec"]["serveConfigV2"]
+
+
+def test_render_shows_the_upgrade_strategy_queue_and_priority(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = yaml.safe_load((EXAMPLES / "digits-gpu-modelservice.yaml").read_text())
+    document["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "serving"}
+    document["spec"]["podTemplate"] = {"spec": {"priorityClassName": "online-serving"}}
+    path = tmp_path / "ms.yaml"
+    path.write_text(yaml.safe_dump(document))
+    objects, _ = render(capsys, path)
+    rayservice = objects[0]
+    assert schema_errors(rayservice, kuberay_schema("RayService")) == []
+    assert rayservice["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "serving"
+    assert rayservice["spec"]["upgradeStrategy"]["type"] == "NewClusterWithIncrementalUpgrade"
+    assert rayservice["spec"]["upgradeStrategy"]["clusterUpgradeOptions"]["stepSizePercent"] == 25
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
+    assert {t["spec"]["priorityClassName"] for t in templates} == {"online-serving"}

@@ -162,3 +162,56 @@ def test_a_local_model_path_on_a_cluster_is_refused_with_one_warning() -> None:
     ready = next(c for c in decision.status.conditions if c.type == "Ready")
     assert decision.args is None and ready.reason == "LocalPathOnCluster" and "spec.model.uri" in (ready.message or "")
     assert [(e.type, e.reason) for e in decision.events] == [("Warning", "LocalPathOnCluster")]
+
+
+def test_an_upgrade_is_reported_then_warned_about_once_past_its_deadline() -> None:
+    from datetime import timedelta
+
+    from tests.support.schemas import kuberay_schema, schema_errors
+    from tests.support.status_scenarios import PENDING_CLUSTER, rayservice
+
+    doc = changed(body(example("digits-modelservice")), "spec.upgradeStrategy", {"progressDeadlineSeconds": 300})
+    jobs = {"digits": trainingjob("Succeeded")}
+    rolling = rayservice(pending=PENDING_CLUSTER)
+    status_schema = kuberay_schema("RayService")["properties"]["status"]
+    assert schema_errors(rolling["status"], status_schema) == []  # the status KubeRay v1.7 writes
+
+    def step(document: dict[str, Any], ray: dict[str, Any], at: float) -> Any:
+        view = RayServiceView.from_object(ray, "digits")
+        return plan_service(
+            ServiceObserved(document, jobs, view, kuberay_installed=True, now=NOW + timedelta(seconds=at))
+        )
+
+    serving = step(doc, rayservice(), 0)
+    doc = {**doc, "status": serving.status.to_wire()}
+    started = step(doc, rolling, 10)
+    upgrading = condition(started, "Upgrading")
+    assert (upgrading.status, upgrading.reason) == ("True", "UpgradeInProgress")
+    assert "new RayCluster digits-def34: 0 of 1 workers ready" in upgrading.message
+    assert [(e.type, e.reason) for e in started.events] == [("Normal", "UpgradeInProgress")]
+    assert started.requeue_after == 300 and condition(started, "Ready").status == "True"
+    doc = {**doc, "status": started.status.to_wire()}
+    waiting = step(doc, rolling, 200)
+    assert waiting.events == [] and waiting.requeue_after == 110
+    assert service_status_patch(doc["status"], waiting.status) == {}  # quiet while it waits
+    stuck = step(doc, rolling, 310)
+    assert condition(stuck, "Upgrading").reason == "UpgradeStuck"
+    assert "progressDeadlineSeconds (300s)" in condition(stuck, "Upgrading").message
+    assert [(e.type, e.reason) for e in stuck.events] == [("Warning", "UpgradeStuck")]
+    assert condition(stuck, "Stalled").reason == "UpgradeStuck"
+    doc = {**doc, "status": stuck.status.to_wire()}
+    assert step(doc, rolling, 900).events == []
+    done = step(doc, rayservice(), 950)
+    assert (condition(done, "Upgrading").status, condition(done, "Upgrading").reason) == ("False", "UpgradeComplete")
+    assert [(e.type, e.reason) for e in done.events] == [("Normal", "UpgradeComplete")]
+    assert not [c for c in done.status.conditions if c.type in ("Stalled", "Reconciling")]
+
+
+def test_older_kuberay_upgrades_are_read_from_the_pending_cluster() -> None:
+    from tests.support.status_scenarios import PENDING_CLUSTER, rayservice
+
+    ray = rayservice(pending=PENDING_CLUSTER)
+    ray["status"]["conditions"] = [c for c in ray["status"]["conditions"] if c["type"] == "Ready"]
+    assert RayServiceView.from_object(ray, "digits").upgrading
+    ray["status"].pop("pendingServiceStatus")
+    assert not RayServiceView.from_object(ray, "digits").upgrading

@@ -150,3 +150,35 @@ def test_runtime_env_reaches_the_serve_application() -> None:
         "env_vars": {"TF_NUM_INTRAOP_THREADS": "2"},
     }
     assert "runtime_env" not in serve_config(rayservice_of(example("digits-modelservice")))["applications"][0]
+
+
+def test_upgrade_strategy_queue_and_priority_reach_the_rayservice() -> None:
+    document = changed(example("digits-gpu-modelservice"), "metadata.labels", {"kueue.x-k8s.io/queue-name": "serving"})
+    document = changed(document, "spec.podTemplate", {"spec": {"priorityClassName": "online-serving"}})
+    rayservice = rayservice_of(document, CANARY)
+    assert schema_errors(rayservice, kuberay_schema("RayService")) == []
+    assert rayservice["spec"]["upgradeStrategy"] == {
+        "type": "NewClusterWithIncrementalUpgrade",
+        "clusterUpgradeOptions": {
+            "gatewayClassName": "istio",
+            "stepSizePercent": 25,
+            "intervalSeconds": 60,
+            "maxSurgePercent": 25,
+        },
+    }  # progressDeadlineSeconds is the operator's: KubeRay's CRD would prune it
+    assert rayservice["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "serving"
+    assert [pod["spec"]["priorityClassName"] for pod in pods(rayservice)] == ["online-serving", "online-serving"]
+
+
+@pytest.mark.parametrize("kind", ["NewCluster", "None"])
+def test_the_other_strategies_pass_their_type_alone(kind: str) -> None:
+    document = changed(example("digits-modelservice"), "spec.upgradeStrategy", {"type": kind})
+    rayservice = rayservice_of(document)
+    assert rayservice["spec"]["upgradeStrategy"] == {"type": kind}
+    assert schema_errors(rayservice, kuberay_schema("RayService")) == []
+
+
+def test_without_a_strategy_or_queue_the_rayservice_leaves_them_to_kuberay() -> None:
+    rayservice = rayservice_of(example("digits-modelservice"))
+    assert "upgradeStrategy" not in rayservice["spec"]
+    assert "kueue.x-k8s.io/queue-name" not in rayservice["metadata"]["labels"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from trainserve.api.progress import ProgressEvent, apply_progress
 from trainserve.api.trainingjob import TrainingJob, TrainingJobStatus
 from trainserve.localstate import load_job, save_job
 
+from .lifecycle import StopRequested
 from .progress import FanOut, ProgressSink, RichProgressSink
 from .storage import locate
 from .train import TrainingFailed, run
@@ -73,10 +75,12 @@ def train_locally(
     sink = FanOut(sinks)
     try:
         model = run(job.model_dump(mode="json", by_alias=True, exclude_none=True), sink, verbose=verbose)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         sink.close()
         status_sink.interrupted()
-        return 130, f"{name} interrupted; run the same command again to resume from the last checkpoint"
+        # A SIGTERM is a stop as asked (exit 0); Ctrl-C keeps the shell's 130, so `train && serve` stops there.
+        code = 0 if isinstance(stop, StopRequested) and stop.signum == signal.SIGTERM else 130
+        return code, f"{name} interrupted; run the same command again to resume from the last checkpoint"
     except TrainingFailed as err:
         return 1, f"{name} failed: {err}"
     finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from trainserve.serveconfig import FAST_INGRESS_ENV, serve_application
 
 from . import modelstore
 from .errors import WorkloadError
+from .lifecycle import LOOPBACK, free_port, handle_stop_signals, use_loopback_ray
 from .storage import locate, volumes_root
 
 #: Locally, replicas need not drain for 30 s on shutdown (the cluster default).
@@ -67,18 +70,63 @@ class LocalService:
         deploy(args)
 
     def stop(self) -> None:
-        import ray
-        from ray import serve
+        shutdown_local_ray()
 
+
+def shutdown_local_ray() -> None:
+    """Serve first (its replicas drain, HAProxy stops), then Ray; either may be down already."""
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
         serve.shutdown()
-        ray.shutdown()
+    ray.shutdown()
+
+
+def serve_until_stopped(service: ModelService, running: LocalService, args: ServeAppArgs) -> None:
+    """Keep serving (and, with ``canary.autoPromote``, promote as the operator would) until interrupted."""
+    promoter = None
+    if service.spec.canary is not None and service.spec.canary.auto_promote is not None:
+        from .local_canary import LocalPromoter
+
+        promoter = LocalPromoter(service, running, args)
+        print("  canary     promoted automatically on healthy figures (as the operator does)")
+    while True:
+        wait = 3600.0
+        if promoter is not None:
+            events, next_look = promoter.tick()
+            for event in events:
+                print(f"{event.type}: {event.reason}: {event.message}")
+            sys.stdout.flush()
+            wait = min(next_look or 5.0, 5.0)
+        time.sleep(wait)
+
+
+def aux_env() -> dict[str, str]:
+    """HAProxy's stats and metrics frontends on free loopback ports (Serve's fixed defaults would collide with a
+    second local service and listen on every interface), through the binding shim of :mod:`.haproxy_bind`."""
+    from .haproxy_bind import BIND_HOST_ENV, REAL_BINARY_ENV, real_binary, write_shim
+    from .serve.loopback import BIND_HOST_ENV as REPLICA_BIND_HOST_ENV
+
+    return {
+        REAL_BINARY_ENV: real_binary(),
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(write_shim()),
+        BIND_HOST_ENV: LOOPBACK,
+        REPLICA_BIND_HOST_ENV: LOOPBACK,
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port(LOOPBACK)),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port(LOOPBACK)),
+    }
 
 
 def start(
     args: ServeAppArgs, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, cpus: int | None = None
 ) -> LocalService:
-    """Start a local Ray with the fast ingress and run the application; returns when it is ready."""
-    for key, value in LOCAL_ENV.items():
+    """Start a local Ray with the fast ingress and run the application; returns when it is ready.
+
+    Only the serving port listens on ``host``; Ray's own servers and HAProxy's other frontends stay on loopback.
+    """
+    use_loopback_ray()
+    for key, value in (LOCAL_ENV | aux_env()).items():
         os.environ.setdefault(key, value)
     if args.auth_token_env:
         if not token:
@@ -100,6 +148,7 @@ def start(
             log_to_driver=False,
             logging_level=logging.WARNING,
         )
+        handle_stop_signals()  # ours again: Ray's driver installed its own
     serve.start(http_options={"host": host, "port": port})
     deploy(args)
     return LocalService(args.model_name, f"http://{host}:{port}")
@@ -111,7 +160,6 @@ def deploy(args: ServeAppArgs, timeout_s: float = 180) -> None:
     A config deploy keeps replicas when only ``user_config`` (models, split, batching) or scaling changes;
     redeploying application objects through ``serve.run`` would replace them.
     """
-    import time
 
     from ray import serve
     from ray.serve.context import _get_global_client

@@ -31,6 +31,8 @@ from trainserve.api.validation import InvalidResource, parse
 from . import checkpoints
 from .datasets import load_dataset
 from .errors import WorkloadError
+from .ledger import WorkerGroupLedger
+from .lifecycle import handle_stop_signals
 from .progress import FanOut, JsonLinesSink, KubernetesStatusSink, ProgressSink
 from .storage import locate, volumes_root
 
@@ -130,6 +132,7 @@ def init_ray(spec: TrainingJobSpec, verbose: bool, working_dir: str | None = Non
         include_dashboard=False,
         **options,
     )
+    handle_stop_signals()  # ours again, if the command set them: Ray's driver installed its own
 
 
 class _Fit(threading.Thread):
@@ -183,17 +186,20 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
     resume = preflight(spec)
     init_ray(spec, verbose, working_dir)
 
+    import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.tensorflow import TensorflowTrainer
     from ray.util.queue import Queue
 
     queue = Queue(actor_options={"num_cpus": 0})
+    ledger = ray.remote(num_cpus=0)(WorkerGroupLedger).remote()
     config = {
         "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         "job": {"name": job.metadata.name, "namespace": job.metadata.namespace},
         "resume": {"uri": resume.location.uri, "epoch": resume.epoch, "metrics": resume.metrics} if resume else None,
         "fingerprint": checkpoints.fingerprint(spec),
         "relay": queue,
+        "ledger": ledger,
     }
     gpus = spec.resources.gpus_per_worker
     trainer = TensorflowTrainer(
@@ -207,7 +213,9 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
         run_config=RunConfig(
             name=f"{job.metadata.name or 'trainingjob'}-{uuid.uuid4().hex[:8]}",
             storage_path=os.path.join(tempfile.gettempdir(), "trainserve-ray-results"),
-            failure_config=FailureConfig(max_failures=0),  # retries are the operator's, with resume
+            # A failed worker group restarts here, from the last checkpoint, this often; then the attempt fails and
+            # the operator's retry (a new Ray cluster) takes over.
+            failure_config=FailureConfig(max_failures=spec.run_policy.worker_restarts),
         ),
     )
     fit = _Fit(trainer)
@@ -215,8 +223,6 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
     try:
         completed, failed = _relay_until_done(fit, queue, sink)
     except KeyboardInterrupt:
-        import ray
-
         ray.shutdown()  # stops the workers; the checkpoints written so far stay for the next run
         raise
     fit.join()

@@ -12,7 +12,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,10 +55,11 @@ def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
 
 
 class _Relay:
-    """Sends progress events to the driver (a Ray queue); only the chief has one."""
+    """Sends progress events to the driver (a Ray queue) and keeps the ledger; only the chief has one."""
 
-    def __init__(self, queue: Any, total_epochs: int):
+    def __init__(self, queue: Any, ledger: Any, total_epochs: int):
         self.queue = queue
+        self.ledger = ledger
         self.total_epochs = total_epochs
 
     def send(self, event_type: str, **fields: Any) -> None:
@@ -66,6 +67,15 @@ class _Relay:
             return
         event = ProgressEvent(type=event_type, time=_now(), total_epochs=self.total_epochs, **fields)
         self.queue.put(event.model_dump(mode="json", by_alias=True, exclude_none=True))
+        if self.ledger is not None and event_type in ("started", "epoch"):
+            record = self.ledger.started if event_type == "started" else self.ledger.epoch_done
+            record.remote(fields.get("epoch") or 0)
+
+    def restarts(self) -> dict[str, int]:
+        import ray
+
+        summary: dict[str, int] = ray.get(self.ledger.summary.remote()) if self.ledger is not None else {}
+        return summary
 
 
 class _EpochEnd(keras.callbacks.Callback):  # type: ignore[misc]
@@ -140,6 +150,7 @@ class RunFacts:
     resumed_from_epoch: int | None
     started: datetime
     workers: int
+    restarts: dict[str, int] = field(default_factory=dict)
 
 
 def _card(
@@ -162,6 +173,7 @@ def _card(
         "metrics": run.metrics,
         "epochsCompleted": spec.training.epochs,
         "resumedFromEpoch": run.resumed_from_epoch,
+        **run.restarts,
         "samples": {"train": len(data.x_train), "validation": len(data.x_val)},
         "workers": run.workers,
         "model": spec.model.to_wire(),
@@ -182,7 +194,7 @@ def train_worker(config: dict[str, Any]) -> None:
     spec = TrainingJobSpec.model_validate(config["spec"])
     context = ray.train.get_context()
     chief = context.get_world_rank() == 0
-    relay = _Relay(config.get("relay") if chief else None, spec.training.epochs)
+    relay = _Relay(config.get("relay") if chief else None, config.get("ledger"), spec.training.epochs)
     try:
         _train(spec, config, chief, context.get_world_size(), relay)
     except WorkloadError as err:
@@ -192,11 +204,13 @@ def train_worker(config: dict[str, Any]) -> None:
 
 def _train(spec: TrainingJobSpec, config: dict[str, Any], chief: bool, workers: int, relay: _Relay) -> None:
     started = _now()
-    resume: dict[str, Any] | None = config.get("resume")
+    attempt_resume: dict[str, Any] | None = config.get("resume")
+    resume = _latest_checkpoint(spec, config["fingerprint"])  # newer than the attempt's after a restart
     first_epoch = int(resume["epoch"]) if resume else 0
     if spec.training.seed is not None:
         keras.utils.set_random_seed(spec.training.seed)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # One worker needs no collectives, nor the gRPC server (on every interface) that the strategy starts.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else tf.distribute.get_strategy()
     data = load_dataset(spec.dataset, spec.training.loss)
     # The optimizer's slots are restored lazily, at the first step: the files must outlive `fit`.
     restored = tempfile.mkdtemp(prefix="trainserve-resume-")
@@ -215,11 +229,19 @@ def _train(spec: TrainingJobSpec, config: dict[str, Any], chief: bool, workers: 
         metrics = dict(resume.get("metrics", {}))  # nothing was left to train: the checkpoint's figures stand
 
     if chief:
-        run = RunFacts(config.get("job", {}), metrics, first_epoch or None, started, workers)
+        resumed_from = int(attempt_resume["epoch"]) if attempt_resume else None
+        run = RunFacts(config.get("job", {}), metrics, resumed_from, started, workers, relay.restarts())
         model_status = publish_model(model, spec, data, run)
         relay.send("completed", epoch=spec.training.epochs, metrics=metrics, model=model_status)
     else:
         _export_to_nowhere(model, data.n_features)
+
+
+def _latest_checkpoint(spec: TrainingJobSpec, fingerprint: str) -> dict[str, Any] | None:
+    """Where this start of the worker group resumes: the newest complete checkpoint (every worker reads the same
+    one; nothing writes until they have all started)."""
+    record = checkpoints.latest_checkpoint(locate(spec.checkpoint_uri), fingerprint)
+    return {"uri": record.location.uri, "epoch": record.epoch, "metrics": record.metrics} if record else None
 
 
 def _export_to_nowhere(model: keras.Model, n_features: int) -> None:

@@ -41,6 +41,10 @@ from .runtimeenv import RuntimeEnvSpec
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"
 CanaryState = Literal["Progressing", "Promoted", "RolledBack", "Paused"]
+UpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
+#: How long a RayService upgrade may wait for its new cluster before a Warning (like a Deployment's
+#: ``progressDeadlineSeconds``, which also defaults to 600).
+DEFAULT_UPGRADE_DEADLINE_SECONDS = 600
 ModelRuntime = Literal["auto", "tensorflow"]
 #: A metric name in `minMetrics`, such as `val_sparse_top_k_categorical_accuracy`.
 MAX_METRIC_NAME = 64
@@ -90,6 +94,21 @@ class BatchingSpec(ApiModel):
         le=10000.0,
         description="How long a batch may wait to fill; 0 still batches whatever is queued, without delaying a lone request.",
     )
+
+
+class OverloadSpec(ApiModel):
+    """What a replica does with requests beyond what it can answer soon: it holds a bounded number waiting, and
+    answers the rest `503` with `Retry-After` at once (Ray Serve's `max_queued_requests`), so latency and
+    memory stay bounded and a client or load balancer can go elsewhere."""
+
+    max_queued_requests: int | None = Field(
+        None,
+        ge=1,
+        le=100000,
+        description="Requests a replica holds waiting beyond those it runs; more get `503`. "
+        "Default: as many as it runs (twice `batching.maxBatchSize`, at least 8).",
+    )
+    retry_after_seconds: int = Field(1, ge=0, le=3600, description="`Retry-After` of those `503` answers.")
 
 
 class AutoscalingSpec(ApiModel):
@@ -185,6 +204,85 @@ class AuthSpec(ApiModel):
     )
 
 
+class ClusterUpgradeOptions(ApiModel):
+    """How `NewClusterWithIncrementalUpgrade` moves traffic: KubeRay's `clusterUpgradeOptions`, through a Gateway API
+    route (KubeRay's `RayServiceIncrementalUpgrade` feature gate, on by default in KubeRay v1.7, and Gateway API CRDs)."""
+
+    gateway_class_name: str = Field(
+        pattern=OBJECT_NAME_PATTERN,
+        max_length=MAX_OBJECT_NAME,
+        description="The GatewayClass (installed by the cluster admin) of the Gateway KubeRay creates.",
+    )
+    step_size_percent: int = Field(
+        ge=1, le=100, description="Share of traffic moved to the new cluster at each step; at most `maxSurgePercent`."
+    )
+    interval_seconds: int = Field(ge=1, le=86400, description="Seconds between two traffic steps.")
+    max_surge_percent: int = Field(
+        100, ge=1, le=100, description="Capacity the new cluster scales up by before each traffic step, in percent."
+    )
+
+    CEL: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "self.stepSizePercent <= self.maxSurgePercent",
+            "message": "stepSizePercent must not exceed maxSurgePercent",
+        },
+    ]
+
+    @model_validator(mode="after")
+    def _step_within_surge(self) -> ClusterUpgradeOptions:
+        if self.step_size_percent > self.max_surge_percent:
+            raise rule_error(
+                f"stepSizePercent ({self.step_size_percent}) exceeds maxSurgePercent ({self.max_surge_percent})",
+                "lower `stepSizePercent` or raise `maxSurgePercent`",
+            )
+        return self
+
+
+class UpgradeStrategy(ApiModel):
+    """How KubeRay rolls the Ray cluster when a change needs a new one (resources, `podTemplate`, image); model and
+    traffic changes are applied in place whatever the strategy."""
+
+    type: UpgradeType = Field(
+        "NewCluster",
+        description="`NewCluster`: a second cluster of full size starts, takes all traffic once ready, then the old one "
+        "goes (twice the resources for a while). `NewClusterWithIncrementalUpgrade`: the new cluster grows and takes "
+        "traffic step by step (`clusterUpgradeOptions`). `None`: no new cluster; such changes wait until the type changes.",
+    )
+    cluster_upgrade_options: ClusterUpgradeOptions | None = Field(
+        None, description="Steps of `NewClusterWithIncrementalUpgrade`; required with it, refused with the others."
+    )
+    progress_deadline_seconds: int = Field(
+        DEFAULT_UPGRADE_DEADLINE_SECONDS,
+        ge=1,
+        le=604800,
+        description="How long an upgrade may wait for its new cluster (e.g. for free GPUs) before `Stalled`, "
+        "`Upgrading` reason `UpgradeStuck` and a Warning Event; the old cluster keeps serving meanwhile.",
+    )
+
+    CEL: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "has(self.clusterUpgradeOptions) == (self.type == 'NewClusterWithIncrementalUpgrade')",
+            "message": "clusterUpgradeOptions is required with type NewClusterWithIncrementalUpgrade and refused "
+            "with the other types",
+        },
+    ]
+
+    @model_validator(mode="after")
+    def _options_match_type(self) -> UpgradeStrategy:
+        incremental = self.type == "NewClusterWithIncrementalUpgrade"
+        if incremental and self.cluster_upgrade_options is None:
+            raise rule_error(
+                "type NewClusterWithIncrementalUpgrade needs clusterUpgradeOptions",
+                "add `clusterUpgradeOptions` with `gatewayClassName`, `stepSizePercent` and `intervalSeconds`",
+            )
+        if not incremental and self.cluster_upgrade_options is not None:
+            raise rule_error(
+                f"clusterUpgradeOptions applies only to type NewClusterWithIncrementalUpgrade, not {self.type}",
+                "remove `clusterUpgradeOptions`, or set `type: NewClusterWithIncrementalUpgrade`",
+            )
+        return self
+
+
 class ModelServiceSpec(ApiModel):
     """The desired state of a ModelService."""
 
@@ -214,6 +312,7 @@ class ModelServiceSpec(ApiModel):
         None, description="Autoscaling bounds and targets; replaces `replicas`."
     )
     resources: ServingResources = section(ServingResources, "Per-replica resources and placement.")
+    overload: OverloadSpec = section(OverloadSpec, "Shedding load a replica cannot answer soon.")
     canary: CanarySpec | None = Field(None, description="A canary version and its traffic share.")
     auth: AuthSpec | None = Field(None, description="Require a bearer token on inference requests.")
     runtime_env: RuntimeEnvSpec | None = Field(
@@ -229,6 +328,11 @@ class ModelServiceSpec(ApiModel):
     pod_template: PodTemplate | None = Field(
         None,
         description=f"{POD_TEMPLATE_DESCRIPTION} A change rolls the Ray cluster, like a change of `resources`.",
+    )
+    upgrade_strategy: UpgradeStrategy | None = Field(
+        None,
+        description="How the Ray cluster is replaced when `resources`, `podTemplate` or `image` change (the "
+        "RayService's `upgradeStrategy`); default: KubeRay's (`NewCluster`), with a 600 s progress deadline.",
     )
 
     CEL: ClassVar[list[dict[str, str]]] = [env_rule(MODELSERVICE_ENV)]

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field
 
 from .base import ApiModel
-from .modelservice import AutoscalingSpec, BatchingSpec, ModelRuntime, ModelService, ServingResources
+from .modelservice import AutoscalingSpec, BatchingSpec, ModelRuntime, ModelService, OverloadSpec, ServingResources
 
 #: Environment variable that carries the bearer token into the serving replicas.
 AUTH_TOKEN_ENV = "TRAINSERVE_AUTH_TOKEN"
@@ -40,6 +40,7 @@ class ServeAppArgs(ApiModel):
     replicas: int = Field(1, ge=0, description="Fixed replicas when `autoscaling` is unset.")
     autoscaling: AutoscalingSpec | None = Field(None, description="Serve autoscaling.")
     resources: ServingResources = Field(default_factory=ServingResources, description="Per-replica resources.")
+    overload: OverloadSpec = Field(default_factory=OverloadSpec, description="Load shedding.")
     auth_token_env: str | None = Field(
         None, description="Environment variable holding the bearer token; unset: no auth."
     )
@@ -79,6 +80,7 @@ def serve_args(
         replicas=spec.replicas,
         autoscaling=spec.autoscaling,
         resources=spec.resources,
+        overload=spec.overload,
         auth_token_env=AUTH_TOKEN_ENV if spec.auth is not None else None,
         runtime_env=spec.runtime_env.to_ray() if spec.runtime_env is not None else None,
     )

@@ -275,6 +275,14 @@ class RunPolicy(ApiModel):
     backoff_limit: int = Field(
         3, ge=0, le=100, description="Retries after a failed attempt; each resumes from the last checkpoint."
     )
+    worker_restarts: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Restarts of a failed worker group inside the same Ray cluster (Ray Train's "
+        "`FailureConfig.max_failures`), each from the last checkpoint, before the attempt fails and a retry "
+        "starts a new Ray cluster. For preemptible or spot nodes.",
+    )
     active_deadline_seconds: int | None = Field(
         None, ge=1, description="Fail the job when all attempts together run longer than this."
     )

@@ -37,7 +37,7 @@ from trainserve.builders.raypod import (
     volumes_env,
     worker_group,
 )
-from trainserve.naming import MODELSERVICE_LABEL, service_labels
+from trainserve.naming import KUEUE_QUEUE_LABEL, MODELSERVICE_LABEL, service_labels
 from trainserve.serveconfig import FAST_INGRESS_ENV, serve_application
 from trainserve.settings import OperatorSettings
 
@@ -135,7 +135,7 @@ def build_rayservice(
     volumes, mounts = claim_volumes(claims(args))
     env = _serving_env(service, args, settings) + volumes_env(claims(args))
     labels = service_labels(name)
-    metadata = child_metadata(service, name)
+    metadata = child_metadata(service, name, queue_label(service))
     serve_ports = [port("serve", SERVE_PORT), METRICS]
     head_resources = {"cpu": settings.head_cpu, "memory": settings.head_memory}
     head_ports = [*HEAD_PORTS, *serve_ports]
@@ -165,7 +165,35 @@ def build_rayservice(
             ],
         },
     }
+    strategy = upgrade_strategy(service)
+    if strategy is not None:
+        spec["upgradeStrategy"] = strategy
     return {"apiVersion": RAYSERVICE_API_VERSION, "kind": "RayService", "metadata": metadata, "spec": spec}
+
+
+def queue_label(service: ModelService) -> dict[str, str]:
+    """Kueue's queue label, as on a TrainingJob's RayJobs. KubeRay copies a RayService's labels to every RayCluster
+    it creates for it (``constructRayClusterForRayService``), and Kueue admits RayClusters by that label."""
+    queue = service.metadata.labels.get(KUEUE_QUEUE_LABEL)
+    return {KUEUE_QUEUE_LABEL: queue} if queue else {}
+
+
+def upgrade_strategy(service: ModelService) -> Object | None:
+    """The RayService's ``upgradeStrategy`` (KubeRay v1.7 ``RayServiceUpgradeStrategy``); None leaves KubeRay's
+    default. ``progressDeadlineSeconds`` is the operator's own and stays out."""
+    strategy = service.spec.upgrade_strategy
+    if strategy is None:
+        return None
+    out: Object = {"type": strategy.type}
+    options = strategy.cluster_upgrade_options
+    if options is not None:
+        out["clusterUpgradeOptions"] = {
+            "gatewayClassName": options.gateway_class_name,
+            "stepSizePercent": options.step_size_percent,
+            "intervalSeconds": options.interval_seconds,
+            "maxSurgePercent": options.max_surge_percent,
+        }
+    return out
 
 
 def network_policy_name(modelservice: str) -> str:

@@ -22,7 +22,7 @@ from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, o
 from trainserve.controllers.canary_windows import CanaryWindows
 from trainserve.kube import MODELSERVICES, RAYSERVICES, KubeApi, controller_uid
 from trainserve.metrics import OperatorMetrics, ServiceSample
-from trainserve.naming import MODELSERVICE_LABEL, serve_service_name
+from trainserve.naming import KUEUE_QUEUE_LABEL, MODELSERVICE_LABEL, serve_service_name
 from trainserve.plans.modelservice import (
     RayServiceView,
     ServiceObserved,
@@ -59,6 +59,14 @@ def applied_spec(rayservice: Object) -> Object | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _queue_label_patch(existing: Object, desired: Object) -> Object:
+    """The Kueue queue label when the ModelService's differs from the RayService's (``None`` removes it); it reaches
+    the next RayCluster KubeRay creates."""
+    have = ((existing.get("metadata") or {}).get("labels") or {}).get(KUEUE_QUEUE_LABEL)
+    want = desired["metadata"]["labels"].get(KUEUE_QUEUE_LABEL)
+    return {KUEUE_QUEUE_LABEL: want} if have != want else {}
 
 
 def _canonical(spec: Object) -> str:
@@ -245,13 +253,17 @@ class ModelServiceController(Reconciler):
             log.info("ModelService %s/%s: created RayService %s", namespace, name, name)
             return True
         before = applied_spec(existing)
-        if before is not None and _canonical(before) == spec_text:
+        queue = _queue_label_patch(existing, desired)
+        if before is not None and _canonical(before) == spec_text and not queue:
             return True
         spec_patch = merge_diff(before, desired["spec"]) if before is not None else desired["spec"]
-        patch = {"metadata": {"annotations": {APPLIED_ANNOTATION: spec_text}}, "spec": spec_patch}
+        patch: Object = {"metadata": {"annotations": {APPLIED_ANNOTATION: spec_text}}, "spec": spec_patch}
+        if queue:
+            patch["metadata"]["labels"] = queue
         patched = await self.api.patch_rayservice(namespace, name, patch)
         self.wrote(key, "patched RayService")
-        log.info("ModelService %s/%s: updated RayService %s (%s)", namespace, name, name, ", ".join(sorted(spec_patch)))
+        changed = sorted(spec_patch) + (["queue label"] if queue else [])
+        log.info("ModelService %s/%s: updated RayService %s (%s)", namespace, name, name, ", ".join(changed))
         self._remember_rayservice(key, patched)
         return True
 

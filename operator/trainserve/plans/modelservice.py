@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from trainserve.api.conditions import find_condition
 from trainserve.api.figures import Figures
 from trainserve.api.modelservice import (
+    DEFAULT_UPGRADE_DEADLINE_SECONDS,
     ModelRef,
     ModelService,
     ModelServiceStatus,
@@ -48,10 +50,11 @@ from trainserve.plans.common import (
     status_patch,
 )
 from trainserve.plans.podhealth import POD_PROBLEM_REASONS, PodHealth, apply_pod_health
+from trainserve.plans.readiness import summarise_modelservice
 
 #: Reasons that are a warning even on a new ModelService (a first ``Ready=False`` is otherwise just starting).
 WARNING_REASONS = frozenset(
-    {"InvalidSpec", "LocalPathOnCluster", "KubeRayMissing", "ApplicationFailed", "WaitingForOldObjects"}
+    {"InvalidSpec", "LocalPathOnCluster", "KubeRayMissing", "ApplicationFailed", "WaitingForOldObjects", "UpgradeStuck"}
     | POD_PROBLEM_REASONS
 )
 RAYSERVICE_KUBERAY_MISSING = kuberay_missing("RayService", "the service starts once it is there")
@@ -69,6 +72,9 @@ class RayServiceView:
     current: bool  # KubeRay has acted on the latest spec (observedGeneration caught up)
     ready_workers: int
     desired_workers: int
+    #: KubeRay is moving to a new Ray cluster (its ``UpgradeInProgress`` condition), and how far it got.
+    upgrading: bool = False
+    upgrade_progress: str = ""
 
     @classmethod
     def from_object(cls, obj: dict[str, Any], app_name: str) -> RayServiceView:
@@ -92,6 +98,7 @@ class RayServiceView:
         cluster = active.get("rayClusterStatus") or {}
         generation = metadata.get("generation")
         observed = status.get("observedGeneration")
+        upgrading, progress = _upgrade_of(status, conditions, app_name)
         return cls(
             name=str(metadata.get("name", "")),
             ready=ready,
@@ -100,7 +107,34 @@ class RayServiceView:
             current=generation is None or (observed is not None and observed >= generation),
             ready_workers=int(cluster.get("readyWorkerReplicas") or 0),
             desired_workers=int(cluster.get("desiredWorkerReplicas") or 0),
+            upgrading=upgrading,
+            upgrade_progress=progress,
         )
+
+
+def _upgrade_of(status: dict[str, Any], conditions: list[dict[str, Any]], app_name: str) -> tuple[bool, str]:
+    """Whether KubeRay is upgrading to a new cluster, and how far the new (pending) cluster got.
+
+    KubeRay v1.3+ sets ``UpgradeInProgress=True`` while an active and a pending cluster both exist; older ones only
+    fill ``pendingServiceStatus.rayClusterName`` (ray-operator/apis/ray/v1/rayservice_types.go)."""
+    pending = status.get("pendingServiceStatus") or {}
+    name = str(pending.get("rayClusterName") or "")
+    condition = next((c for c in conditions if c.get("type") == "UpgradeInProgress"), None)
+    active = (status.get("activeServiceStatus") or {}).get("rayClusterName")
+    upgrading = condition.get("status") == "True" if condition is not None else bool(name and active)
+    if not upgrading:
+        return False, ""
+    cluster = pending.get("rayClusterStatus") or {}
+    parts = [
+        f"{int(cluster.get('readyWorkerReplicas') or 0)} of {int(cluster.get('desiredWorkerReplicas') or 0)} "
+        "workers ready"
+    ]
+    app = ((pending.get("applicationStatuses") or {}).get(app_name) or {}).get("status")
+    if app:
+        parts.append(f"application {app}")
+    if pending.get("trafficRoutedPercent") is not None:
+        parts.append(f"{pending['trafficRoutedPercent']}% of traffic")
+    return True, f"new RayCluster {name or '(not created yet)'}: {', '.join(parts)}"
 
 
 @dataclass(frozen=True)
@@ -214,12 +248,13 @@ def plan_service(observed: ServiceObserved) -> ServicePlan:
             apply_pod_health(st, observed.pod_health)
             waits = [w for w in (result.requeue_after, observed.pod_health.requeue_after) if w is not None]
             result.requeue_after = min(waits) if waits else None
+    summarise_modelservice(st)
     st.value.observed_generation = metadata.get("generation")
     result.status = st.value
     result.events = (
-        condition_events(  # the canary's own Events say more than its condition's
+        condition_events(  # the canary's own Events say more than its condition's; Ready speaks for the summary
             before.conditions,
-            [c for c in st.value.conditions if c.type != "Canary"],
+            [c for c in st.value.conditions if c.type not in ("Canary", "Reconciling", "Stalled")],
             warning_when_false={"Ready"} if before.conditions else set(),
             warning_when_true=set(),
             warning_reasons=WARNING_REASONS,
@@ -300,6 +335,35 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
     args = serve_args(service, primary, canary.target, canary.share)
     result.args = args
     _mirror_rayservice(args, observed, st, primary, wanted)
+    _upgrade(service, observed.rayservice, st, result)
+
+
+def _upgrade(service: ModelService, view: RayServiceView | None, st: _Status, result: ServicePlan) -> None:
+    """``Upgrading`` while KubeRay moves to a new Ray cluster; past ``progressDeadlineSeconds`` (counted from the
+    condition's transition) reason ``UpgradeStuck``, a Warning: KubeRay waits for the new cluster as long as it takes,
+    e.g. for GPUs that never free up (ray-project/kuberay#1476), while the old cluster keeps serving."""
+    previous = find_condition(st.value.conditions, "Upgrading")
+    if view is None or not view.upgrading:
+        if previous is not None and previous.status == "True":
+            st.set("Upgrading", "False", "UpgradeComplete", "KubeRay finished moving to the new Ray cluster")
+        return
+    strategy = service.spec.upgrade_strategy
+    deadline = strategy.progress_deadline_seconds if strategy else DEFAULT_UPGRADE_DEADLINE_SECONDS
+    started = previous.last_transition_time if previous is not None and previous.status == "True" else None
+    waited = (st.now - started).total_seconds() if started is not None else 0.0
+    if waited >= deadline:
+        st.set(
+            "Upgrading",
+            "True",
+            "UpgradeStuck",
+            f"the upgrade has waited longer than progressDeadlineSeconds ({deadline}s): {view.upgrade_progress}; "
+            "the old cluster keeps serving. Free capacity (e.g. GPUs) for the new cluster, use "
+            "upgradeStrategy.type NewClusterWithIncrementalUpgrade, or revert the change",
+        )
+        return
+    st.set("Upgrading", "True", "UpgradeInProgress", f"KubeRay is moving to a new Ray cluster: {view.upgrade_progress}")
+    remaining = deadline - waited
+    result.requeue_after = remaining if result.requeue_after is None else min(result.requeue_after, remaining)
 
 
 def _canary(service: ModelService, observed: ServiceObserved, st: _Status, primary: ModelTarget) -> CanaryPlan:

@@ -39,6 +39,7 @@ from trainserve.plans.common import (
 )
 from trainserve.plans.common import status_patch as common_status_patch
 from trainserve.plans.podhealth import POD_CONDITIONS, PodHealth, apply_pod_health
+from trainserve.plans.readiness import SUMMARY_CONDITIONS, summarise_trainingjob
 
 FINISHED = ("Succeeded", "Failed")
 
@@ -169,12 +170,13 @@ def plan(observed: Observed) -> Plan:
         _plan_valid(job, observed, st, result)
         if observed.pod_health is not None and st.value.phase not in FINISHED:
             _fold_pod_health(observed.pod_health, st, result)
+    summarise_trainingjob(st, user_suspended=job is not None and job.spec.run_policy.suspend)
     st.value.observed_generation = generation
     result.status = st.value
     result.events = (
         condition_events(
             before.conditions,
-            st.value.conditions,
+            [c for c in st.value.conditions if c.type not in SUMMARY_CONDITIONS],
             warning_when_true=_WARNING_WHEN_TRUE,
             warning_when_false=_WARNING_WHEN_FALSE,
         )

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .loopback import narrow_replica_servers
+
+narrow_replica_servers()  # every replica imports this package first, whichever deployment it runs
+
 if TYPE_CHECKING:
     from .app import build_app as app
 

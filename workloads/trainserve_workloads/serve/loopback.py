@@ -1,0 +1,33 @@
+"""Replicas of a local run listen on the address the run was given, not on every interface.
+
+Serve binds each replica's inter-deployment gRPC server to ``[::]:0`` with no setting to change it
+(ray/serve/_private/replica.py); with ``TRAINSERVE_BIND_HOST`` set (local runs on loopback) that address is
+narrowed to the host, where Ray's single-machine mode also puts the node's own address.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+BIND_HOST_ENV = "TRAINSERVE_BIND_HOST"
+_BINDER = "add_port_to_grpc_server"
+
+
+def narrow_replica_servers() -> None:
+    host = os.environ.get(BIND_HOST_ENV)
+    if not host:
+        return
+    from ray.serve._private import replica
+
+    wide: Callable[[Any, str], int] = getattr(replica, _BINDER)
+    if getattr(wide, "narrowed", False):
+        return
+
+    def narrowed(server: Any, address: str) -> int:
+        port = address.rsplit(":", 1)[1]
+        return wide(server, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+
+    narrowed.narrowed = True  # type: ignore[attr-defined]
+    setattr(replica, _BINDER, narrowed)
