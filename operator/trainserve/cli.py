@@ -228,6 +228,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Copy a TrainingJob attempt's driver output or a ModelService replica's log to stdout."""
+    from .podlogs import run_logs
+
+    return run_logs(args.target, args.namespace, args.attempt, args.worker, args.follow)
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     """Print the objects the operator would create for each TrainingJob and ModelService of a file."""
     from .api.modelservice import ModelService
@@ -288,10 +295,13 @@ Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trainserve", description="Kubernetes-native training and serving on Ray.")
+    # Installed as `kubectl-trainserve` too: kubectl runs it for `kubectl trainserve ...` (a kubectl plugin).
+    prog = "kubectl trainserve" if Path(sys.argv[0]).name.startswith("kubectl-") else "trainserve"
+    parser = argparse.ArgumentParser(prog=prog, description="Kubernetes-native training and serving on Ray.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_file_commands(commands)
     _add_run(commands)
+    _add_logs(commands)
     _add_local(commands)
     return parser
 
@@ -347,6 +357,18 @@ def _add_run(commands: Commands) -> None:
     )
     run.add_argument("--verbose", action="store_true", help="debug logs")
     run.set_defaults(func=cmd_run)
+
+
+def _add_logs(commands: Commands) -> None:
+    logs = commands.add_parser(
+        "logs", help="print a TrainingJob's driver output (tj/NAME) or a ModelService replica's log (ms/NAME)"
+    )
+    logs.add_argument("target", metavar="tj/NAME|ms/NAME", help="the TrainingJob or ModelService")
+    logs.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's, else `default`)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing as the log grows")
+    logs.add_argument("--attempt", type=int, help="a TrainingJob's attempt (default: the current one)")
+    logs.add_argument("--worker", type=int, metavar="K", help="the K-th worker pod (by name, from 0) instead")
+    logs.set_defaults(func=cmd_logs)
 
 
 def _add_local(commands: Commands) -> None:

@@ -14,7 +14,7 @@ from kubernetes.client.exceptions import ApiException  # type: ignore[import-unt
 from trainserve.controllers.base import KubeRayProbe
 from trainserve.controllers.modelservice import ModelServiceController
 from trainserve.controllers.trainingjob import TrainingJobController
-from trainserve.handlers import modelservice, operator, trainingjob
+from trainserve.handlers import modelservice, operator, trainingjob, workloadpods
 from trainserve.kube import KubeApi
 from trainserve.metrics import OperatorMetrics
 from trainserve.settings import OperatorSettings
@@ -40,6 +40,7 @@ class Operator:
         operator.register(self.registry, settings)
         trainingjob.register(self.registry, self.trainingjobs)
         modelservice.register(self.registry, self.modelservices)
+        workloadpods.register(self.registry, [self.trainingjobs, self.modelservices])
         if settings.peering_name and not settings.standalone:
 
             @kopf.on.startup(registry=self.registry, backoff=5)

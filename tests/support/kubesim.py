@@ -25,6 +25,9 @@ MODELSERVICES = "trainserve.io/v1alpha1/modelservices"
 RAYJOBS = "ray.io/v1/rayjobs"
 RAYSERVICES = "ray.io/v1/rayservices"
 NETWORKPOLICIES = "networking.k8s.io/v1/networkpolicies"
+PODS = "v1/pods"
+RAYCLUSTERS = "ray.io/v1/rayclusters"
+EVENTS = "v1/events"
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 NAMESPACE = "ml"
 
@@ -43,6 +46,12 @@ class Emulator(kmock.KubernetesEmulator):
     #: While True, new watches are refused (503): a watch outage; see also :meth:`cut_watches`.
     watch_down: bool = attrs.field(default=False, init=False)
     _watch_epoch: int = attrs.field(default=0, init=False)
+    #: What each pod's container wrote, by (namespace, pod, container); served by ``GET .../pods/NAME/log``.
+    pod_logs: dict[tuple[str, str, str], list[str]] = attrs.field(factory=dict, init=False)
+    #: Containers that have exited: a follow of their log ends once it has sent every line.
+    exited: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
+    #: Objects each watch sent, by resource (after the label and field selectors): what reached a watcher.
+    watch_sent: dict[str, int] = attrs.field(factory=dict, init=False)
 
     def cut_watches(self) -> None:
         """Ends every open watch stream; the next event on each is lost, as when a connection drops. Watchers
@@ -51,10 +60,51 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
         epoch = self._watch_epoch
+        selected = _selection(request)
         async for item in super()._serve_watch(request):
             if self._watch_epoch != epoch:
                 return
+            if isinstance(item, dict) and not selected(item.get("object") or {}):
+                continue
+            if isinstance(item, dict) and request.resource is not None:
+                resource = f"{request.resource.group}/{request.resource.version}/{request.resource.plural}".lstrip("/")
+                self.watch_sent[resource] = self.watch_sent.get(resource, 0) + 1
             yield item
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        """The API server's ``labelSelector`` and ``fieldSelector`` (kmock ignores both)."""
+        answer = await super()._serve_list(request)
+        selected = _selection(request)
+        return {**answer, "items": [item for item in answer["items"] if selected(item)]}
+
+    async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """``GET /api/v1/namespaces/NS/pods/NAME/log[?container=C&follow=true&tailLines=N]``, as plain text."""
+        assert request.namespace is not None and request.name is not None
+        pod = self._stored(kmock.Request(resource=kmock.resource(PODS), namespace=request.namespace, name=request.name))
+        if pod is None:
+            return _failure(404)
+        containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+        container = request.params.get("container") or (containers[0] if len(containers) == 1 else None)
+        if container not in containers:
+            return _failure(400)
+        key = (request.namespace, request.name, container)
+        lines = self.pod_logs.setdefault(key, [])
+        tail = request.params.get("tailLines")
+        sent = max(0, len(lines) - int(tail)) if tail else 0
+        raw = request._raw_request
+        assert raw is not None
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(raw)
+        follow = request.params.get("follow") in _GO_TRUE  # the API server parses it with Go's strconv.ParseBool
+        while True:
+            for line in lines[sent:]:
+                await response.write(f"{line}\n".encode())
+            sent = len(lines)
+            if not follow or key in self.exited:
+                break
+            await asyncio.sleep(0.02)
+        await response.write_eof()
+        return response
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         operator = not _from_test(request)
@@ -63,6 +113,8 @@ class Emulator(kmock.KubernetesEmulator):
             fault = 503
         if fault:
             return _failure(fault)
+        if str(request.resource) == str(kmock.resource(PODS)) and request.subresource == "log":
+            return await self._serve_log(request)
         after = self.faults_after(request) if self.faults_after and operator and request.action in _WRITES else None
         response = await self._apply(request)
         return _failure(after) if after else response
@@ -100,6 +152,16 @@ class Emulator(kmock.KubernetesEmulator):
             return self.objects[key].raw
         return None
 
+    async def store(self, resource: str, namespace: str, obj: dict[str, Any]) -> None:
+        """What a create does to the stored objects and to the watchers, without the request log: for objects other
+        controllers make by the thousand (kmock matches each request against every earlier one)."""
+        meta = obj.setdefault("metadata", {})
+        meta.update(namespace=namespace, uid=str(uuid.uuid4()), creationTimestamp=_now())
+        meta["resourceVersion"] = str(next(self._versions))
+        key = kmock.resource(resource)
+        self.objects[key, namespace, meta["name"]] = obj
+        await self._buses[key].put({"type": "ADDED", "object": self.objects[key, namespace, meta["name"]].raw})
+
     def request_count(self) -> int:
         return len(self._requests)
 
@@ -113,6 +175,35 @@ class Emulator(kmock.KubernetesEmulator):
 
 
 _WRITES = {kmock.action.CREATE, kmock.action.UPDATE, kmock.action.DELETE}
+_GO_TRUE = {"1", "t", "T", "true", "TRUE", "True"}
+
+
+def _selection(request: kmock.Request) -> Callable[[dict[str, Any]], bool]:
+    """Whether an object passes the request's ``labelSelector`` (``k=v``, ``k!=v``, ``k``) and ``fieldSelector``
+    (``a.b=v``, ``a.b!=v``), the forms the operator and ``trainserve logs`` send."""
+    labels = [term for term in (request.params.get("labelSelector") or "").split(",") if term]
+    fields = [term for term in (request.params.get("fieldSelector") or "").split(",") if term]
+
+    def field(obj: dict[str, Any], path: str) -> str:
+        value: Any = obj
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return "" if value is None else str(value)
+
+    def holds(term: str, read: Callable[[str], str | None]) -> bool:
+        if "!=" in term:
+            name, value = term.split("!=", 1)
+            return read(name) != value
+        if "=" in term:
+            name, value = term.split("=", 1)
+            return read(name.rstrip("=")) == value
+        return read(term) is not None
+
+    def selected(obj: dict[str, Any]) -> bool:
+        own = (obj.get("metadata") or {}).get("labels") or {}
+        return all(holds(t, own.get) for t in labels) and all(holds(t, lambda p: field(obj, p)) for t in fields)
+
+    return selected
 
 
 def _failure(status: int) -> aiohttp.web.StreamResponse:
@@ -163,6 +254,7 @@ def register(emulator: Emulator, *, kuberay: bool = True) -> None:
         subresources={"status", "scale"},
     )
     emulator.resources[NETWORKPOLICIES] = info(kind="NetworkPolicy", namespaced=True, verbs=verbs)
+    emulator.resources[PODS] = info(kind="Pod", namespaced=True, verbs=verbs, subresources={"status", "log"})
     emulator.objects["v1/namespaces", None, NAMESPACE] = {"metadata": {"name": NAMESPACE}}
     for plural in ("trainingjobs", "modelservices"):
         crd = yaml.safe_load((CRDS / f"trainserve.io_{plural}.yaml").read_text())
@@ -172,7 +264,7 @@ def register(emulator: Emulator, *, kuberay: bool = True) -> None:
 
 
 def install_kuberay_resource(emulator: Emulator) -> None:
-    for resource, kind in ((RAYJOBS, "RayJob"), (RAYSERVICES, "RayService")):
+    for resource, kind in ((RAYJOBS, "RayJob"), (RAYSERVICES, "RayService"), (RAYCLUSTERS, "RayCluster")):
         emulator.resources[resource] = kmock.ResourceInfo(
             kind=kind,
             namespaced=True,
@@ -375,6 +467,107 @@ class Cluster:
     async def report_progress(self, name: str, status: dict[str, Any]) -> None:
         """What the training workload does (it patches its own TrainingJob's status)."""
         await self._send("PATCH", self._path(TRAININGJOBS, name) + "/status", {"status": status})
+
+    # --- the simulated KubeRay: its RayClusters, their Ray pods and its Warning Events -----------------------
+
+    async def create_raycluster(self, owner_resource: str, owner: str, cluster: str) -> dict[str, Any]:
+        """The RayCluster KubeRay makes for a RayJob or RayService: the owner's labels copied, plus its own
+        (ray-operator/controllers/ray/rayjob_controller.go ``constructRayClusterForRayJob``)."""
+        parent = self.get(owner_resource, owner)
+        assert parent is not None, f"no {owner_resource} {owner}"
+        labels = {**parent["metadata"].get("labels", {}), "ray.io/originated-from-cr-name": owner}
+        body = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": cluster, "labels": labels}}
+        body["spec"] = parent["spec"].get("rayClusterSpec") or parent["spec"]["rayClusterConfig"]
+        return await self._send("POST", self._path(RAYCLUSTERS), body)
+
+    async def create_ray_pod(
+        self,
+        owner_resource: str,
+        owner: str,
+        cluster: str,
+        pod: str,
+        status: dict[str, Any],
+        *,
+        group: str = "head",
+        created: str | None = None,
+    ) -> dict[str, Any]:
+        """A Ray pod as KubeRay creates it from the owner's pod template (its labels kept, KubeRay's added:
+        ray-operator/controllers/ray/common/pod.go ``labelPod``), with ``status`` as the kubelet reports it."""
+        parent = self.get(owner_resource, owner)
+        assert parent is not None, f"no {owner_resource} {owner}"
+        spec = parent["spec"].get("rayClusterSpec") or parent["spec"]["rayClusterConfig"]
+        template = spec["headGroupSpec"]["template"] if group == "head" else spec["workerGroupSpecs"][0]["template"]
+        labels = {
+            **template["metadata"].get("labels", {}),
+            "ray.io/cluster": cluster,
+            "ray.io/node-type": "head" if group == "head" else "worker",
+            "ray.io/group": "headgroup" if group == "head" else spec["workerGroupSpecs"][0]["groupName"],
+            "ray.io/is-ray-node": "yes",
+        }
+        metadata: dict[str, Any] = {"name": pod, "labels": labels}
+        if created:
+            metadata["creationTimestamp"] = created
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"], "status": status}
+        return await self._send("POST", self._path(PODS), body)
+
+    async def pod_status(self, pod: str, status: dict[str, Any], namespace: str = NAMESPACE) -> None:
+        """What the scheduler and the kubelet report; give ``phase``, ``conditions`` and ``containerStatuses``
+        (a merge patch replaces each list whole)."""
+        await self._send("PATCH", self._path(PODS, pod, namespace) + "/status", {"status": status})
+
+    async def delete_pod(self, pod: str, namespace: str = NAMESPACE) -> None:
+        await self._send("DELETE", self._path(PODS, pod, namespace))
+
+    async def kuberay_warning(self, cluster: str, reason: str, message: str, when: str, name: str = "") -> None:
+        """A Warning Event KubeRay's recorder posts on a RayCluster (ray-operator/controllers/ray/
+        raycluster_controller.go, e.g. ``FailedToCreateWorkerPod`` when the API server refuses the pod)."""
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name or f"{cluster}.{uuid.uuid4().hex[:12]}"},
+            "involvedObject": {
+                "apiVersion": "ray.io/v1",
+                "kind": "RayCluster",
+                "name": cluster,
+                "namespace": NAMESPACE,
+            },
+            "type": "Warning",
+            "reason": reason,
+            "message": message,
+            "source": {"component": "raycluster-controller"},
+            "firstTimestamp": when,
+            "lastTimestamp": when,
+            "count": 1,
+        }
+        await self._send("POST", self._path(EVENTS), event)
+
+    async def write_log(self, pod: str, container: str, *lines: str, exited: bool = False) -> None:
+        """What a container prints; ``exited`` ends it (a follow of its log then ends)."""
+        key = (NAMESPACE, pod, container)
+        self.api.pod_logs.setdefault(key, []).extend(lines)
+        if exited:
+            self.api.exited.add(key)
+
+
+def running_pod_status() -> dict[str, Any]:
+    """A scheduled pod whose Ray container runs."""
+    return {
+        "phase": "Running",
+        "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+        "containerStatuses": [
+            {"name": "ray", "image": "ray", "imageID": "", "ready": True, "restartCount": 0, "state": {"running": {}}}
+        ],
+    }
+
+
+def container_status(name: str, **state: Any) -> dict[str, Any]:
+    """A pod that was scheduled and whose container ``name`` is in ``state`` (``waiting``/``terminated``...)."""
+    status = running_pod_status()
+    status["phase"] = "Running" if "running" in state else "Pending"
+    status["containerStatuses"] = [
+        {"name": name, "ready": False, "restartCount": 3, "image": "x", "imageID": "", **state}
+    ]
+    return status
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 20.0, message: str = "") -> Any:

@@ -129,10 +129,19 @@ and fails on a missing or an unused grant). No wildcards. */}}
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [create, list, watch]
-# Events on condition transitions (Kopf's own event posting is off).
+# Events on condition transitions (Kopf's own event posting is off); KubeRay's Warning Events on its objects are
+# listed and watched (field-selected: involvedObject.apiVersion=ray.io/v1, type=Warning) for refused pod creates.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list, watch]
+# The Ray pods and RayClusters of our jobs and services, listed and watched (label-selected:
+# app.kubernetes.io/managed-by=trainserve) to tell why one is stuck: unschedulable, image pulls, crashes.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
+- apiGroups: [ray.io]
+  resources: [rayclusters]
+  verbs: [list, watch]
 {{- end }}
 
 {{/* Kopf peering (leader election); the operator creates its peering object at start-up. */}}

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trainserve.api.base import GROUP, VERSION
+from trainserve.controllers.workloadpods import WorkloadObjects
 from trainserve.kube import RAY_GROUP, RAY_VERSION, RAYJOBS, ApiError, KubeApi
 from trainserve.metrics import OperatorMetrics
 from trainserve.plans.common import KUBERAY_MISSING_MESSAGE, Transition
@@ -100,9 +101,13 @@ class Reconciler:
     """
 
     KIND = ""
+    #: The label that names the owner on our children and the Ray pods (``trainserve.io/trainingjob``, ...).
+    OWNER_LABEL = ""
 
     def __init__(self, api: KubeApi, settings: OperatorSettings, metrics: OperatorMetrics | None):
         self.api = api
+        #: The owners' Ray pods, RayClusters and KubeRay's refusals to create pods (see :mod:`.workloadpods`).
+        self.workload = WorkloadObjects(self.OWNER_LABEL)
         self.settings = settings
         self.metrics = metrics or OperatorMetrics()
         self.queue: WorkQueue[Key] = WorkQueue(settings.retry_base_seconds, settings.retry_max_seconds)
@@ -148,9 +153,8 @@ class Reconciler:
     def on_resync(self) -> None:
         """Called before each resync round."""
 
-    #: The children's kind in ``ray.io/v1``, the label naming their owner, and where their events go.
+    #: The children's kind in ``ray.io/v1`` (labelled with ``OWNER_LABEL``), and where their events go.
     CHILD_PLURAL = ""
-    CHILD_LABEL = ""
 
     def observe_child(self, event_type: str | None, obj: Object) -> None:
         raise NotImplementedError
@@ -162,7 +166,7 @@ class Reconciler:
         namespaces = () if self.settings.all_namespaces else self.settings.namespaces
         try:
             children = await self.api.list_custom(
-                RAY_GROUP, RAY_VERSION, self.CHILD_PLURAL, namespaces, self.CHILD_LABEL
+                RAY_GROUP, RAY_VERSION, self.CHILD_PLURAL, namespaces, self.OWNER_LABEL
             )
         except ApiError as err:
             log.info("%s: children not listed at start (%s); the watch brings them", self.KIND, err)
@@ -202,6 +206,22 @@ class Reconciler:
         """``key``'s object is gone: no queued work, no memory of it."""
         self.queue.drop(key)
         self._writes.pop(key, None)
+        self.workload.forget(key)
+
+    # --- the Ray pods, their RayClusters and KubeRay's Warning Events (fed by handlers.workloadpods) -------
+
+    def observe_pod(self, event_type: str | None, obj: Object) -> None:
+        self._queue_owner(self.workload.observe_pod(event_type, obj))
+
+    def observe_raycluster(self, event_type: str | None, obj: Object) -> None:
+        self._queue_owner(self.workload.observe_cluster(event_type, obj))
+
+    def observe_warning_event(self, event_type: str | None, obj: Object) -> None:
+        self._queue_owner(self.workload.observe_event(event_type, obj))
+
+    def _queue_owner(self, key: Key | None) -> None:
+        if key is not None and key in self.parents():
+            self.queue.add(key)
 
     async def owner_alive(self, key: Key, body: Object) -> bool:
         """Whether ``body`` still exists as this very object (same uid): asked before creating any child, since

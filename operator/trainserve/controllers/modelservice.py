@@ -84,7 +84,7 @@ class ModelServiceController(Reconciler):
     KIND = "ModelService"
     PLURAL = MODELSERVICES
     CHILD_PLURAL = RAYSERVICES
-    CHILD_LABEL = MODELSERVICE_LABEL
+    OWNER_LABEL = MODELSERVICE_LABEL
 
     def __init__(
         self,
@@ -199,6 +199,7 @@ class ModelServiceController(Reconciler):
             now=now,
             canary_window=window,
             foreign_rayservice=foreign,
+            pod_health=self.workload.health(key, now),
         )
         decision = plan_service(observed)
         service = decision.service

@@ -56,7 +56,7 @@ class TrainingJobController(Reconciler):
     KIND = "TrainingJob"
     PLURAL = TRAININGJOBS
     CHILD_PLURAL = RAYJOBS
-    CHILD_LABEL = TRAININGJOB_LABEL
+    OWNER_LABEL = TRAININGJOB_LABEL
 
     def __init__(
         self,
@@ -161,6 +161,7 @@ class TrainingJobController(Reconciler):
             now=now,
             foreign_rayjobs=frozenset(self.store.foreign_rayjobs(key) | self.conflicts.get(key, set())),
             foreign_access=tuple(self.access_conflicts.get(key, ())),
+            pod_health=self.workload.health(key, now),
         )
         decision = plan(observed)
         if decision.job is not None and decision.status.phase not in FINISHED and not decision.delete_access:

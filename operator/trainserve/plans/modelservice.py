@@ -49,11 +49,13 @@ from trainserve.plans.common import (
     servable_model,
     status_patch,
 )
+from trainserve.plans.podhealth import POD_PROBLEM_REASONS, PodHealth, apply_pod_health
 from trainserve.plans.readiness import summarise_modelservice
 
 #: Reasons that are a warning even on a new ModelService (a first ``Ready=False`` is otherwise just starting).
 WARNING_REASONS = frozenset(
     {"InvalidSpec", "LocalPathOnCluster", "KubeRayMissing", "ApplicationFailed", "WaitingForOldObjects", "UpgradeStuck"}
+    | POD_PROBLEM_REASONS
 )
 RAYSERVICE_KUBERAY_MISSING = kuberay_missing("RayService", "the service starts once it is there")
 _VERSION_FOLDER = re.compile(r"/(\d+)/?$")
@@ -150,6 +152,8 @@ class ServiceObserved:
     foreign_rayservice: bool = False
     #: False for `trainserve local serve`, where local paths are what a user means.
     on_cluster: bool = True
+    #: What the service's Ray pods, RayClusters and KubeRay's Warning Events say is wrong (None: not looked at).
+    pod_health: PodHealth | None = None
 
 
 @dataclass
@@ -240,6 +244,10 @@ def plan_service(observed: ServiceObserved) -> ServicePlan:
     else:
         result.service = service
         _plan_valid(service, observed, st, result)
+        if observed.pod_health is not None:
+            apply_pod_health(st, observed.pod_health)
+            waits = [w for w in (result.requeue_after, observed.pod_health.requeue_after) if w is not None]
+            result.requeue_after = min(waits) if waits else None
     summarise_modelservice(st)
     st.value.observed_generation = metadata.get("generation")
     result.status = st.value

@@ -38,6 +38,7 @@ from trainserve.plans.common import (
     repaired_event,
 )
 from trainserve.plans.common import status_patch as common_status_patch
+from trainserve.plans.podhealth import POD_CONDITIONS, PodHealth, apply_pod_health
 from trainserve.plans.readiness import SUMMARY_CONDITIONS, summarise_trainingjob
 
 FINISHED = ("Succeeded", "Failed")
@@ -45,7 +46,7 @@ FINISHED = ("Succeeded", "Failed")
 
 #: Conditions that tell a user something is wrong when True (or, for these two, when False).
 _WARNING_WHEN_TRUE = {"Failed"}
-_WARNING_WHEN_FALSE = {"Valid", "Created"}
+_WARNING_WHEN_FALSE = {"Valid", "Created", *POD_CONDITIONS}
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ class Observed:
     foreign_rayjobs: frozenset[str] = frozenset()
     #: The job's access objects (e.g. ``ServiceAccount x``) that still belong to a deleted namesake.
     foreign_access: tuple[str, ...] = ()
+    #: What the job's Ray pods, RayClusters and KubeRay's Warning Events say is wrong (None: not looked at).
+    pod_health: PodHealth | None = None
 
 
 @dataclass
@@ -165,6 +168,8 @@ def plan(observed: Observed) -> Plan:
     else:
         result.job = job
         _plan_valid(job, observed, st, result)
+        if observed.pod_health is not None and st.value.phase not in FINISHED:
+            _fold_pod_health(observed.pod_health, st, result)
     summarise_trainingjob(st, user_suspended=job is not None and job.spec.run_policy.suspend)
     st.value.observed_generation = generation
     result.status = st.value
@@ -181,6 +186,13 @@ def plan(observed: Observed) -> Plan:
         result.events.append(repaired_event(unreadable))
     result.finished_now = before.phase not in FINISHED and st.value.phase in FINISHED
     return result
+
+
+def _fold_pod_health(health: PodHealth, st: _Status, result: Plan) -> None:
+    """``Scheduled`` / ``PodsHealthy`` from the Ray pods while the job runs (a finished job keeps the last word)."""
+    apply_pod_health(st, health)
+    waits = [w for w in (result.requeue_after, health.requeue_after) if w is not None]
+    result.requeue_after = min(waits) if waits else None
 
 
 def _invalid(st: _Status, problems: list[Problem]) -> None:
