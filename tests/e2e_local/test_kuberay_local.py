@@ -60,6 +60,12 @@ async def finished(world: World, job: str, timeout: float = 180) -> dict[str, An
     return result
 
 
+def serving(world: World, name: str) -> bool:
+    ready = world.cluster.service_condition(name, "Ready")
+    assert ready.get("status") == "True", ready  # the last one is in the timeout's message
+    return True
+
+
 def predict_v1(url: str) -> tuple[int, str]:
     body = json.dumps({"instances": ROWS[:2].tolist()}).encode()
     request = urllib.request.Request(f"{url}/v1/models/digits:predict", data=body, method="POST")
@@ -109,9 +115,7 @@ async def test_train_serve_and_roll_a_new_version_in_place(world: World) -> None
 
     # 2. ModelService fromTrainingJob -> RayService -> real answers on v1 and OIP v2.
     await world.apply(model_service())
-    await eventually(
-        lambda: world.cluster.service_condition("digits", "Ready")["status"] == "True", timeout=120, message="Ready"
-    )
+    await eventually(lambda: serving(world, "digits"), timeout=120, message="the ModelService Ready")
     url = world.kuberay.serve_url("digits")
     assert await asyncio.to_thread(predict_v1, url) == (200, "1")
     client = triton.InferenceServerClient(url.removeprefix("http://"))
