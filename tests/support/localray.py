@@ -161,7 +161,7 @@ def plan_cluster(
         worker_env = container_env(group["template"]["spec"]["containers"][0], objects, namespace, fields)
         if worker_env != env:
             raise UnsupportedSpec(f"worker group {group.get('groupName')}: env differs from the head's")
-    # KubeRay's own variables (common/pod.go setContainerEnvVars): the cluster name, the head's address.
+    # KubeRay's own variables (common/pod.go setContainerEnvVars): the RayCluster's name, the pod's name.
     env |= {"RAY_CLUSTER_NAME": name, "RAY_CLOUD_INSTANCE_ID": f"{name}-head"}
     params = dict(head.get("rayStartParams") or {})
     extra = _group_resources(workers)
