@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-repeat lint k8s-schemas crds crds-check manifests manifests-check bench bench-quick bench-training bench-serving clean
+.PHONY: venv demo test test-repeat e2e-local lint k8s-schemas crds crds-check manifests manifests-check bench bench-quick bench-training bench-serving clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,11 @@ demo: venv
 
 test: venv lint crds-check manifests-check
 	$(PY) -m pytest
+
+# End to end without a cluster: the operator as its own process, real Ray clusters run by the process-level
+# KubeRay stand-in (tests/support/kuberay_local.py; needs root for its mount namespaces). Also part of `make test`.
+e2e-local: venv
+	$(PY) -m pytest -q -p no:randomly tests/e2e_local
 
 # The operator suites (integration, packaging, and chaos once it exists) five times in a row, in a fixed order,
 # stopping at the first failure: a test that fails one run in a few shows up here, not in the next CI run.

@@ -7,12 +7,7 @@ or status. Whatever happens in between, the end state is right and the operator 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +16,10 @@ import aiohttp
 import kmock
 import pytest
 import pytest_asyncio
-import yaml
 
 from tests.support.documents import changed, example
 from tests.support.kubesim import (
     MODELSERVICES,
-    NAMESPACE,
     RAYJOBS,
     RAYSERVICES,
     TRAININGJOBS,
@@ -35,71 +28,10 @@ from tests.support.kubesim import (
     eventually,
     register,
 )
+from tests.support.operatorprocess import OperatorProcess, free_port, write_kubeconfig
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(240)]
-REPO = Path(__file__).resolve().parents[2]
 SEEDS = [15, 23]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class OperatorProcess:
-    """`trainserve run -A --standalone` in its own process, logged in through a kubeconfig, as in a pod."""
-
-    def __init__(self, kubeconfig: Path, metrics_port: int, log: Path):
-        self.kubeconfig, self.metrics_port, self.log = kubeconfig, metrics_port, log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.kills = 0
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "TRAINSERVE_RESYNC_SECONDS": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        }
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        command = [sys.executable, "-m", "trainserve.cli", "run", "-A", "--standalone"]
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [*command, "--metrics-port", str(self.metrics_port)], env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up, no last writes."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-        self.kills += 1
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-def write_kubeconfig(path: Path, server: str) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "emulated", "cluster": {"server": server.rstrip("/")}}],
-        "users": [{"name": "operator", "user": {"token": "chaos"}}],
-        "contexts": [{"name": "chaos", "context": {"cluster": "emulated", "user": "operator", "namespace": NAMESPACE}}],
-        "current-context": "chaos",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest_asyncio.fixture()

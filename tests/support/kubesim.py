@@ -17,6 +17,7 @@ import kmock
 import yaml
 
 from tests.support.documents import CRDS
+from tests.support.podidentity import TokenRegistry, authorize
 from trainserve.runner import Operator
 from trainserve.settings import OperatorSettings
 
@@ -52,6 +53,9 @@ class Emulator(kmock.KubernetesEmulator):
     exited: set[tuple[str, str, str]] = attrs.field(factory=set, init=False)
     #: Objects each watch sent, by resource (after the label and field selectors): what reached a watcher.
     watch_sent: dict[str, int] = attrs.field(factory=dict, init=False)
+    #: ServiceAccount tokens of the Ray pods (tests/support/kuberay_local.py): a request carrying one is
+    #: authorized against the Roles bound to its account, as the API server does; other callers are not checked.
+    tokens: TokenRegistry = attrs.field(factory=TokenRegistry, init=False)
 
     def cut_watches(self) -> None:
         """Ends every open watch stream; the next event on each is lost, as when a connection drops. Watchers
@@ -107,6 +111,12 @@ class Emulator(kmock.KubernetesEmulator):
         return response
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        account = self.tokens.account_of(request)
+        if account is not None:
+            call = authorize(self.objects, account, request)
+            self.tokens.calls.append(call)
+            if not call.allowed:
+                return _failure(403, f"{call.account} may not {call.verb} {call.resource} {call.name}")
         operator = not _from_test(request)
         fault = self.faults(request) if self.faults and operator else None
         if self.watch_down and operator and request.action == kmock.action.WATCH:
@@ -206,10 +216,10 @@ def _selection(request: kmock.Request) -> Callable[[dict[str, Any]], bool]:
     return selected
 
 
-def _failure(status: int) -> aiohttp.web.StreamResponse:
+def _failure(status: int, message: str = "injected fault") -> aiohttp.web.StreamResponse:
     """An API server's error answer (``Retry-After`` with 429, as the API server's priority and fairness does)."""
     headers = {"Retry-After": "1"} if status == 429 else {}
-    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status, "message": "injected fault"}
+    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status, "message": message}
     return aiohttp.web.json_response(body, status=status, headers=headers)
 
 
@@ -230,6 +240,7 @@ def register(emulator: Emulator, *, kuberay: bool = True) -> None:
     )
     verbs = {"create", "get", "list", "watch", "patch", "delete"}
     emulator.resources["v1/events"] = info(kind="Event", namespaced=True, verbs=verbs)
+    emulator.resources["v1/secrets"] = info(kind="Secret", namespaced=True, verbs=verbs)
     emulator.resources["v1/serviceaccounts"] = info(kind="ServiceAccount", namespaced=True, verbs=verbs)
     emulator.resources["rbac.authorization.k8s.io/v1/roles"] = info(kind="Role", namespaced=True, verbs=verbs)
     emulator.resources["rbac.authorization.k8s.io/v1/rolebindings"] = info(
