@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,18 @@ async def _converged(emulator: Emulator, cluster: Cluster) -> None:
         return True
 
     await eventually(services_right, timeout=60, message="every ModelService ready on its own RayService")
+
+
+async def test_sigterm_stops_the_operator_cleanly(emulator: Emulator, operator: OperatorProcess) -> None:
+    """What a pod's termination does: the operator finishes, exits 0 and frees its port within the grace period."""
+    cluster = Cluster(emulator)
+    await cluster.create_trainingjob(job("digits"))
+    await eventually(lambda: "digits-1" in cluster.rayjobs(), timeout=60)
+    assert operator.process is not None
+    started = asyncio.get_running_loop().time()
+    operator.process.terminate()
+    code = await asyncio.to_thread(operator.process.wait, 30)
+    assert code == 0, operator.log.read_text()[-3000:]
+    assert asyncio.get_running_loop().time() - started < 30  # a pod's default grace period
+    with socket.socket() as probe:  # the metrics port is free again
+        probe.bind(("127.0.0.1", operator.metrics_port))
