@@ -17,6 +17,7 @@ import kmock
 import yaml
 
 from tests.support.documents import CRDS
+from tests.support.schemas import KUBERAY_CRDS
 from trainserve.runner import Operator
 from trainserve.settings import OperatorSettings
 
@@ -169,6 +170,22 @@ def register(emulator: Emulator, *, kuberay: bool = True) -> None:
         emulator.objects["apiextensions.k8s.io/v1/customresourcedefinitions", None, crd["metadata"]["name"]] = crd
     if kuberay:
         install_kuberay_resource(emulator)
+        for crd in kuberay_crds():
+            emulator.objects["apiextensions.k8s.io/v1/customresourcedefinitions", None, crd["metadata"]["name"]] = crd
+
+
+def kuberay_crds(*, auth_options: bool = True) -> list[dict[str, Any]]:
+    """KubeRay v1.7.0's RayJob and RayService CRDs (the operator reads whether they know ``authOptions``);
+    ``auth_options=False``: as a KubeRay older than v1.5.1 installs them."""
+    crds = []
+    for plural, field in (("rayjobs", "rayClusterSpec"), ("rayservices", "rayClusterConfig")):
+        crd = yaml.safe_load((KUBERAY_CRDS / f"ray.io_{plural}.yaml").read_text())
+        if not auth_options:
+            for version in crd["spec"]["versions"]:
+                spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+                spec[field]["properties"].pop("authOptions", None)
+        crds.append(crd)
+    return crds
 
 
 def install_kuberay_resource(emulator: Emulator) -> None:
@@ -183,17 +200,11 @@ def install_kuberay_resource(emulator: Emulator) -> None:
 
 
 async def install_kuberay(emulator: Emulator) -> None:
-    """KubeRay appears: its resource is served and its CRD object is created (Kopf rescans on CRD events)."""
+    """KubeRay appears: its resources are served and its CRD objects are created (Kopf rescans on CRD events)."""
     install_kuberay_resource(emulator)
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "rayjobs.ray.io"},
-    }
-    crd["spec"] = {"group": "ray.io", "names": {"plural": "rayjobs", "kind": "RayJob"}, "scope": "Namespaced"}
-    crd["spec"]["versions"] = [{"name": "v1", "served": True, "storage": True}]
-    async with emulator.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd) as response:
-        assert response.status < 300, await response.text()
+    for crd in kuberay_crds():
+        async with emulator.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd) as response:
+            assert response.status < 300, await response.text()
 
 
 class Cluster:
@@ -285,6 +296,10 @@ class Cluster:
     async def patch_modelservice(self, name: str, patch: dict[str, Any], subresource: str = "") -> dict[str, Any]:
         path = self._path(MODELSERVICES, name) + (f"/{subresource}" if subresource else "")
         return await self._send("PATCH", path, patch)
+
+    async def patch_network_policy(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of a NetworkPolicy, as a person with kubectl would make it."""
+        return await self._send("PATCH", self._path(NETWORKPOLICIES, name), patch)
 
     async def delete_modelservice(self, name: str) -> None:
         await self._send("DELETE", self._path(MODELSERVICES, name))

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trainserve.api.base import GROUP, VERSION
-from trainserve.kube import RAYJOBS, ApiError, KubeApi
+from trainserve.kube import RAYJOBS, RAYSERVICES, ApiError, KubeApi
 from trainserve.metrics import OperatorMetrics
 from trainserve.plans.common import KUBERAY_MISSING_MESSAGE, Transition
 from trainserve.settings import OperatorSettings
@@ -65,8 +65,27 @@ def older(obj: Object, than: Object | None) -> bool:
     return all(v.isdigit() for v in versions) and int(versions[0]) < int(versions[1])
 
 
+#: Where each KubeRay kind's spec holds its Ray cluster's spec, which has ``authOptions`` since KubeRay v1.5.1.
+CLUSTER_SPEC_FIELD = {RAYJOBS: "rayClusterSpec", RAYSERVICES: "rayClusterConfig"}
+
+
+def crd_has_auth_options(crd: Object | None, plural: str) -> bool:
+    """Whether KubeRay's CRD of ``plural`` (as read from the API server) knows ``authOptions`` in ``ray.io/v1``:
+    the API server prunes fields its schema does not know, so a cluster written for an older KubeRay would
+    silently run without authentication."""
+    for version in ((crd or {}).get("spec") or {}).get("versions") or []:
+        if version.get("name") != "v1":
+            continue
+        schema = ((version.get("schema") or {}).get("openAPIV3Schema") or {}).get("properties") or {}
+        spec = (schema.get("spec") or {}).get("properties") or {}
+        cluster = (spec.get(CLUSTER_SPEC_FIELD[plural]) or {}).get("properties") or {}
+        return "authOptions" in cluster
+    return False
+
+
 class KubeRayProbe:
-    """Which KubeRay resources the API server serves; answers are cached, changes are logged once."""
+    """Which KubeRay resources the API server serves, and whether their CRDs know ``authOptions``; answers are
+    cached, changes are logged once."""
 
     def __init__(self, api: KubeApi, ttl: float):
         self.api = api
@@ -74,6 +93,22 @@ class KubeRayProbe:
         self._answer: set[str] | None = None
         self._checked = -1e18
         self._lock = asyncio.Lock()
+        self._auth: dict[str, tuple[bool, float]] = {}
+
+    async def auth_supported(self, plural: str = RAYJOBS) -> bool:
+        """Whether KubeRay's CRD of ``plural`` has ``authOptions`` (read from the CRD, cached like discovery)."""
+        async with self._lock:
+            known = self._auth.get(plural)
+            if known is not None and time.monotonic() - known[1] <= self.ttl:
+                return known[0]
+            answer = crd_has_auth_options(await self.api.get_crd(f"{plural}.ray.io"), plural)
+            if known is None or known[0] != answer:
+                if answer:
+                    log.info("KubeRay's %s.ray.io has authOptions: Ray clusters get token authentication", plural)
+                else:
+                    log.warning("KubeRay's %s.ray.io has no authOptions (KubeRay older than v1.5.1)", plural)
+            self._auth[plural] = (answer, time.monotonic())
+            return answer
 
     async def installed(self, plural: str = RAYJOBS) -> bool:
         """Whether ``ray.io/v1`` ``plural`` (``rayjobs``, ``rayservices``) is served."""
@@ -90,6 +125,7 @@ class KubeRayProbe:
 
     def invalidate(self) -> None:
         self._checked = -1e18
+        self._auth = {plural: (answer, -1e18) for plural, (answer, _) in self._auth.items()}
 
 
 class Reconciler:

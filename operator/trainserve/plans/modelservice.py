@@ -42,6 +42,7 @@ from trainserve.plans.common import (
     kuberay_missing,
     local_paths_message,
     parse_stored,
+    ray_auth_unsupported,
     read_status,
     repaired_event,
     servable_model,
@@ -50,8 +51,16 @@ from trainserve.plans.common import (
 
 #: Reasons that are a warning even on a new ModelService (a first ``Ready=False`` is otherwise just starting).
 WARNING_REASONS = frozenset(
-    {"InvalidSpec", "LocalPathOnCluster", "KubeRayMissing", "ApplicationFailed", "WaitingForOldObjects"}
+    {
+        "InvalidSpec",
+        "LocalPathOnCluster",
+        "KubeRayMissing",
+        "RayAuthUnsupported",
+        "ApplicationFailed",
+        "WaitingForOldObjects",
+    }
 )
+RAYSERVICE_AUTH_UNSUPPORTED = ray_auth_unsupported("RayService", "the service starts once one of them is done")
 RAYSERVICE_KUBERAY_MISSING = kuberay_missing("RayService", "the service starts once it is there")
 _VERSION_FOLDER = re.compile(r"/(\d+)/?$")
 
@@ -116,6 +125,8 @@ class ServiceObserved:
     foreign_rayservice: bool = False
     #: False for `trainserve local serve`, where local paths are what a user means.
     on_cluster: bool = True
+    #: Ray token authentication is on, but KubeRay's RayService CRD has no ``authOptions``.
+    ray_auth_unsupported: bool = False
 
 
 @dataclass
@@ -238,6 +249,9 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
 
     if not observed.kuberay_installed:
         st.set("Ready", "False", "KubeRayMissing", RAYSERVICE_KUBERAY_MISSING)
+        return
+    if observed.ray_auth_unsupported and observed.rayservice is None:
+        st.set("Ready", "False", "RayAuthUnsupported", RAYSERVICE_AUTH_UNSUPPORTED)
         return
     local = local_paths_message(
         [

@@ -34,6 +34,7 @@ from trainserve.plans.common import (
     invalid_spec_message,
     local_paths_message,
     parse_stored,
+    ray_auth_unsupported,
     read_status,
     repaired_event,
 )
@@ -102,6 +103,9 @@ class RayJobView:
         return self.succeeded or self.failed
 
 
+RAYJOB_AUTH_UNSUPPORTED = ray_auth_unsupported("RayJob", "the job starts once one of them is done")
+
+
 @dataclass(frozen=True)
 class Observed:
     """Everything a reconcile looks at."""
@@ -114,6 +118,8 @@ class Observed:
     foreign_rayjobs: frozenset[str] = frozenset()
     #: The job's access objects (e.g. ``ServiceAccount x``) that still belong to a deleted namesake.
     foreign_access: tuple[str, ...] = ()
+    #: Ray token authentication is on, but KubeRay's RayJob CRD has no ``authOptions``.
+    ray_auth_unsupported: bool = False
 
 
 @dataclass
@@ -215,6 +221,10 @@ def _plan_valid(job: TrainingJob, observed: Observed, st: _Status, result: Plan)
     if not observed.kuberay_installed:
         st.set("Created", "False", "KubeRayMissing", KUBERAY_MISSING_MESSAGE)
         st.phase(status.phase if status.phase == "Running" else "Pending")
+        return
+    if observed.ray_auth_unsupported and current is None:
+        st.set("Created", "False", "RayAuthUnsupported", RAYJOB_AUTH_UNSUPPORTED)
+        st.phase("Pending")
         return
     if _deadline_passed(job, observed, current, st, result):
         return
