@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime
 import itertools
 import uuid
@@ -17,7 +18,7 @@ import kmock
 import yaml
 
 from tests.support.documents import CRDS
-from tests.support.schemas import KUBERAY_CRDS
+from tests.support.schemas import KUBERAY_CRDS, crd_from_file
 from trainserve.runner import Operator
 from trainserve.settings import OperatorSettings
 
@@ -175,17 +176,33 @@ def register(emulator: Emulator, *, kuberay: bool = True) -> None:
 
 
 def kuberay_crds(*, auth_options: bool = True) -> list[dict[str, Any]]:
-    """KubeRay v1.7.0's RayJob and RayService CRDs (the operator reads whether they know ``authOptions``);
-    ``auth_options=False``: as a KubeRay older than v1.5.1 installs them."""
+    """KubeRay v1.7.0's RayJob and RayService CRDs as far as the operator reads them (names, versions, and the
+    cluster spec's ``authOptions`` taken from the vendored CRDs; the megabytes of pod schema left out, which would
+    only slow every CRD list and watch); ``auth_options=False``: as a KubeRay older than v1.5.1 installs them."""
     crds = []
     for plural, field in (("rayjobs", "rayClusterSpec"), ("rayservices", "rayClusterConfig")):
-        crd = yaml.safe_load((KUBERAY_CRDS / f"ray.io_{plural}.yaml").read_text())
-        if not auth_options:
-            for version in crd["spec"]["versions"]:
-                spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-                spec[field]["properties"].pop("authOptions", None)
-        crds.append(crd)
-    return crds
+        vendored = crd_from_file(KUBERAY_CRDS / f"ray.io_{plural}.yaml")
+        versions = []
+        for version in vendored["spec"]["versions"]:
+            cluster = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][field]
+            known = cluster["properties"]  # v1alpha1 never had authOptions
+            kept = {"authOptions": known["authOptions"]} if auth_options and "authOptions" in known else {}
+            schema = {"type": "object", "properties": {field: {"type": "object", "properties": kept}}}
+            versions.append(
+                {
+                    **{key: version[key] for key in ("name", "served", "storage")},
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": schema}}},
+                }
+            )
+        spec = {key: vendored["spec"][key] for key in ("group", "names", "scope")} | {"versions": versions}
+        crds.append(
+            {
+                **{k: vendored[k] for k in ("apiVersion", "kind")},
+                "metadata": {"name": vendored["metadata"]["name"]},
+                "spec": spec,
+            }
+        )
+    return copy.deepcopy(crds)
 
 
 def install_kuberay_resource(emulator: Emulator) -> None:

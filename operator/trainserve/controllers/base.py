@@ -65,6 +65,9 @@ def older(obj: Object, than: Object | None) -> bool:
     return all(v.isdigit() for v in versions) and int(versions[0]) < int(versions[1])
 
 
+#: How long a CRD's answer to "has authOptions" holds: it changes only when KubeRay is upgraded (and every resync
+#: asks again, see :meth:`KubeRayProbe.invalidate`).
+CRD_SCHEMA_TTL_SECONDS = 300.0
 #: Where each KubeRay kind's spec holds its Ray cluster's spec, which has ``authOptions`` since KubeRay v1.5.1.
 CLUSTER_SPEC_FIELD = {RAYJOBS: "rayClusterSpec", RAYSERVICES: "rayClusterConfig"}
 
@@ -96,10 +99,10 @@ class KubeRayProbe:
         self._auth: dict[str, tuple[bool, float]] = {}
 
     async def auth_supported(self, plural: str = RAYJOBS) -> bool:
-        """Whether KubeRay's CRD of ``plural`` has ``authOptions`` (read from the CRD, cached like discovery)."""
+        """Whether KubeRay's CRD of ``plural`` has ``authOptions`` (read from the CRD; cached until the next resync)."""
         async with self._lock:
             known = self._auth.get(plural)
-            if known is not None and time.monotonic() - known[1] <= self.ttl:
+            if known is not None and time.monotonic() - known[1] <= max(self.ttl, CRD_SCHEMA_TTL_SECONDS):
                 return known[0]
             answer = crd_has_auth_options(await self.api.get_crd(f"{plural}.ray.io"), plural)
             if known is None or known[0] != answer:
