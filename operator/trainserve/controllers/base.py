@@ -97,10 +97,11 @@ class KubeRayProbe:
         self._checked = -1e18
         self._lock = asyncio.Lock()
         self._auth: dict[str, tuple[bool, float]] = {}
+        self._auth_lock = asyncio.Lock()  # its own: a slow CRD read never holds up the discovery answer
 
     async def auth_supported(self, plural: str = RAYJOBS) -> bool:
         """Whether KubeRay's CRD of ``plural`` has ``authOptions`` (read from the CRD; cached until the next resync)."""
-        async with self._lock:
+        async with self._auth_lock:
             known = self._auth.get(plural)
             if known is not None and time.monotonic() - known[1] <= max(self.ttl, CRD_SCHEMA_TTL_SECONDS):
                 return known[0]
