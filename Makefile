@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-repeat e2e-local lint k8s-schemas crds crds-check manifests manifests-check bench bench-quick bench-training bench-serving clean
+.PHONY: venv demo test test-repeat e2e-local lint k8s-schemas crds crds-check manifests manifests-check pin-images pin-images-check constraints constraints-check bench bench-quick bench-training bench-serving clean
 
 venv: $(STAMP)
 
@@ -60,6 +60,21 @@ manifests: crds
 # `make manifests` must leave charts/trainserve/crds and deploy/install.yaml as they are.
 manifests-check: venv
 	$(PY) deploy/render.py --check
+
+# Base images by digest: resolves every tag of deploy/base-images.lock with `crane` or `skopeo` (registry access
+# needed) and writes the digests into the Dockerfiles. pin-images-check: the Dockerfiles agree with the lock.
+pin-images: venv
+	$(PY) deploy/pin_images.py
+
+pin-images-check: venv
+	$(PY) deploy/pin_images.py --check
+
+# The images' pip constraints (constraints/*.txt) from this venv; run after changing pyproject.toml.
+constraints: venv
+	$(PY) deploy/lock_python.py
+
+constraints-check: venv
+	$(PY) deploy/lock_python.py --check
 
 # Every benchmark in one run (serving, training, autoscaling, operator): tables printed, results in
 # benchmarks/results/<date>.json, .md and .png. bench-quick takes a few minutes, bench about half an hour.

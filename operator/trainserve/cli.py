@@ -239,6 +239,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Print the objects the operator would create for each TrainingJob and ModelService of a file."""
     from .api.modelservice import ModelService
     from .api.trainingjob import TrainingJob
+    from .builders.networkpolicy import build_network_policy
     from .builders.rayjob import build_rayjob
     from .builders.rbac import build_status_access
     from .settings import settings_from
@@ -257,6 +258,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         if args.with_access:
             out.extend(build_status_access(job))
         out.append(build_rayjob(job, settings, attempt=args.attempt))
+        out.append(build_network_policy(job, settings))
     for service in services:
         out.extend(_render_service(service, jobs, settings, args.filename))
     sys.stdout.write("---\n".join(dump_yaml(obj) for obj in out))
@@ -267,7 +269,8 @@ def _render_service(service: Any, jobs: list[Any], settings: Any, filename: str)
     """A ModelService's RayService and NetworkPolicy; ``fromTrainingJob`` becomes that job's output folder
     (its newest version) when the job is in the same file, else a placeholder the operator fills in."""
     from .api.serving import ModelTarget, serve_args
-    from .builders.rayservice import build_network_policy, build_rayservice
+    from .builders.networkpolicy import build_network_policy
+    from .builders.rayservice import build_rayservice
 
     outputs = {job.metadata.name: job.spec.output.uri for job in jobs}
 
@@ -287,7 +290,7 @@ def _render_service(service: Any, jobs: list[Any], settings: Any, filename: str)
     canary = target(service.spec.canary.model, "spec.canary.model") if service.spec.canary else None
     args = serve_args(service, target(service.spec.model, "spec.model"), canary)
     secret = service.spec.storage_secret_ref.name if service.spec.storage_secret_ref else None
-    return [build_rayservice(service, args, settings, secret), build_network_policy(service)]
+    return [build_rayservice(service, args, settings, secret), build_network_policy(service, settings)]
 
 
 #: What ``add_subparsers`` returns.

@@ -187,6 +187,18 @@ class KubeApi:
             raise
         return {str(r.name) for r in (getattr(found, "resources", None) or [])}
 
+    async def get_crd(self, name: str) -> Object | None:
+        """A CustomResourceDefinition (e.g. ``rayjobs.ray.io``), or None when it does not exist."""
+        try:
+            found: Object = await self._call(
+                self.custom.get_cluster_custom_object, "apiextensions.k8s.io", "v1", "customresourcedefinitions", name
+            )
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+        return found
+
     async def _create_ray_object(self, plural: str, body: Object) -> tuple[Object, bool]:
         """(the object, whether this call created it): an existing one of that name is returned, not replaced."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -226,6 +238,21 @@ class KubeApi:
         """Creates it; one that exists already is left alone."""
         await self._ignoring(409, self.networking.create_namespaced_network_policy, body["metadata"]["namespace"], body)
 
+    async def delete_network_policy(self, namespace: str, name: str) -> None:
+        await self._ignoring(404, self.networking.delete_namespaced_network_policy, name, namespace)
+
+    async def patch_network_policy(self, namespace: str, name: str, patch: Object) -> Object:
+        """A JSON merge patch (RFC 7386: lists are replaced whole)."""
+        result = await self._call(
+            self.networking.patch_namespaced_network_policy,
+            name,
+            namespace,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
+        out: Object = self.client.sanitize_for_serialization(result)
+        return out
+
     async def patch_rayjob(self, namespace: str, name: str, patch: Object) -> Object:
         result: Object = await self._call(
             self.custom.patch_namespaced_custom_object, RAY_GROUP, RAY_VERSION, namespace, RAYJOBS, name, patch
@@ -259,8 +286,8 @@ class KubeApi:
         return result
 
     async def ensure_status_access(self, objects: list[Object]) -> list[str]:
-        """The job's status access (ServiceAccount unless the job names its own, Role, RoleBinding): read first,
-        created when missing, never rewritten.
+        """The job's status access (ServiceAccount unless the job names its own, Role, RoleBinding) and
+        NetworkPolicy: read first, created when missing, never rewritten.
 
         Returns the ones that exist but belong to another owner (a deleted namesake's, not yet removed by the
         garbage collector): those must go before the job can use them.
@@ -269,6 +296,10 @@ class KubeApi:
             "ServiceAccount": (self.core.read_namespaced_service_account, self.core.create_namespaced_service_account),
             "Role": (self.rbac.read_namespaced_role, self.rbac.create_namespaced_role),
             "RoleBinding": (self.rbac.read_namespaced_role_binding, self.rbac.create_namespaced_role_binding),
+            "NetworkPolicy": (
+                self.networking.read_namespaced_network_policy,
+                self.networking.create_namespaced_network_policy,
+            ),
         }
         foreign = []
         for body in objects:

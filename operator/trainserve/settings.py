@@ -61,6 +61,30 @@ class OperatorSettings(BaseModel):
         description="Where the operator reads a ModelService's per-version figures (canary promotion); "
         "`{service}` is the serve Service, `{namespace}` its namespace.",
     )
+    ray_auth: bool = Field(
+        True,
+        description="Ray token authentication on every Ray cluster (KubeRay's `authOptions`, KubeRay v1.5.1 or "
+        "newer); false only for an older KubeRay: its clusters then run without authentication.",
+    )
+    kuberay_namespace: str = Field(
+        "kuberay-system",
+        description="Namespace of KubeRay's operator: the only one, with ours, that reaches the "
+        "Ray dashboard (job submission and status).",
+    )
+    operator_namespace: str | None = Field(
+        None, description="The operator's own namespace (the chart sets it): reaches the dashboard and Serve port."
+    )
+    prometheus_namespace: str = Field(
+        "monitoring", description="Namespace whose pods may scrape Ray's metrics port; `*`: every namespace."
+    )
+    serve_from_namespace_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels of the namespaces that may reach the Serve port (with the operator's); none: every "
+        "namespace and outside the cluster.",
+    )
+    serve_from_pod_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels of the pods (in those namespaces) that may reach the Serve port."
+    )
 
 
 #: Settings read from the environment, by field name.
@@ -79,7 +103,27 @@ _ENV_FIELDS = {
     "fast_ingress": "FAST_INGRESS",
     "haproxy_threads": "HAPROXY_THREADS",
     "serve_stats_url": "SERVE_STATS_URL",
+    "ray_auth": "RAY_AUTH",
+    "kuberay_namespace": "KUBERAY_NAMESPACE",
+    "operator_namespace": "OPERATOR_NAMESPACE",
+    "prometheus_namespace": "PROMETHEUS_NAMESPACE",
 }
+#: Label selectors read from the environment as ``key=value,key=value``.
+_ENV_LABELS = {
+    "serve_from_namespace_labels": "SERVE_FROM_NAMESPACE_LABELS",
+    "serve_from_pod_labels": "SERVE_FROM_POD_LABELS",
+}
+
+
+def parse_labels(text: str, variable: str) -> dict[str, str]:
+    """``a=b,c=d`` -> ``{"a": "b", "c": "d"}``; a pair without ``=`` is an error naming ``variable``."""
+    labels = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{variable}: {pair!r} is not key=value; write e.g. `team=ml,tier=frontend`")
+        labels[key.strip()] = value.strip()
+    return labels
 
 
 def settings_from(environ: Mapping[str, str] | None = None, **overrides: object) -> OperatorSettings:
@@ -90,5 +134,8 @@ def settings_from(environ: Mapping[str, str] | None = None, **overrides: object)
     }
     if env.get(ENV_PREFIX + "NAMESPACES"):
         values["namespaces"] = tuple(ns.strip() for ns in env[ENV_PREFIX + "NAMESPACES"].split(",") if ns.strip())
+    for field, name in _ENV_LABELS.items():
+        if env.get(ENV_PREFIX + name):
+            values[field] = parse_labels(env[ENV_PREFIX + name], ENV_PREFIX + name)
     values.update({key: value for key, value in overrides.items() if value is not None})
     return OperatorSettings.model_validate(values)

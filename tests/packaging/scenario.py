@@ -42,7 +42,8 @@ Step = Callable[[Cluster, Emulator], Awaitable[None]]
 
 async def trainingjob_life(cluster: Cluster, emulator: Emulator) -> None:
     """Create (the first RayJob create answered 409: the operator reads the existing one), run, suspend and
-    resume, succeed, TTL clean-up of the RayJob and the per-job ServiceAccount/Role/RoleBinding, delete."""
+    resume, succeed, TTL clean-up of the RayJob, the per-job ServiceAccount/Role/RoleBinding and the
+    NetworkPolicy, delete."""
     emulator[kmock.action.CREATE, kmock.resource(RAYJOBS)][:1] << 409
     document = example("digits-trainingjob")
     document = changed(document, "spec.runPolicy", {**document["spec"]["runPolicy"], "ttlSecondsAfterFinished": 1})
@@ -56,14 +57,22 @@ async def trainingjob_life(cluster: Cluster, emulator: Emulator) -> None:
         await cluster.follow_suspend("digits-1")
     await cluster.succeed_rayjob("digits-1")
     await eventually(lambda: cluster.status("digits").get("phase") == "Succeeded")
-    await eventually(lambda: not cluster.rayjobs() and not cluster.objects_of("v1/serviceaccounts"), timeout=10)
+    await eventually(
+        lambda: (
+            not cluster.rayjobs()
+            and not cluster.objects_of("v1/serviceaccounts")
+            and not cluster.objects_of("networking.k8s.io/v1/networkpolicies")
+        ),
+        timeout=10,
+    )
     await eventually(lambda: any(e["reason"] == "CleanedUp" for e in cluster.events("digits")))
     await cluster.delete_trainingjob("digits")
 
 
 async def modelservice_life(cluster: Cluster, emulator: Emulator) -> None:
     """Create from a model URI (RayService and NetworkPolicy created; the first RayService create answered 409),
-    KubeRay reports it ready, a spec change updates the RayService in place, delete."""
+    KubeRay reports it ready, a spec change updates the RayService in place, a NetworkPolicy changed by hand is
+    patched back, delete."""
     from tests.support.kubesim import NETWORKPOLICIES, RAYSERVICES  # present with ModelService support
 
     emulator[kmock.action.CREATE, kmock.resource(RAYSERVICES)][:1] << 409
@@ -75,6 +84,9 @@ async def modelservice_life(cluster: Cluster, emulator: Emulator) -> None:
     before = cluster.get(RAYSERVICES, "digits")["metadata"]["resourceVersion"]  # type: ignore[index]
     await cluster.patch_modelservice("digits", {"spec": {"replicas": 2}})
     await eventually(lambda: cluster.get(RAYSERVICES, "digits")["metadata"]["resourceVersion"] != before)  # type: ignore[index]
+    wanted = cluster.get(NETWORKPOLICIES, "digits-ray")["spec"]  # type: ignore[index]
+    await cluster.patch_network_policy("digits-ray", {"spec": {"ingress": [{}]}})  # everything open
+    await eventually(lambda: cluster.get(NETWORKPOLICIES, "digits-ray")["spec"] == wanted)  # type: ignore[index]
     await cluster.delete_modelservice("digits")
 
 

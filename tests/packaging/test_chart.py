@@ -73,6 +73,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "priorityClassName": "system-cluster-critical",
         "podAnnotations": {"a": "b"},
         "podLabels": {"team": "ml-platform"},
+        "workloads": {
+            "rayAuth": False,
+            "network": {
+                "kuberayNamespace": "ray-operators",
+                "prometheusNamespace": "observability",
+                "serveFrom": {"namespaceLabels": {"team": "web", "tier": "edge"}, "podLabels": {"app": "frontend"}},
+            },
+        },
         "commonLabels": {"cost-center": "ml"},
         "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}},
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
@@ -384,9 +392,9 @@ def test_operator_runs_with_peering_probes_and_settings() -> None:
 
 def test_every_operator_variable_is_a_setting() -> None:
     """The chart sets only TRAINSERVE_* variables the operator reads (a renamed setting would be ignored)."""
-    from trainserve.settings import _ENV_FIELDS, ENV_PREFIX
+    from trainserve.settings import _ENV_FIELDS, _ENV_LABELS, ENV_PREFIX
 
-    known = {ENV_PREFIX + name for name in _ENV_FIELDS.values()}
+    known = {ENV_PREFIX + name for name in [*_ENV_FIELDS.values(), *_ENV_LABELS.values()]}
     chart = {name for name in env(VARIANTS["everything"]) if name.startswith(ENV_PREFIX)}
     assert chart - known == set()
 
@@ -410,6 +418,13 @@ def test_the_settings_follow_the_chart_environment() -> None:
     assert settings.liveness_endpoint == "http://0.0.0.0:8081/healthz"
     assert settings.metrics_port == 9191 and settings.log_format == "text"
     assert settings.image == "ghcr.io/trainserve/workloads:0.1.0"
+    assert settings.ray_auth is False and settings.operator_namespace == NAMESPACE
+    assert settings.kuberay_namespace == "ray-operators" and settings.prometheus_namespace == "observability"
+    assert settings.serve_from_namespace_labels == {"team": "web", "tier": "edge"}
+    assert settings.serve_from_pod_labels == {"app": "frontend"}
+    defaults = settings_from({k: v for k, v in env().items() if isinstance(v, str)})
+    assert defaults.ray_auth is True and defaults.kuberay_namespace == "kuberay-system"
+    assert defaults.prometheus_namespace == "monitoring" and defaults.serve_from_namespace_labels == {}
 
 
 def test_watch_namespaces_and_standalone_arguments() -> None:

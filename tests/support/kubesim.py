@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime
 import itertools
 import uuid
@@ -18,6 +19,7 @@ import yaml
 
 from tests.support.documents import CRDS
 from tests.support.podidentity import TokenRegistry, authorize
+from tests.support.schemas import KUBERAY_CRDS, crd_from_file
 from trainserve.runner import Operator
 from trainserve.settings import OperatorSettings
 
@@ -272,6 +274,38 @@ def register(emulator: Emulator, *, kuberay: bool = True) -> None:
         emulator.objects["apiextensions.k8s.io/v1/customresourcedefinitions", None, crd["metadata"]["name"]] = crd
     if kuberay:
         install_kuberay_resource(emulator)
+        for crd in kuberay_crds():
+            emulator.objects["apiextensions.k8s.io/v1/customresourcedefinitions", None, crd["metadata"]["name"]] = crd
+
+
+def kuberay_crds(*, auth_options: bool = True) -> list[dict[str, Any]]:
+    """KubeRay v1.7.0's RayJob and RayService CRDs as far as the operator reads them (names, versions, and the
+    cluster spec's ``authOptions`` taken from the vendored CRDs; the megabytes of pod schema left out, which would
+    only slow every CRD list and watch); ``auth_options=False``: as a KubeRay older than v1.5.1 installs them."""
+    crds = []
+    for plural, field in (("rayjobs", "rayClusterSpec"), ("rayservices", "rayClusterConfig")):
+        vendored = crd_from_file(KUBERAY_CRDS / f"ray.io_{plural}.yaml")
+        versions = []
+        for version in vendored["spec"]["versions"]:
+            cluster = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][field]
+            known = cluster["properties"]  # v1alpha1 never had authOptions
+            kept = {"authOptions": known["authOptions"]} if auth_options and "authOptions" in known else {}
+            schema = {"type": "object", "properties": {field: {"type": "object", "properties": kept}}}
+            versions.append(
+                {
+                    **{key: version[key] for key in ("name", "served", "storage")},
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": schema}}},
+                }
+            )
+        spec = {key: vendored["spec"][key] for key in ("group", "names", "scope")} | {"versions": versions}
+        crds.append(
+            {
+                **{k: vendored[k] for k in ("apiVersion", "kind")},
+                "metadata": {"name": vendored["metadata"]["name"]},
+                "spec": spec,
+            }
+        )
+    return copy.deepcopy(crds)
 
 
 def install_kuberay_resource(emulator: Emulator) -> None:
@@ -286,17 +320,11 @@ def install_kuberay_resource(emulator: Emulator) -> None:
 
 
 async def install_kuberay(emulator: Emulator) -> None:
-    """KubeRay appears: its resource is served and its CRD object is created (Kopf rescans on CRD events)."""
+    """KubeRay appears: its resources are served and its CRD objects are created (Kopf rescans on CRD events)."""
     install_kuberay_resource(emulator)
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "rayjobs.ray.io"},
-    }
-    crd["spec"] = {"group": "ray.io", "names": {"plural": "rayjobs", "kind": "RayJob"}, "scope": "Namespaced"}
-    crd["spec"]["versions"] = [{"name": "v1", "served": True, "storage": True}]
-    async with emulator.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd) as response:
-        assert response.status < 300, await response.text()
+    for crd in kuberay_crds():
+        async with emulator.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd) as response:
+            assert response.status < 300, await response.text()
 
 
 class Cluster:
@@ -388,6 +416,10 @@ class Cluster:
     async def patch_modelservice(self, name: str, patch: dict[str, Any], subresource: str = "") -> dict[str, Any]:
         path = self._path(MODELSERVICES, name) + (f"/{subresource}" if subresource else "")
         return await self._send("PATCH", path, patch)
+
+    async def patch_network_policy(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of a NetworkPolicy, as a person with kubectl would make it."""
+        return await self._send("PATCH", self._path(NETWORKPOLICIES, name), patch)
 
     async def delete_modelservice(self, name: str) -> None:
         await self._send("DELETE", self._path(MODELSERVICES, name))

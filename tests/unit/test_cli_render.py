@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
+from kubernetes_validate.utils import latest_version
 from ray.serve.schema import ServeDeploySchema
 
 from tests.support.documents import EXAMPLES
@@ -28,8 +30,8 @@ def test_a_job_and_the_service_serving_it_render_together(tmp_path: Path, capsys
         + (EXAMPLES / "digits-modelservice.yaml").read_text()
     )
     objects, err = render(capsys, both)
-    assert [o["kind"] for o in objects] == ["RayJob", "RayService", "NetworkPolicy"] and err == ""
-    rayservice = objects[1]
+    assert [o["kind"] for o in objects] == ["RayJob", "NetworkPolicy", "RayService", "NetworkPolicy"] and err == ""
+    rayservice = objects[2]
     assert schema_errors(rayservice, kuberay_schema("RayService")) == []
     config = yaml.safe_load(rayservice["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(config)
@@ -64,7 +66,7 @@ def test_render_shows_the_upgrade_strategy_queue_and_priority(
     path = tmp_path / "ms.yaml"
     path.write_text(yaml.safe_dump(document))
     objects, _ = render(capsys, path)
-    rayservice = objects[0]
+    rayservice = next(o for o in objects if o["kind"] == "RayService")
     assert schema_errors(rayservice, kuberay_schema("RayService")) == []
     assert rayservice["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "serving"
     assert rayservice["spec"]["upgradeStrategy"]["type"] == "NewClusterWithIncrementalUpgrade"
@@ -72,3 +74,20 @@ def test_render_shows_the_upgrade_strategy_queue_and_priority(
     cluster = rayservice["spec"]["rayClusterConfig"]
     templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
     assert {t["spec"]["priorityClassName"] for t in templates} == {"online-serving"}
+
+
+def test_every_example_renders_with_authentication_and_a_valid_network_policy(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        objects, _ = render(capsys, path)
+        for obj in objects:
+            if obj["kind"] == "NetworkPolicy":
+                kubernetes_validate.validate(obj, latest_version(), strict=True)
+            else:
+                assert schema_errors(obj, kuberay_schema(obj["kind"])) == []
+                cluster = obj["spec"].get("rayClusterSpec") or obj["spec"]["rayClusterConfig"]
+                assert cluster["authOptions"] == {"mode": "token"}, path.name
+        ray_objects = [o for o in objects if o["kind"] != "NetworkPolicy"]
+        policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+        assert len(policies) == len(ray_objects) >= 1, path.name

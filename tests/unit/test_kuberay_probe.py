@@ -1,16 +1,19 @@
-"""The KubeRay probe: which ``ray.io/v1`` resources the API server serves, asked once per ``ttl``."""
+"""The KubeRay probe: which ``ray.io/v1`` resources the API server serves and whether their CRDs know
+``authOptions``, asked once per ``ttl``."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
+from tests.support.schemas import KUBERAY_CRDS, crd_from_file
 from trainserve.controllers import base
-from trainserve.controllers.base import KubeRayProbe
+from trainserve.controllers.base import CLUSTER_SPEC_FIELD, KubeRayProbe, crd_has_auth_options
 from trainserve.kube import ApiError, KubeApi
 
 TTL = 30.0
@@ -142,3 +145,61 @@ async def test_an_api_error_after_ttl_propagates_and_the_next_call_asks_again(cl
         await kuberay.installed()
     assert not await kuberay.installed()
     assert discovery.calls == 3
+
+
+# --- authOptions: read from KubeRay's CRD -------------------------------------------------------------------------
+
+
+def vendored_crd(plural: str) -> dict[str, Any]:
+    """KubeRay v1.7.0's CRD of ``plural``, as the API server returns it."""
+    return copy.deepcopy(crd_from_file(KUBERAY_CRDS / f"ray.io_{plural}.yaml"))
+
+
+def without_auth_options(crd: dict[str, Any], plural: str) -> dict[str, Any]:
+    """The same CRD as a KubeRay older than v1.5.1 installs it: no ``authOptions`` in the cluster spec."""
+    for version in crd["spec"]["versions"]:
+        spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        spec[CLUSTER_SPEC_FIELD[plural]]["properties"].pop("authOptions", None)
+    return crd
+
+
+class Crds:
+    """Our ``KubeApi.get_crd``, answering from a script and counting the calls."""
+
+    def __init__(self, *answers: dict[str, Any] | None):
+        self.answers = list(answers)
+        self.calls: list[str] = []
+
+    async def get_crd(self, name: str) -> dict[str, Any] | None:
+        self.calls.append(name)
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+@pytest.mark.parametrize("plural", ["rayjobs", "rayservices"])
+def test_kuberay_v1_7_crds_have_auth_options_and_older_ones_do_not(plural: str) -> None:
+    crd = vendored_crd(plural)
+    assert crd_has_auth_options(crd, plural)
+    assert not crd_has_auth_options(without_auth_options(crd, plural), plural)
+    assert not crd_has_auth_options(None, plural)  # no CRD object at all: nothing says the field is kept
+
+
+@pytest.mark.asyncio
+async def test_the_crd_is_read_once_per_ttl_and_a_change_is_logged_once(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trainserve.operator")
+    old, new = without_auth_options(vendored_crd("rayjobs"), "rayjobs"), vendored_crd("rayjobs")
+    crds = Crds(old, old, new)
+    kuberay = KubeRayProbe(cast(KubeApi, crds), ttl=TTL)
+    assert not await kuberay.auth_supported("rayjobs")
+    clock.now += TTL + 1
+    assert not await kuberay.auth_supported("rayjobs")  # cached longer than discovery: a schema seldom changes
+    clock.now += base.CRD_SCHEMA_TTL_SECONDS
+    assert not await kuberay.auth_supported("rayjobs")
+    kuberay.invalidate()  # the resync: KubeRay was upgraded meanwhile
+    assert await kuberay.auth_supported("rayjobs")
+    assert crds.calls == ["rayjobs.ray.io"] * 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    infos = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert len(warnings) == 1 and "has no authOptions" in warnings[0]
+    assert len(infos) == 1 and "token authentication" in infos[0]

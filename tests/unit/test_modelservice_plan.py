@@ -153,6 +153,23 @@ def test_without_kuberay_the_service_waits_and_says_how_to_install_it() -> None:
     assert result.args is None and ready.reason == "KubeRayMissing" and "rayservices.ray.io" in ready.message
 
 
+def test_a_kuberay_without_auth_options_gets_no_rayservice_and_a_warning() -> None:
+    doc = body(example("digits-modelservice"))
+    result = plan_service(
+        ServiceObserved(
+            body=doc,
+            trainingjobs={"digits": trainingjob("Succeeded")},
+            rayservice=None,
+            kuberay_installed=True,
+            now=NOW,
+            ray_auth_unsupported=True,
+        )
+    )
+    ready = condition(result, "Ready")
+    assert result.args is None and ready.reason == "RayAuthUnsupported" and "TRAINSERVE_RAY_AUTH=false" in ready.message
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "RayAuthUnsupported")]
+
+
 def test_a_local_model_path_on_a_cluster_is_refused_with_one_warning() -> None:
     document = changed(example("digits-modelservice"), "spec.model", {"uri": "/home/me/models/digits/3"})
     document["metadata"].update(namespace="ml", uid="u9", generation=1)

@@ -45,7 +45,7 @@ TRAININGJOBS = [(name, doc) for name, doc in all_examples() if doc["kind"] == "T
 def test_rayjob_validates_against_kuberay_and_kubernetes(name: str, document: dict[str, Any]) -> None:
     rayjob = build_rayjob(job(document), SETTINGS, attempt=2)
     assert schema_errors(rayjob, kuberay_schema("RayJob")) == []
-    for template in templates(rayjob):
+    for template in [*templates(rayjob), rayjob["spec"]["submitterPodTemplate"]]:
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", **template["metadata"]}, **template}
         kubernetes_validate.validate(pod, latest_version(), strict=True)
     for obj in build_status_access(job(document)):
@@ -87,6 +87,27 @@ def test_pods_are_locked_down_and_secrets_are_referenced_not_inlined() -> None:
     head, workers = templates(rayjob)
     assert head["spec"]["serviceAccountName"] == "digits-gpu-trainserve-status"
     assert workers["spec"]["automountServiceAccountToken"] is False
+
+
+def test_ray_token_authentication_is_on_unless_the_settings_opt_out() -> None:
+    rayjob = build_rayjob(job(example("digits-trainingjob")), SETTINGS)
+    assert rayjob["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+    opted_out = build_rayjob(job(example("digits-trainingjob")), SETTINGS.model_copy(update={"ray_auth": False}))
+    assert "authOptions" not in opted_out["spec"]["rayClusterSpec"]
+
+
+def test_kuberays_submitter_carries_the_jobs_labels_and_runs_restricted() -> None:
+    """The labels let the job's NetworkPolicy admit the submitter to the dashboard; KubeRay adds its command and
+    the token, and the restricted security context lets it run where the Ray pods run."""
+    rayjob = build_rayjob(job(example("digits-trainingjob")), SETTINGS)
+    submitter = rayjob["spec"]["submitterPodTemplate"]
+    assert submitter["metadata"]["labels"]["trainserve.io/trainingjob"] == "digits"
+    assert submitter["spec"]["restartPolicy"] == "Never"
+    assert submitter["spec"]["automountServiceAccountToken"] is False
+    (container,) = submitter["spec"]["containers"]
+    assert "command" not in container and container["image"] == "example.com/workloads:1"
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert submitter["spec"]["securityContext"]["runAsNonRoot"] is True
 
 
 def test_entrypoint_carries_the_resolved_spec_with_a_stable_checkpoint_location() -> None:

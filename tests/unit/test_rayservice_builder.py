@@ -1,4 +1,4 @@
-"""The RayService and NetworkPolicy the operator creates: valid for KubeRay's v1 CRD, Ray Serve's config schema
+"""The RayService the operator creates: valid for KubeRay's v1 CRD, Ray Serve's config schema
 and Kubernetes, and what the ModelService asked for."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tests.support.documents import all_examples, changed, example
 from tests.support.schemas import kuberay_schema, schema_errors
 from trainserve.api.modelservice import ModelService
 from trainserve.api.serving import AUTH_TOKEN_ENV, ModelTarget, serve_args
-from trainserve.builders.rayservice import build_network_policy, build_rayservice, worker_shape
+from trainserve.builders.rayservice import build_rayservice, worker_shape
 from trainserve.settings import OperatorSettings
 
 SETTINGS = OperatorSettings(image="example.com/workloads:1")
@@ -57,7 +57,6 @@ def test_rayservice_validates_against_kuberay_serve_and_kubernetes(name: str, do
     for template in pods(rayservice):
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", **template["metadata"]}, **template}
         kubernetes_validate.validate(pod, latest_version(), strict=True)
-    kubernetes_validate.validate(build_network_policy(service(document)), latest_version(), strict=True)
 
 
 def test_serve_config_carries_models_split_scaling_and_resources() -> None:
@@ -132,12 +131,11 @@ def test_children_are_owned_labelled_and_restricted() -> None:
         assert template["spec"]["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
-def test_network_policy_keeps_replica_ports_private() -> None:
-    policy = build_network_policy(service(example("digits-modelservice")))
-    same_service, public = policy["spec"]["ingress"]
-    assert same_service["from"] == [{"podSelector": {"matchLabels": {"trainserve.io/modelservice": "digits"}}}]
-    assert "ports" not in same_service
-    assert sorted(p["port"] for p in public["ports"]) == [8000, 8080, 8265, 52365]
+def test_ray_token_authentication_is_on_unless_the_settings_opt_out() -> None:
+    assert rayservice_of(example("digits-modelservice"))["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
+    assert (
+        "authOptions" not in rayservice_of(example("digits-modelservice"), ray_auth=False)["spec"]["rayClusterConfig"]
+    )
 
 
 def test_runtime_env_reaches_the_serve_application() -> None:

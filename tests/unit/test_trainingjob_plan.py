@@ -105,6 +105,15 @@ def test_kuberay_missing_is_a_created_false_condition() -> None:
     )
 
 
+def test_a_kuberay_without_auth_options_starts_no_cluster_and_says_how_to_go_on() -> None:
+    observed = Observed(body=body(), rayjobs=[], kuberay_installed=True, now=T0, ray_auth_unsupported=True)
+    decision = plan(observed)
+    created = next(c for c in decision.status.conditions if c.type == "Created")
+    assert decision.create_attempt is None and decision.status.phase == "Pending"
+    assert created.status == "False" and created.reason == "RayAuthUnsupported"
+    assert "v1.5.1" in (created.message or "") and "rayAuth: false" in (created.message or "")
+
+
 def test_invalid_spec_is_reported_once() -> None:
     doc = changed(body(), "spec.training.epochs", 0)
     first = observe(doc)

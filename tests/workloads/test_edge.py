@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from starlette.requests import Request
@@ -40,6 +41,30 @@ def test_a_missing_or_wrong_token_is_a_401_that_says_how_to_send_it(headers: dic
         authorize(request(headers), b"s3cret")
     assert refused.value.status == 401 and "Authorization: Bearer" in refused.value.message
     assert "s3cret" not in refused.value.message
+
+
+def test_the_token_is_compared_in_constant_time_and_never_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every check goes through ``hmac.compare_digest`` (its time does not depend on where the tokens differ),
+    and neither the presented nor the expected token reaches a log record or the refusal."""
+    from trainserve_workloads.serve import edge
+
+    compared: list[tuple[bytes, bytes]] = []
+    real = edge.hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(edge.hmac, "compare_digest", recording)
+    caplog.set_level(logging.DEBUG)
+    authorize(request({"Authorization": "Bearer s3cret"}), b"s3cret")
+    with pytest.raises(ProtocolError) as refused:
+        authorize(request({"Authorization": "Bearer gu3ssed"}), b"s3cret")
+    assert compared == [(b"s3cret", b"s3cret"), (b"gu3ssed", b"s3cret")]
+    assert "gu3ssed" not in refused.value.message
+    assert not [r for r in caplog.records if "s3cret" in r.getMessage() or "gu3ssed" in r.getMessage()]
 
 
 def test_a_body_within_the_limit_is_read() -> None:

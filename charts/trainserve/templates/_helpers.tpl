@@ -79,6 +79,11 @@ and fails on a missing or an unused grant). No wildcards. */}}
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+# KubeRay's CRDs are read to see whether they know `authOptions` (Ray token authentication).
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  resourceNames: [rayjobs.ray.io, rayservices.ray.io]
+  verbs: [get]
 {{- end }}
 
 {{/* Cluster-scoped reads of a namespaced operator: Kopf follows the listed namespaces as they come and go. */}}
@@ -105,8 +110,8 @@ and fails on a missing or an unused grant). No wildcards. */}}
 - apiGroups: [ray.io]
   resources: [rayjobs]
   verbs: [create, delete, get, list, patch, watch]
-# The per-job identity that lets a training run patch its own TrainingJob's status: read first (is it this
-# job's, or a deleted namesake's?), created when missing, deleted after the TTL.
+# The per-job identity that lets a training run patch its own TrainingJob's status (and the job's NetworkPolicy,
+# below): read first (is it this job's, or a deleted namesake's?), created when missing, deleted after the TTL.
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [create, delete, get]
@@ -125,10 +130,12 @@ and fails on a missing or an unused grant). No wildcards. */}}
 - apiGroups: [ray.io]
   resources: [rayservices]
   verbs: [create, get, list, patch, watch]
-# One NetworkPolicy per ModelService, limiting who reaches its Ray pods' internal ports.
+# One NetworkPolicy per TrainingJob and per ModelService, limiting who reaches their Ray pods: a job's is read and
+# created like its access objects and deleted after the TTL; a service's is watched and patched back when it
+# differs from what the settings say.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [create, list, watch]
+  verbs: [create, delete, get, list, patch, watch]
 # Events on condition transitions (Kopf's own event posting is off); KubeRay's Warning Events on its objects are
 # listed and watched (field-selected: involvedObject.apiVersion=ray.io/v1, type=Warning) for refused pod creates.
 - apiGroups: [""]
@@ -167,4 +174,13 @@ and fails on a missing or an unused grant). No wildcards. */}}
 {{/* Namespaces where the Ray pods live: explicit, the watched ones, or all (empty list). */}}
 {{- define "trainserve.workloadNamespaces" -}}
 {{- toJson (default .Values.watchNamespaces .Values.podMonitor.namespaces) }}
+{{- end }}
+
+{{/* A label map as `key=value,key=value` (sorted), the form TRAINSERVE_SERVE_FROM_*_LABELS take. */}}
+{{- define "trainserve.labelList" -}}
+{{- $pairs := list }}
+{{- range $key, $value := . }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
 {{- end }}

@@ -45,9 +45,16 @@ RAY_CONTAINER = "ray"
 RESERVED_KEY = "app.kubernetes.io/managed-by"
 RESERVED_PREFIXES = ("trainserve.io/", "ray.io/")
 
-#: Environment variables trainserve sets on the Ray container, by kind, and what for. The builders set only
-#: these (a test checks it), so a user's variable never silently replaces one of ours.
+#: What KubeRay sets on every Ray container for Ray token authentication (``authOptions``); a user's entry would
+#: replace it (KubeRay keeps a variable that is already there), choosing the token or turning authentication off.
+RAY_AUTH_ENV: dict[str, str] = {
+    name: "Ray token authentication, set by KubeRay (operator setting `ray_auth`)"
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+}
+#: Environment variables trainserve (or KubeRay, for it) sets on the Ray container, by kind, and what for. The
+#: builders set only these (a test checks it), so a user's variable never silently replaces one of ours.
 TRAININGJOB_ENV: dict[str, str] = {
+    **RAY_AUTH_ENV,
     "TRAINSERVE_JOB_NAME": "the job's name, for the progress channel",
     "TRAINSERVE_JOB_NAMESPACE": "the job's namespace, for the progress channel",
     "TF_USE_LEGACY_KERAS": "the workload trains with legacy Keras (tf_keras)",
@@ -55,6 +62,7 @@ TRAININGJOB_ENV: dict[str, str] = {
     VOLUMES_DIR_ENV: "where the `pvc://` claims are mounted",
 }
 MODELSERVICE_ENV: dict[str, str] = {
+    **RAY_AUTH_ENV,
     VOLUMES_DIR_ENV: "where the `pvc://` claims are mounted",
     "PYTHONUNBUFFERED": "the workload's logs reach `kubectl logs` at once",
     "TF_CPP_MIN_LOG_LEVEL": "TensorFlow's C++ logs stay quiet",

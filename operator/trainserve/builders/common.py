@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainserve.api.base import Toleration
 from trainserve.api.modelservice import ModelService
@@ -10,6 +10,9 @@ from trainserve.api.podtemplate import SHM_PATH, SHM_VOLUME
 from trainserve.api.storage import claim_of, mounted_path
 from trainserve.api.trainingjob import TrainingJob
 from trainserve.naming import owner_labels
+
+if TYPE_CHECKING:  # settings import the ports of builders.raypod, which imports this module
+    from trainserve.settings import OperatorSettings
 
 Object = dict[str, Any]
 Owner = TrainingJob | ModelService
@@ -96,3 +99,15 @@ def cluster_runtime_env(runtime_env: Object) -> Object:
     out = {key: value for key, value in runtime_env.items() if key != "working_dir"}
     out["env_vars"] = {**runtime_env.get("env_vars", {}), "PYTHONPATH": mounted_path(where)}
     return out
+
+
+def auth_options(settings: OperatorSettings) -> Object:
+    """The Ray cluster spec's ``authOptions``: Ray token authentication, unless the settings opt out.
+
+    Without ``secretName`` KubeRay generates a random token per RayCluster in a Secret of the cluster's name (key
+    ``auth_token``), sets ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` (from that Secret) on every Ray container
+    and on its job submitter, and its own dashboard client sends the token (KubeRay v1.7.0:
+    ``raycluster_controller.go`` ``reconcileAuthSecret``, ``common/pod.go`` ``SetContainerTokenAuthEnvVars``,
+    ``utils/util.go`` ``GetRayDashboardClientFunc``). trainserve never sees the token.
+    """
+    return {"authOptions": {"mode": "token"}} if settings.ray_auth else {}

@@ -17,7 +17,14 @@ import yaml
 
 from trainserve.api.storage import claim_of
 from trainserve.api.trainingjob import TrainingJob
-from trainserve.builders.common import child_metadata, cluster_runtime_env, placement
+from trainserve.builders.common import (
+    auth_options,
+    child_metadata,
+    cluster_runtime_env,
+    container_security,
+    placement,
+    pod_security,
+)
 from trainserve.builders.raypod import (
     HEAD_CONTAINER,
     HEAD_PORTS,
@@ -142,6 +149,30 @@ def _worker_group(job: TrainingJob, image: str) -> Object:
     )
 
 
+#: The container KubeRay runs ``ray job submit`` in (its own default's name, size and image: the head's).
+SUBMITTER_CONTAINER = "ray-job-submitter"
+SUBMITTER_RESOURCES = {"requests": {"cpu": "500m", "memory": "200Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+
+
+def submitter_template(job_name: str, image: str) -> Object:
+    """KubeRay's submitter pod as its default (``common/job.go`` ``GetDefaultSubmitterContainer``), plus the job's
+    labels, so the job's NetworkPolicy lets it reach the dashboard, and the restricted security context; KubeRay
+    adds the command and the token (``configureSubmitterContainer``)."""
+    container = {
+        "name": SUBMITTER_CONTAINER,
+        "image": image,
+        "resources": SUBMITTER_RESOURCES,
+        "securityContext": container_security(),
+    }
+    spec = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": pod_security(),
+        "containers": [container],
+    }
+    return {"metadata": {"labels": child_labels(job_name)}, "spec": spec}
+
+
 def build_rayjob(
     job: TrainingJob,
     settings: OperatorSettings,
@@ -169,8 +200,10 @@ def build_rayjob(
         "entrypoint": entrypoint(job),
         "shutdownAfterJobFinishes": True,
         "suspend": job.spec.run_policy.suspend if suspend is None else suspend,
+        "submitterPodTemplate": submitter_template(name, image),
         "rayClusterSpec": {
             "rayVersion": settings.ray_version,
+            **auth_options(settings),
             "headGroupSpec": _head_group(job, settings, image),
             "workerGroupSpecs": [_worker_group(job, image)],
         },

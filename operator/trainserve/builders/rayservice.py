@@ -19,14 +19,11 @@ from trainserve.api.base import cpu_quantity, quantity_bytes
 from trainserve.api.modelservice import ModelService
 from trainserve.api.serving import AUTH_TOKEN_ENV, ServeAppArgs
 from trainserve.api.storage import claim_of
-from trainserve.builders.common import child_metadata, cluster_runtime_env, placement
+from trainserve.builders.common import auth_options, child_metadata, cluster_runtime_env, placement
 from trainserve.builders.raypod import (
-    DASHBOARD_AGENT_PORT,
-    DASHBOARD_PORT,
     HEAD_CONTAINER,
     HEAD_PORTS,
     METRICS,
-    METRICS_PORT,
     SERVE_PORT,
     WORKER_CONTAINER,
     claim_volumes,
@@ -37,16 +34,12 @@ from trainserve.builders.raypod import (
     volumes_env,
     worker_group,
 )
-from trainserve.naming import KUEUE_QUEUE_LABEL, MODELSERVICE_LABEL, service_labels
+from trainserve.naming import KUEUE_QUEUE_LABEL, service_labels
 from trainserve.serveconfig import FAST_INGRESS_ENV, serve_application
 from trainserve.settings import OperatorSettings
 
 RAYSERVICE_API_VERSION = "ray.io/v1"
 WORKER_GROUP = "serve"
-#: Ports anyone in the cluster may reach on a ModelService's Ray pods: the Serve ingress, metrics for
-#: Prometheus, and the dashboard (agent) ports KubeRay polls. Replicas' direct-ingress ports, GCS and the
-#: object store stay private to the service's own Ray pods.
-PUBLIC_PORTS = (SERVE_PORT, METRICS_PORT, DASHBOARD_PORT, DASHBOARD_AGENT_PORT)
 #: A worker pod's memory over what its replicas reserve: Ray's object store takes 30% of the pod by default.
 MEMORY_HEADROOM = 1.5
 
@@ -149,6 +142,7 @@ def build_rayservice(
         "serveConfigV2": yaml.safe_dump(serve_config(args), sort_keys=True, width=10_000),
         "rayClusterConfig": {
             "rayVersion": settings.ray_version,
+            **auth_options(settings),
             "enableInTreeAutoscaling": True,
             "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 60},
             "headGroupSpec": head_group(ray_pod(labels, head, service.spec.pod_template, volumes=volumes)),
@@ -194,27 +188,3 @@ def upgrade_strategy(service: ModelService) -> Object | None:
             "maxSurgePercent": options.max_surge_percent,
         }
     return out
-
-
-def network_policy_name(modelservice: str) -> str:
-    return f"{modelservice}-ray"
-
-
-def build_network_policy(service: ModelService) -> Object:
-    """Keeps the replicas' direct-ingress ports (and GCS, object store) reachable from this service's Ray pods
-    only; the ingress, metrics and dashboard ports stay open (see :data:`PUBLIC_PORTS`)."""
-    name = service.metadata.name or ""
-    pods = {"matchLabels": {MODELSERVICE_LABEL: name}}
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": child_metadata(service, network_policy_name(name)),
-        "spec": {
-            "podSelector": pods,
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": [{"podSelector": pods}]},
-                {"ports": [{"protocol": "TCP", "port": port} for port in PUBLIC_PORTS]},
-            ],
-        },
-    }

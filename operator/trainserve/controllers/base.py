@@ -17,7 +17,7 @@ from typing import Any
 
 from trainserve.api.base import GROUP, VERSION
 from trainserve.controllers.workloadpods import WorkloadObjects
-from trainserve.kube import RAY_GROUP, RAY_VERSION, RAYJOBS, ApiError, KubeApi
+from trainserve.kube import RAY_GROUP, RAY_VERSION, RAYJOBS, RAYSERVICES, ApiError, KubeApi
 from trainserve.metrics import OperatorMetrics
 from trainserve.plans.common import KUBERAY_MISSING_MESSAGE, Transition
 from trainserve.settings import OperatorSettings
@@ -66,8 +66,30 @@ def older(obj: Object, than: Object | None) -> bool:
     return all(v.isdigit() for v in versions) and int(versions[0]) < int(versions[1])
 
 
+#: How long a CRD's answer to "has authOptions" holds: it changes only when KubeRay is upgraded (and every resync
+#: asks again, see :meth:`KubeRayProbe.invalidate`).
+CRD_SCHEMA_TTL_SECONDS = 300.0
+#: Where each KubeRay kind's spec holds its Ray cluster's spec, which has ``authOptions`` since KubeRay v1.5.1.
+CLUSTER_SPEC_FIELD = {RAYJOBS: "rayClusterSpec", RAYSERVICES: "rayClusterConfig"}
+
+
+def crd_has_auth_options(crd: Object | None, plural: str) -> bool:
+    """Whether KubeRay's CRD of ``plural`` (as read from the API server) knows ``authOptions`` in ``ray.io/v1``:
+    the API server prunes fields its schema does not know, so a cluster written for an older KubeRay would
+    silently run without authentication."""
+    for version in ((crd or {}).get("spec") or {}).get("versions") or []:
+        if version.get("name") != "v1":
+            continue
+        schema = ((version.get("schema") or {}).get("openAPIV3Schema") or {}).get("properties") or {}
+        spec = (schema.get("spec") or {}).get("properties") or {}
+        cluster = (spec.get(CLUSTER_SPEC_FIELD[plural]) or {}).get("properties") or {}
+        return "authOptions" in cluster
+    return False
+
+
 class KubeRayProbe:
-    """Which KubeRay resources the API server serves; answers are cached, changes are logged once."""
+    """Which KubeRay resources the API server serves, and whether their CRDs know ``authOptions``; answers are
+    cached, changes are logged once."""
 
     def __init__(self, api: KubeApi, ttl: float):
         self.api = api
@@ -75,6 +97,23 @@ class KubeRayProbe:
         self._answer: set[str] | None = None
         self._checked = -1e18
         self._lock = asyncio.Lock()
+        self._auth: dict[str, tuple[bool, float]] = {}
+        self._auth_lock = asyncio.Lock()  # its own: a slow CRD read never holds up the discovery answer
+
+    async def auth_supported(self, plural: str = RAYJOBS) -> bool:
+        """Whether KubeRay's CRD of ``plural`` has ``authOptions`` (read from the CRD; cached until the next resync)."""
+        async with self._auth_lock:
+            known = self._auth.get(plural)
+            if known is not None and time.monotonic() - known[1] <= max(self.ttl, CRD_SCHEMA_TTL_SECONDS):
+                return known[0]
+            answer = crd_has_auth_options(await self.api.get_crd(f"{plural}.ray.io"), plural)
+            if known is None or known[0] != answer:
+                if answer:
+                    log.info("KubeRay's %s.ray.io has authOptions: Ray clusters get token authentication", plural)
+                else:
+                    log.warning("KubeRay's %s.ray.io has no authOptions (KubeRay older than v1.5.1)", plural)
+            self._auth[plural] = (answer, time.monotonic())
+            return answer
 
     async def installed(self, plural: str = RAYJOBS) -> bool:
         """Whether ``ray.io/v1`` ``plural`` (``rayjobs``, ``rayservices``) is served."""
@@ -91,6 +130,7 @@ class KubeRayProbe:
 
     def invalidate(self) -> None:
         self._checked = -1e18
+        self._auth = {plural: (answer, -1e18) for plural, (answer, _) in self._auth.items()}
 
 
 class Reconciler:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from trainserve.api.figures import Figures
-from trainserve.builders.rayservice import build_network_policy, build_rayservice, network_policy_name
+from trainserve.builders.networkpolicy import build_network_policy, network_policy_name
+from trainserve.builders.rayservice import build_rayservice
 from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, older, stale, uid_of, utcnow
 from trainserve.controllers.canary_windows import CanaryWindows
 from trainserve.kube import MODELSERVICES, RAYSERVICES, KubeApi, controller_uid
@@ -77,7 +78,8 @@ def _canonical(spec: Object) -> str:
 class ServiceStore:
     services: dict[Key, Object] = field(default_factory=dict)
     rayservices: dict[Key, Object] = field(default_factory=dict)
-    policies: set[Key] = field(default_factory=set)
+    #: The NetworkPolicies' specs, by owner.
+    policies: dict[Key, Object] = field(default_factory=dict)
 
 
 class ModelServiceController(Reconciler):
@@ -124,7 +126,7 @@ class ModelServiceController(Reconciler):
         if event_type == "DELETED":
             self.store.services.pop(key, None)
             self.store.rayservices.pop(key, None)
-            self.store.policies.discard(key)
+            self.store.policies.pop(key, None)
             self.forget(key)
             return
         self.store.services[key] = obj
@@ -163,12 +165,12 @@ class ModelServiceController(Reconciler):
 
     def observe_network_policy(self, event_type: str | None, obj: Object) -> None:
         key = self._owner_key(obj)
-        if key is None or str((obj.get("metadata") or {}).get("name")) != network_policy_name(key[1]):
+        if key is None or str((obj.get("metadata") or {}).get("name")) != network_policy_name("ModelService", key[1]):
             return
         if event_type == "DELETED":
-            self.store.policies.discard(key)
+            self.store.policies.pop(key, None)
         else:
-            self.store.policies.add(key)
+            self.store.policies[key] = obj.get("spec") or {}
         if key in self.store.services:
             self.queue.add(key)
 
@@ -202,6 +204,8 @@ class ModelServiceController(Reconciler):
             pod_health=self.workload.health(key, now),
         )
         decision = plan_service(observed)
+        if decision.args is not None and rayservice is None and not await self._auth_supported():
+            decision = plan_service(replace(observed, ray_auth_unsupported=True))
         service = decision.service
         if decision.args is not None and service is not None:
             service = service.model_copy(deep=True)
@@ -209,10 +213,7 @@ class ModelServiceController(Reconciler):
             desired = build_rayservice(service, decision.args, self.settings, decision.storage_secret)
             if not await self._apply_rayservice(key, body, desired, rayservice):
                 return 0.0  # found a namesake's RayService: the next pass plans with it (nothing written)
-            if key not in self.store.policies:
-                await self.api.create_network_policy(build_network_policy(service))
-                self.wrote(key, "created NetworkPolicy")
-                self.store.policies.add(key)
+            await self._apply_network_policy(key, build_network_policy(service, self.settings))
 
         patch = service_status_patch(body.get("status"), decision.status)
         if patch:
@@ -227,6 +228,24 @@ class ModelServiceController(Reconciler):
         await self.post_events(body, decision.events, now)
         waits = [w for w in (decision.requeue_after, wait) if w is not None]
         return min(waits) if waits else None
+
+    async def _auth_supported(self) -> bool:
+        """Whether the RayService about to be created gets Ray token authentication as written (asked only then)."""
+        return not self.settings.ray_auth or await self.kuberay.auth_supported(RAYSERVICES)
+
+    async def _apply_network_policy(self, key: Key, desired: Object) -> None:
+        """Creates the service's NetworkPolicy, or brings one written by an earlier version or
+        other settings up to date (what it allows is ours alone: a change by hand is undone)."""
+        current = self.store.policies.get(key)
+        if current == desired["spec"]:
+            return
+        if current is None:
+            await self.api.create_network_policy(desired)
+            self.wrote(key, "created NetworkPolicy")
+        else:
+            await self.api.patch_network_policy(key[0], desired["metadata"]["name"], {"spec": desired["spec"]})
+            self.wrote(key, "patched NetworkPolicy")
+        self.store.policies[key] = desired["spec"]
 
     async def _current_rayservice(self, key: Key, body: Object) -> Object | None:
         """The cached RayService; one that belongs to a namesake is read again (it may be gone by now)."""

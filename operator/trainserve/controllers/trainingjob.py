@@ -8,13 +8,15 @@ cache, so the next reconcile sees them even before the watch does.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from trainserve.api.trainingjob import TrainingJob
+from trainserve.builders.networkpolicy import build_network_policy, network_policy_name
 from trainserve.builders.rayjob import build_rayjob
 from trainserve.builders.rbac import build_status_access, user_account
 from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, stale, uid_of, utcnow
@@ -164,6 +166,8 @@ class TrainingJobController(Reconciler):
             pod_health=self.workload.health(key, now),
         )
         decision = plan(observed)
+        if decision.create_attempt is not None and not await self._auth_supported():
+            decision = plan(replace(observed, ray_auth_unsupported=True))
         if decision.job is not None and decision.status.phase not in FINISHED and not decision.delete_access:
             job = decision.job.model_copy(deep=True)
             job.metadata.namespace = job.metadata.namespace or namespace
@@ -191,6 +195,10 @@ class TrainingJobController(Reconciler):
         await self.post_events(body, decision.events, now)
         return decision.requeue_after
 
+    async def _auth_supported(self) -> bool:
+        """Whether the RayJob about to be created gets Ray token authentication as written (asked only then)."""
+        return not self.settings.ray_auth or await self.kuberay.auth_supported(RAYJOBS)
+
     async def _ensure_access(self, key: Key, body: Object, job: TrainingJob) -> bool:
         """The job's status access (ServiceAccount unless it names its own, Role, RoleBinding) exists and is its
         own (checked once per resync)."""
@@ -199,7 +207,13 @@ class TrainingJobController(Reconciler):
             return True
         if not await self.owner_alive(key, body):
             return False
-        foreign = await self.api.ensure_status_access(build_status_access(job))
+        # The NetworkPolicy comes with the access objects, before the first Ray pod (read, created when missing),
+        # side by side with them: it adds no latency to a job's start.
+        found = await asyncio.gather(
+            self.api.ensure_status_access(build_status_access(job)),
+            self.api.ensure_status_access([build_network_policy(job, self.settings)]),
+        )
+        foreign = [name for names in found for name in names]
         if foreign != self.access_conflicts.get(key, []):
             self.access_conflicts[key] = foreign
             return False
@@ -251,6 +265,7 @@ class TrainingJobController(Reconciler):
         if decision.delete_access:
             own_account = decision.job is None or user_account(decision.job) is None
             await self.api.delete_status_access(namespace, job_account_name(name), account=own_account)
+            await self.api.delete_network_policy(namespace, network_policy_name("TrainingJob", name))
             self.access_checked.pop(key, None)
         for rayjob_name in decision.delete_rayjobs:
             await self.api.delete_rayjob(namespace, rayjob_name)

@@ -165,6 +165,18 @@ def kuberay_missing(kind: str, then: str) -> str:
 
 
 KUBERAY_MISSING_MESSAGE = kuberay_missing("RayJob", "the job starts once it is there")
+
+
+def ray_auth_unsupported(kind: str, then: str) -> str:
+    """What to do when KubeRay's ``kind`` CRD predates ``authOptions`` (Ray token authentication)."""
+    return (
+        f"the installed KubeRay's {kind} CRD ({kind.lower()}s.ray.io) has no authOptions, so its Ray clusters would "
+        "run without token authentication: upgrade KubeRay to v1.5.1 or newer, or accept clusters without "
+        "authentication with the chart value `rayAuth: false` (operator setting TRAINSERVE_RAY_AUTH=false); "
+        f"{then}"
+    )
+
+
 #: How often an object waiting for a deleted namesake's children to go looks again (reads only).
 OLD_OBJECTS_RECHECK_SECONDS = 5.0
 

@@ -44,6 +44,7 @@ from trainserve.plans.common import (
     kuberay_missing,
     local_paths_message,
     parse_stored,
+    ray_auth_unsupported,
     read_status,
     repaired_event,
     servable_model,
@@ -54,9 +55,18 @@ from trainserve.plans.readiness import summarise_modelservice
 
 #: Reasons that are a warning even on a new ModelService (a first ``Ready=False`` is otherwise just starting).
 WARNING_REASONS = frozenset(
-    {"InvalidSpec", "LocalPathOnCluster", "KubeRayMissing", "ApplicationFailed", "WaitingForOldObjects", "UpgradeStuck"}
+    {
+        "InvalidSpec",
+        "LocalPathOnCluster",
+        "KubeRayMissing",
+        "RayAuthUnsupported",
+        "ApplicationFailed",
+        "WaitingForOldObjects",
+        "UpgradeStuck",
+    }
     | POD_PROBLEM_REASONS
 )
+RAYSERVICE_AUTH_UNSUPPORTED = ray_auth_unsupported("RayService", "the service starts once one of them is done")
 RAYSERVICE_KUBERAY_MISSING = kuberay_missing("RayService", "the service starts once it is there")
 _VERSION_FOLDER = re.compile(r"/(\d+)/?$")
 
@@ -154,6 +164,8 @@ class ServiceObserved:
     on_cluster: bool = True
     #: What the service's Ray pods, RayClusters and KubeRay's Warning Events say is wrong (None: not looked at).
     pod_health: PodHealth | None = None
+    #: Ray token authentication is on, but KubeRay's RayService CRD has no ``authOptions``.
+    ray_auth_unsupported: bool = False
 
 
 @dataclass
@@ -281,6 +293,9 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
 
     if not observed.kuberay_installed:
         st.set("Ready", "False", "KubeRayMissing", RAYSERVICE_KUBERAY_MISSING)
+        return
+    if observed.ray_auth_unsupported and observed.rayservice is None:
+        st.set("Ready", "False", "RayAuthUnsupported", RAYSERVICE_AUTH_UNSUPPORTED)
         return
     local = local_paths_message(
         [

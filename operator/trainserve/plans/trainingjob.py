@@ -34,6 +34,7 @@ from trainserve.plans.common import (
     invalid_spec_message,
     local_paths_message,
     parse_stored,
+    ray_auth_unsupported,
     read_status,
     repaired_event,
 )
@@ -104,6 +105,9 @@ class RayJobView:
         return self.succeeded or self.failed
 
 
+RAYJOB_AUTH_UNSUPPORTED = ray_auth_unsupported("RayJob", "the job starts once one of them is done")
+
+
 @dataclass(frozen=True)
 class Observed:
     """Everything a reconcile looks at."""
@@ -118,6 +122,8 @@ class Observed:
     foreign_access: tuple[str, ...] = ()
     #: What the job's Ray pods, RayClusters and KubeRay's Warning Events say is wrong (None: not looked at).
     pod_health: PodHealth | None = None
+    #: Ray token authentication is on, but KubeRay's RayJob CRD has no ``authOptions``.
+    ray_auth_unsupported: bool = False
 
 
 @dataclass
@@ -229,6 +235,10 @@ def _plan_valid(job: TrainingJob, observed: Observed, st: _Status, result: Plan)
     if not observed.kuberay_installed:
         st.set("Created", "False", "KubeRayMissing", KUBERAY_MISSING_MESSAGE)
         st.phase(status.phase if status.phase == "Running" else "Pending")
+        return
+    if observed.ray_auth_unsupported and current is None:
+        st.set("Created", "False", "RayAuthUnsupported", RAYJOB_AUTH_UNSUPPORTED)
+        st.phase("Pending")
         return
     if _deadline_passed(job, observed, current, st, result):
         return
