@@ -40,10 +40,15 @@ def job(**run_policy: Any) -> Object:
     return doc
 
 
-def job_step(doc: Object, *rayjobs: RayJobView, at: float = 0, kuberay: bool = True) -> Object:
+def job_step(
+    doc: Object, *rayjobs: RayJobView, at: float = 0, kuberay: bool = True, auth_unsupported: bool = False
+) -> Object:
     """``doc`` with the status the plan writes for what is observed ``at`` seconds after T0."""
     now = T0 + timedelta(seconds=at)
-    decision = plan(Observed(body=doc, rayjobs=list(rayjobs), kuberay_installed=kuberay, now=now))
+    observed = Observed(
+        body=doc, rayjobs=list(rayjobs), kuberay_installed=kuberay, now=now, ray_auth_unsupported=auth_unsupported
+    )
+    decision = plan(observed)
     return {**copy.deepcopy(doc), "status": decision.status.to_wire()}
 
 
@@ -82,6 +87,7 @@ def trainingjob_scenarios() -> list[Scenario]:
         Scenario("invalid spec", job_step(invalid), "Degraded", "Failed"),
         Scenario("immutable field changed", immutable, "Degraded", "Failed"),
         Scenario("KubeRay missing", job_step(job(), kuberay=False), "Degraded", "Failed"),
+        Scenario("KubeRay without authOptions", job_step(job(), auth_unsupported=True), "Degraded", "Failed"),
         Scenario("spec edited, not yet seen", _edited(running), "Progressing", "InProgress"),
     ]
 
@@ -157,6 +163,7 @@ def service_step(
     at: float = 0,
     kuberay: bool = True,
     foreign: bool = False,
+    auth_unsupported: bool = False,
 ) -> Object:
     """``doc`` with the status the plan writes, seeing the RayService ``ray`` (as KubeRay wrote it) ``at`` s after T0."""
     view = RayServiceView.from_object(ray, "digits") if ray is not None else None
@@ -167,6 +174,7 @@ def service_step(
         kuberay_installed=kuberay,
         now=T0 + timedelta(seconds=at),
         foreign_rayservice=foreign,
+        ray_auth_unsupported=auth_unsupported,
     )
     return {**copy.deepcopy(doc), "status": plan_service(observed).status.to_wire()}
 
@@ -207,6 +215,7 @@ def modelservice_scenarios() -> list[Scenario]:
         Scenario("TrainingJob not found (yet)", service_step(service(), jobs={}), "Progressing", "InProgress"),
         Scenario("invalid spec", service_step(service(replicas=-1)), "Degraded", "Failed"),
         Scenario("KubeRay missing", service_step(service(), kuberay=False), "Degraded", "Failed"),
+        Scenario("KubeRay without authOptions", service_step(service(), auth_unsupported=True), "Degraded", "Failed"),
         Scenario("local path on a cluster", service_step(local), "Degraded", "Failed"),
         Scenario(
             "waiting for a deleted namesake's RayService",

@@ -20,12 +20,14 @@ from trainserve.plans.common import StatusDraft
 #: The summary conditions; they repeat what the kinds' own conditions say, so they post no Events of their own.
 SUMMARY_CONDITIONS = frozenset({"Ready", "Reconciling", "Stalled"})
 #: A ModelService's ``Ready=False`` reasons that need a person (or another system) to act: kstatus ``Failed``.
-SERVICE_STALLED_REASONS = frozenset({"InvalidSpec", "LocalPathOnCluster", "KubeRayMissing", "ApplicationFailed"})
+SERVICE_STALLED_REASONS = frozenset(
+    {"InvalidSpec", "LocalPathOnCluster", "KubeRayMissing", "RayAuthUnsupported", "ApplicationFailed"}
+)
 #: Why a ModelService has no model to serve that no waiting will change (a TrainingJob not found yet may be applied
 #: in the same sync: that one is waited for).
 MODEL_STALLED_REASONS = frozenset({"MetricsBelowThreshold"})
 #: Why a TrainingJob cannot start or go on until something changes (besides ``Valid=False`` and ``Failed``).
-JOB_STALLED_REASONS = frozenset({"KubeRayMissing"})
+JOB_STALLED_REASONS = frozenset({"KubeRayMissing", "RayAuthUnsupported"})
 
 
 @dataclass(frozen=True)
