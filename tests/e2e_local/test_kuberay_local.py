@@ -102,6 +102,14 @@ class SteadyClient:
         self._thread.join(15)
 
 
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
 async def test_train_serve_and_roll_a_new_version_in_place(world: World) -> None:
     # 1. TrainingJob -> RayJob -> real training, progress through the in-pod channel with the job's token.
     await world.apply(training_job("digits", epochs=3))
@@ -129,6 +137,10 @@ async def test_train_serve_and_roll_a_new_version_in_place(world: World) -> None
     probabilities = answer.as_numpy(output)
     assert probabilities.shape == (4, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
     assert answer.get_response()["model_version"] == "1"
+    # authOptions (token): the serving cluster's dashboard refuses a caller without the cluster's token.
+    assert (
+        await asyncio.to_thread(status_of, world.kuberay.started[-1].dashboard_url + "/api/serve/applications/") == 401
+    )
 
     # 3. The job re-runs with more epochs (delete + apply; the garbage collector takes the old RayJob): version 2
     # rolls out in place while a client keeps sending requests.

@@ -19,7 +19,9 @@ one cluster in place, with downtime), Services, probes, and GCS fault tolerance.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import copy
 import datetime
 import hashlib
 import json
@@ -41,6 +43,28 @@ log = logging.getLogger("tests.kuberay_local")
 Object = dict[str, Any]
 TERMINAL_JOB = {"SUCCEEDED", "FAILED", "STOPPED"}
 POLL = 0.5
+
+
+def _auth_secret_name(cluster: str) -> str:
+    """utils.CheckName: at most 50 characters (the front is cut), starting with a letter."""
+    name = cluster[-50:]
+    return name if name[:1].isalpha() else "r" + name[1:]
+
+
+def _with_token_env(spec: Object, secret: str) -> Object:
+    """common/pod.go SetContainerTokenAuthEnvVars: RAY_AUTH_MODE and RAY_AUTH_TOKEN (from the Secret) on every
+    group's Ray container, each only where the container does not set that name already."""
+    spec = copy.deepcopy(spec)
+    injected = [
+        {"name": "RAY_AUTH_MODE", "value": "token"},
+        {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "auth_token"}}},
+    ]
+    for group in [spec["headGroupSpec"], *(spec.get("workerGroupSpecs") or [])]:
+        container = group["template"]["spec"]["containers"][0]
+        env = container.setdefault("env", [])
+        present = {variable["name"] for variable in env}
+        env.extend(variable for variable in injected if variable["name"] not in present)
+    return spec
 
 
 def _now() -> str:
@@ -67,6 +91,8 @@ class KubeRayLocal:
         self.clusters: dict[str, LocalRayCluster] = {}
         #: Every cluster ever started, for the check that none left a process behind.
         self.started: list[LocalRayCluster] = []
+        #: Each running cluster's Ray token (KubeRay keeps it in the Secret and sends it to the dashboard).
+        self.tokens: dict[int, str | None] = {}
         self.serve_ports: dict[str, int] = {}
         self.errors: list[str] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -135,12 +161,31 @@ class KubeRayLocal:
 
     async def _start_cluster(self, uid: str, name: str, spec: Object) -> LocalRayCluster:
         identity = self._identity(spec["headGroupSpec"]["template"])
+        token = await self._auth_token(name) if (spec.get("authOptions") or {}).get("mode") == "token" else None
+        if token is not None:
+            spec = _with_token_env(spec, _auth_secret_name(name))
         plan: ClusterPlan = plan_cluster(name, spec, self.api.objects, NAMESPACE, self.volumes, identity)
         cluster = LocalRayCluster(plan, self.workdir)
+        self.tokens[id(cluster)] = token
         self.clusters[uid] = cluster
         self.started.append(cluster)
         await asyncio.to_thread(cluster.start)
         return cluster
+
+    async def _auth_token(self, cluster: str) -> str:
+        """KubeRay's token Secret for the cluster (raycluster_controller.go createAuthSecret: ``auth_token``, 32
+        random bytes base64-encoded, named after the RayCluster), created in the API; returns the token."""
+        token = base64.b64encode(secrets.token_bytes(32)).decode()
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": _auth_secret_name(cluster), "labels": {"ray.io/cluster": cluster}},
+            "data": {"auth_token": base64.b64encode(token.encode()).decode()},
+        }
+        async with self.api.request("POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", json=secret) as response:
+            if response.status >= 300:
+                raise RuntimeError(f"token Secret of {cluster}: {response.status} {await response.text()}")
+        return token
 
     async def _teardown(self, uid: str) -> None:
         cluster = self.clusters.pop(uid, None)
@@ -157,7 +202,10 @@ class KubeRayLocal:
 
     async def _dashboard(self, method: str, cluster: LocalRayCluster, path: str, body: Any = None) -> Any:
         assert self._http is not None
-        async with self._http.request(method, cluster.dashboard_url + path, json=body) as response:
+        token = self.tokens.get(id(cluster))
+        # utils/dashboardclient: with token auth, KubeRay sends the cluster's token in this header.
+        headers = {"x-ray-authorization": f"Bearer {token}"} if token else {}
+        async with self._http.request(method, cluster.dashboard_url + path, json=body, headers=headers) as response:
             text = await response.text()
             if response.status >= 300:
                 raise RuntimeError(f"{method} {path}: {response.status} {text}")
