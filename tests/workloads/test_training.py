@@ -244,7 +244,8 @@ def test_an_entrypoint_from_a_runtime_env_working_dir_trains_without_an_image(tm
 def test_a_missing_working_dir_is_a_clear_error(tmp_path: Path) -> None:
     document = digits_job(tmp_path)
     document["spec"]["runtimeEnv"] = {"workingDir": str(tmp_path / "nowhere")}
-    result = trainserve("local", "train", "-f", str(write_job(tmp_path / "job.yaml", document)), "--no-progress")
+    job = write_job(tmp_path / "job.yaml", document)
+    result = trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)  # its own local state
     assert result.returncode == 2
     assert "spec.runtimeEnv.workingDir" in result.stderr and "is not a folder" in result.stderr
 

@@ -16,8 +16,14 @@ _BINDER = "add_port_to_grpc_server"
 
 
 def narrow_replica_servers() -> None:
+    """Only where the node's own address is ``host`` (Ray's single-machine mode): elsewhere other processes reach
+    the replica at the node's address."""
     host = os.environ.get(BIND_HOST_ENV)
     if not host:
+        return
+    import ray
+
+    if not ray.is_initialized() or ray.util.get_node_ip_address() != host:
         return
     from ray.serve._private import replica
 
