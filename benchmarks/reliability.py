@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,16 @@ class ReliabilityPlan:
         return cls()
 
 
+async def _post(session: aiohttp.ClientSession, url: str, payload: str) -> int:
+    """One JSON POST's status; :data:`FAILED` when it could not be completed."""
+    try:
+        async with session.post(url, data=payload, headers={"Content-Type": "application/json"}) as reply:
+            await reply.read()
+            return reply.status
+    except (TimeoutError, aiohttp.ClientError):
+        return FAILED
+
+
 async def _drive(url: str, payload: str, concurrency: int, seconds: float) -> list[tuple[float, float, int]]:
     """(start, latency, status) of every request, C at a time for ``seconds``."""
     results: list[tuple[float, float, int]] = []
@@ -61,12 +72,8 @@ async def _drive(url: str, payload: str, concurrency: int, seconds: float) -> li
 
         async def worker() -> None:
             while (started := time.monotonic()) < deadline:
-                try:
-                    async with session.post(url, data=payload, headers={"Content-Type": "application/json"}) as reply:
-                        await reply.read()
-                        status = reply.status
-                except (TimeoutError, aiohttp.ClientError):
-                    status = FAILED
+                status = await _post(session, url, payload)
+                if status == FAILED:
                     await asyncio.sleep(0.05)  # a refused connection returns at once: do not spin
                 results.append((started, time.monotonic() - started, status))
 
@@ -88,12 +95,7 @@ async def _arrive(
 
         async def one() -> None:
             started = time.monotonic()
-            try:
-                async with session.post(url, data=payload, headers={"Content-Type": "application/json"}) as reply:
-                    await reply.read()
-                    status = reply.status
-            except (TimeoutError, aiohttp.ClientError):
-                status = FAILED
+            status = await _post(session, url, payload)
             results.append((started, time.monotonic() - started, status))
 
         tasks = []
@@ -111,15 +113,8 @@ def arrive(url: str, payload: str, rate: float, seconds: float, connections: int
 
 def _replicas(server: LocalServer) -> dict[int, str]:
     """The model replicas' pids (Serve names their processes ``ray::ServeReplica:APP:DEPLOYMENT``)."""
-    found = {}
-    for pid in descendants(server.process.pid):
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-        except OSError:
-            continue
-        if title.startswith("ray::ServeReplica") and title.endswith(":ModelServer"):
-            found[pid] = title
-    return found
+    titles = {pid: _title(pid) for pid in descendants(server.process.pid)}
+    return {pid: t for pid, t in titles.items() if t.startswith("ray::ServeReplica") and t.endswith(":ModelServer")}
 
 
 def _rss_mib(pids: list[int]) -> float:
@@ -187,8 +182,6 @@ def replica_kill(plan: ReliabilityPlan, model: str, work: Path) -> dict[str, flo
         def kill() -> None:
             time.sleep(kill_at)
             os.kill(victim, signal.SIGKILL)
-
-        import threading
 
         threading.Thread(target=kill, daemon=True).start()
         results = drive(url, payload, plan.kill_concurrency, plan.kill_seconds)

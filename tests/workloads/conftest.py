@@ -47,6 +47,18 @@ def trainserve(
     )
 
 
+def start_trainserve(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    """`trainserve ARGS` running in the background (stdout and stderr together), for a test to signal or watch."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainserve.cli", *args],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def write_job(path: Path, document: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(document))
     return path

@@ -22,7 +22,7 @@ import yaml
 
 from tests.support.documents import example
 from tests.support.processes import is_loopback, listening, running, tree
-from tests.workloads.conftest import cli_env, free_port, write_job
+from tests.workloads.conftest import cli_env, free_port, start_trainserve, write_job
 from tests.workloads.serving_fixtures import publish_digits_model
 
 pytestmark = pytest.mark.slow
@@ -151,14 +151,7 @@ def _train_command(tmp_path: Path, **spec_changes: Any) -> subprocess.Popen[str]
     document["spec"]["output"]["uri"] = str(tmp_path / "models" / "digits")
     document["spec"] |= spec_changes
     job = write_job(tmp_path / "job.yaml", document)
-    return subprocess.Popen(
-        [sys.executable, "-m", "trainserve.cli", "local", "train", "-f", str(job), "--no-progress"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
 
 
 def _wait_for_checkpoint(run: subprocess.Popen[str], checkpoints: Path, epoch: int, timeout: float = 240) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.support.documents import example
-from tests.workloads.conftest import cli_env, trainserve, write_job
+from tests.workloads.conftest import cli_env, start_trainserve, trainserve, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -102,14 +102,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(tm
     )
     job = write_job(tmp_path / "job.yaml", document)
     checkpoints = tmp_path / "models" / "digits" / "checkpoints"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "trainserve.cli", "local", "train", "-f", str(job), "--no-progress"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = start_trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
     deadline = time.monotonic() + 240
     while len(_complete_checkpoints(checkpoints)) < 2:
         assert first.poll() is None, (

@@ -23,9 +23,8 @@ _WILDCARD_BIND = re.compile(r"^(?P<lead>\s*bind\s+)(?:\*|0\.0\.0\.0|::|\[::\])?:
 
 
 def rebind(config: str, host: str) -> str:
-    """The config with every wildcard ``bind`` on ``host`` (binds that name an address are left as they are)."""
-    address = f"[{host}]" if ":" in host else host
-    return _WILDCARD_BIND.sub(lambda m: f"{m['lead']}{address}:{m['port']}", config)
+    """The config with every wildcard ``bind`` on ``host``, an IPv4 address (binds naming one are left as they are)."""
+    return _WILDCARD_BIND.sub(lambda m: f"{m['lead']}{host}:{m['port']}", config)
 
 
 def config_path(args: list[str]) -> Path | None:

@@ -43,10 +43,10 @@ def use_loopback_ray() -> None:
             os.environ.setdefault(key, value)
 
 
-def free_port(host: str) -> int:
-    """A port nothing listens on now (the OS's choice), for a server that cannot pick its own."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host, 0))
+def free_loopback_port() -> int:
+    """A loopback port nothing listens on now (the OS's choice), for a server that cannot pick its own."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
         return int(probe.getsockname()[1])
 
 

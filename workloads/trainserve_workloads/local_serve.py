@@ -19,7 +19,7 @@ from trainserve.serveconfig import FAST_INGRESS_ENV, serve_application
 
 from . import modelstore
 from .errors import WorkloadError
-from .lifecycle import LOOPBACK, free_port, handle_stop_signals, use_loopback_ray
+from .lifecycle import LOOPBACK, free_loopback_port, handle_stop_signals, use_loopback_ray
 from .storage import locate, volumes_root
 
 #: Locally, replicas need not drain for 30 s on shutdown (the cluster default).
@@ -113,8 +113,8 @@ def aux_env() -> dict[str, str]:
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(write_shim()),
         BIND_HOST_ENV: LOOPBACK,
         REPLICA_BIND_HOST_ENV: LOOPBACK,
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port(LOOPBACK)),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port(LOOPBACK)),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_loopback_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_loopback_port()),
     }
 
 

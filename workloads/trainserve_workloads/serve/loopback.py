@@ -33,7 +33,7 @@ def narrow_replica_servers() -> None:
 
     def narrowed(server: Any, address: str) -> int:
         port = address.rsplit(":", 1)[1]
-        return wide(server, f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+        return wide(server, f"{host}:{port}")
 
     narrowed.narrowed = True  # type: ignore[attr-defined]
     setattr(replica, _BINDER, narrowed)
