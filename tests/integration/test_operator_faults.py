@@ -160,3 +160,27 @@ async def test_many_jobs_converge_under_api_faults(emulator: Emulator, cluster: 
         )
         assert retried > 0
     assert elapsed < 30
+
+
+async def test_the_operator_outlives_a_list_that_fails_many_times_in_a_row(
+    emulator: Emulator, cluster: Cluster
+) -> None:
+    failed_lists = 0
+
+    def fault(request: kmock.Request) -> int | None:
+        nonlocal failed_lists
+        kopf_listing = (
+            request.action == kmock.action.LIST
+            and str(request.url.path).endswith("/trainingjobs")
+            and request.headers.get("User-Agent", "").startswith("kopf/")
+        )
+        if kopf_listing and failed_lists < 8:  # more failures in a row than a fixed retry budget allows
+            failed_lists += 1
+            return 500
+        return None
+
+    emulator.faults = fault
+    async with running_operator(operator_settings(emulator, retry_base_seconds=0.05, retry_max_seconds=0.2)):
+        await eventually(lambda: failed_lists == 8, timeout=20)
+        await cluster.create_trainingjob(digits())  # seen through the watch that finally started
+        await eventually(lambda: "digits-1" in cluster.rayjobs(), timeout=20)
