@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from trainserve.api.conditions import find_condition
+from trainserve.api.progress import tracking_condition
 from trainserve.api.trainingjob import TrainingJob, TrainingJobStatus
 from trainserve.api.validation import Problem
 from trainserve.builders.rayjob import section_hashes
@@ -45,7 +46,7 @@ FINISHED = ("Succeeded", "Failed")
 
 #: Conditions that tell a user something is wrong when True (or, for these two, when False).
 _WARNING_WHEN_TRUE = {"Failed"}
-_WARNING_WHEN_FALSE = {"Valid", "Created"}
+_WARNING_WHEN_FALSE = {"Valid", "Created", "Tracking"}
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,8 @@ def plan(observed: Observed) -> Plan:
     else:
         result.job = job
         _plan_valid(job, observed, st, result)
+    # The chief reports its MLflow run in status.mlflow (it writes no conditions): the condition is ours.
+    st.value.conditions = tracking_condition(st.value, st.now, generation)
     summarise_trainingjob(st, user_suspended=job is not None and job.spec.run_policy.suspend)
     st.value.observed_generation = generation
     result.status = st.value
