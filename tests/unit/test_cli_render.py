@@ -72,3 +72,17 @@ def test_render_shows_the_upgrade_strategy_queue_and_priority(
     cluster = rayservice["spec"]["rayClusterConfig"]
     templates = [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]
     assert {t["spec"]["priorityClassName"] for t in templates} == {"online-serving"}
+
+
+def test_render_shows_the_tracking_credentials_by_reference_only(capsys: pytest.CaptureFixture[str]) -> None:
+    objects, _ = render(capsys, EXAMPLES / "digits-gpu-trainingjob.yaml")
+    rayjob = objects[0]
+    assert schema_errors(rayjob, kuberay_schema("RayJob")) == []
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        container = group["template"]["spec"]["containers"][0]
+        assert {"secretRef": {"name": "mlflow-credentials"}} in container["envFrom"]
+        names = {e["name"] for e in container["env"]}
+        assert {"TRAINSERVE_ATTEMPT", "TRAINSERVE_JOB_UID"} <= names and not any("MLFLOW" in n for n in names)
+    # the workload reads the server and experiment from its resolved spec
+    assert "http://mlflow.mlflow.svc:5000" in rayjob["spec"]["entrypoint"]

@@ -91,7 +91,7 @@ def s3_server() -> Iterator[dict[str, str]]:
         process.wait(timeout=10)
 
 
-def _wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
@@ -122,7 +122,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = (folder / "server.log").open("wb")
     process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for_http(f"{url}/health", process, timeout=120)
+        wait_for_http(f"{url}/health", process, timeout=120)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the server's own group: gunicorn/uvicorn and its workers

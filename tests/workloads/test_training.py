@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.support.documents import example
-from tests.workloads.conftest import cli_env, free_port, trainserve, write_job
+from tests.workloads.conftest import cli_env, free_port, trainserve, wait_for_http, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -166,6 +167,27 @@ def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(
     assert card["metrics"]["val_accuracy"] >= 0.85
     _check_resumed_curves(tmp_path, final, card, max(before))
     _check_resumed_mlflow_run(mlflow_server, final, card, max(before))
+    _check_local_tensorboard(tmp_path)
+
+
+def _check_local_tensorboard(tmp_path: Path) -> None:
+    """`trainserve local tensorboard digits` serves both attempts' runs."""
+    port = free_port()
+    board = subprocess.Popen(
+        [sys.executable, "-m", "trainserve.cli", "local", "tensorboard", "digits", "--port", str(port)],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/data/runs", board, timeout=120)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=10) as response:
+            runs = json.loads(response.read())
+        assert sorted(runs) == ["1/train", "1/validation", "2/train", "2/validation"]
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
 
 
 def _check_resumed_curves(tmp_path: Path, status: dict[str, Any], card: dict[str, Any], resumed_from: int) -> None:
