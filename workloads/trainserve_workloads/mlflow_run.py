@@ -87,15 +87,14 @@ class MlflowRun:
             "trainserve.uid": str(self.job.get("uid") or ""),
         }
         if previous.get("runId") and previous.get("experimentId") == experiment_id:
-            run_id = previous["runId"]
-            self.client.update_run(run_id, status="RUNNING")
-        else:
-            run = self.client.create_run(experiment_id, tags=tags, run_name=self.job.get("name") or None)
-            run_id = run.info.run_id
-            self._log(params=run_params(self.spec))
-            run_file.write_text(json.dumps({"runId": run_id, "experimentId": experiment_id}))
-        self.status = MlflowRunStatus(run_id=run_id, experiment_id=experiment_id)
-        self._log(tags=tags)  # the attempt that logs now
+            self.status = MlflowRunStatus(run_id=previous["runId"], experiment_id=experiment_id)
+            self.client.update_run(self.status.run_id, status="RUNNING")
+            self._log(tags=tags)  # the attempt that logs now
+            return
+        run = self.client.create_run(experiment_id, tags=tags, run_name=self.job.get("name") or None)
+        self.status = MlflowRunStatus(run_id=run.info.run_id, experiment_id=experiment_id)
+        self._log(params=run_params(self.spec))
+        run_file.write_text(json.dumps({"runId": run.info.run_id, "experimentId": experiment_id}))
 
     def _log(self, metrics: dict[str, float] | None = None, step: int = 0, **lists: dict[str, str]) -> None:
         from mlflow.entities import Metric, Param, RunTag
