@@ -298,6 +298,9 @@ def test_parquet_on_s3_with_a_user_model_writes_the_model_to_s3(tmp_path: Path, 
     assert fs.get_file_info("ml-data/models/digits/1/saved_model.pb").type == pafs.FileType.File
     markers = fs.get_file_info(pafs.FileSelector("ml-data/models/digits/checkpoints", recursive=True))
     assert any(info.path.endswith("epoch-000006/checkpoint.json") for info in markers)
+    # TensorBoard's events, written locally by the chief and uploaded after every epoch
+    events = fs.get_file_info(pafs.FileSelector("ml-data/models/digits/tensorboard/1", recursive=True))
+    assert {info.path.split("/")[-2] for info in events if "tfevents" in info.path} == {"train", "validation"}
 
 
 def test_a_run_that_fails_in_the_workers_reports_why_and_leaves_no_model(tmp_path: Path) -> None:
