@@ -12,7 +12,7 @@ from typing import Any, TypeAlias
 import yaml
 
 from .api.crd import all_crds, crd_filename
-from .api.storage import DEFAULT_VOLUMES_DIR, VOLUMES_DIR_ENV
+from .api.storage import DEFAULT_VOLUMES_DIR, VOLUMES_DIR_ENV, tensorboard_logdir
 from .api.validation import InvalidResource, as_stored, load_documents, validate_document
 from .builders.raypod import SERVE_PORT
 from .localstate import DEFAULT_STATE_DIR, STATE_DIR_ENV, list_jobs, state_dir
@@ -207,6 +207,42 @@ def cmd_local_status(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
     return 0
+
+
+def _tensorboard_logdirs(jobs: list[Any]) -> dict[str, str]:
+    """Each job's TensorBoard logdir as TensorBoard reads it: a local folder, or the URI (s3://) as written."""
+    from trainserve_workloads.storage import locate
+
+    logdirs = {}
+    for job in jobs:
+        uri = (job.status.tensorboard if job.status else None) or tensorboard_logdir(job.spec.output.uri)
+        where = locate(uri)
+        logdirs[job.metadata.name or "?"] = where.path if where.is_local else uri
+    return logdirs
+
+
+def cmd_local_tensorboard(args: argparse.Namespace) -> int:
+    """Replace this process with TensorBoard on the local TrainingJobs' event files (one run folder per attempt)."""
+    import importlib.util
+
+    _use_volumes_dir(args.volumes_dir)
+    jobs = [job for job in list_jobs(state_dir(args.state_dir)) if args.job in (None, job.metadata.name)]
+    if not jobs:
+        known = (args.job and f"no local TrainingJob named {args.job!r}") or "no local TrainingJobs yet"
+        print(f"error: {known}: run `trainserve local train -f FILE` first (see `trainserve local status`)")
+        return 1
+    if importlib.util.find_spec("tensorboard") is None:
+        print("error: TensorBoard is not installed: pip install 'trainserve[tracking]'")
+        return 1
+    logdirs = _tensorboard_logdirs(jobs)
+    where = (
+        ["--logdir", logdirs[args.job]]
+        if args.job
+        else ["--logdir_spec", ",".join(f"{name}:{path}" for name, path in logdirs.items())]
+    )
+    command = [sys.executable, "-m", "tensorboard.main", *where, "--host", args.host, "--port", str(args.port)]
+    print(f"TensorBoard on http://{args.host}:{args.port}/ for {', '.join(logdirs)}", flush=True)
+    os.execv(sys.executable, command)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -406,6 +442,13 @@ def _add_local(commands: Commands) -> None:
     status = local_commands.add_parser("status", help="list local TrainingJobs")
     status.add_argument("--state-dir", help=state_help)
     status.set_defaults(func=cmd_local_status)
+    board = local_commands.add_parser("tensorboard", help="start TensorBoard on the local TrainingJobs' curves")
+    board.add_argument("job", nargs="?", help="one TrainingJob (default: all of them)")
+    board.add_argument("--port", type=int, default=6006, help="HTTP port (default 6006)")
+    board.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    board.add_argument("--state-dir", help=state_help)
+    board.add_argument("--volumes-dir", help=volumes_help)
+    board.set_defaults(func=cmd_local_tensorboard)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,9 @@ MANAGED_BY = "trainserve"
 TRAININGJOB_LABEL = "trainserve.io/trainingjob"
 MODELSERVICE_LABEL = "trainserve.io/modelservice"
 ATTEMPT_LABEL = "trainserve.io/attempt"
+#: Set in a RayJob's pods: the attempt and the TrainingJob's uid, for the run's tracking tags.
+ATTEMPT_ENV = "TRAINSERVE_ATTEMPT"
+JOB_UID_ENV = "TRAINSERVE_JOB_UID"
 SPEC_HASH_ANNOTATION = "trainserve.io/spec-hash"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 

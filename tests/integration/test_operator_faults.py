@@ -117,6 +117,8 @@ async def test_an_unreadable_stored_status_is_repaired_once(emulator: Emulator, 
         await cluster.report_progress("digits", {"progress": "epoch three", "attempts": "one"})
         await eventually(lambda: cluster.status("digits").get("attempts") == 1)
         assert "progress" not in cluster.status("digits")
+        # The Warning Event follows the status write: let it land before counting.
+        await eventually(lambda: "StatusRepaired" in [e["reason"] for e in cluster.events("digits")])
         repaired = [e for e in cluster.events("digits") if e["reason"] == "StatusRepaired"]
         assert len(repaired) == 1 and "status.attempts" in repaired[0]["message"]
         assert repaired[0]["type"] == "Warning"

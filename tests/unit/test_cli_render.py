@@ -91,3 +91,17 @@ def test_every_example_renders_with_authentication_and_a_valid_network_policy(
         ray_objects = [o for o in objects if o["kind"] != "NetworkPolicy"]
         policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
         assert len(policies) == len(ray_objects) >= 1, path.name
+
+
+def test_render_shows_the_tracking_credentials_by_reference_only(capsys: pytest.CaptureFixture[str]) -> None:
+    objects, _ = render(capsys, EXAMPLES / "digits-gpu-trainingjob.yaml")
+    rayjob = objects[0]
+    assert schema_errors(rayjob, kuberay_schema("RayJob")) == []
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        container = group["template"]["spec"]["containers"][0]
+        assert {"secretRef": {"name": "mlflow-credentials"}} in container["envFrom"]
+        names = {e["name"] for e in container["env"]}
+        assert {"TRAINSERVE_ATTEMPT", "TRAINSERVE_JOB_UID"} <= names and not any("MLFLOW" in n for n in names)
+    # the workload reads the server and experiment from its resolved spec
+    assert "http://mlflow.mlflow.svc:5000" in rayjob["spec"]["entrypoint"]

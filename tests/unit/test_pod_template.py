@@ -83,7 +83,8 @@ def test_every_field_lands_on_every_ray_pod_after_ours(kind: str) -> None:
         assert spec["securityContext"] == before["spec"]["securityContext"] == pod_security()
         container, mine, additions = spec["containers"][0], before["spec"]["containers"][0], user["containers"][0]
         assert container["env"] == [*mine["env"], *additions["env"]]  # after ours: `$(TRAINSERVE_JOB_NAME)` works
-        assert container["envFrom"] == [{"secretRef": {"name": "ml-models-s3"}}, *additions["envFrom"]]
+        assert mine["envFrom"][0] == {"secretRef": {"name": "ml-models-s3"}}
+        assert container["envFrom"] == [*mine["envFrom"], *additions["envFrom"]]
         assert container["volumeMounts"] == [*mine["volumeMounts"], *additions["volumeMounts"]]
         assert container["securityContext"] == mine["securityContext"]
         assert container["resources"] == mine["resources"] and container["name"] == mine["name"]
@@ -106,8 +107,8 @@ def test_an_empty_template_changes_nothing(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_repeat_of_our_env_from_is_left_out(kind: str) -> None:
     template = {"spec": {"containers": [{"name": "ray", "envFrom": [{"secretRef": {"name": "ml-models-s3"}}]}]}}
-    for pod in pods(built(document(kind, template))):
-        assert pod["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "ml-models-s3"}}]
+    for pod, before in zip(pods(built(document(kind, template))), pods(built(example(EXAMPLES[kind]))), strict=True):
+        assert pod["spec"]["containers"][0]["envFrom"] == before["spec"]["containers"][0]["envFrom"]
 
 
 def test_the_service_account_replaces_the_jobs_own_on_the_head_and_gets_the_status_role() -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from trainserve.api.conditions import find_condition
 from trainserve.api.progress import ProgressEvent, apply_progress
-from trainserve.api.trainingjob import CheckpointStatus, ModelStatus, TrainingJobStatus
+from trainserve.api.trainingjob import CheckpointStatus, MlflowRunStatus, ModelStatus, TrainingJobStatus
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -64,3 +64,21 @@ def test_resume_and_failure() -> None:
     )
     failed = find_condition(status.conditions, "Failed")
     assert status.phase == "Failed" and failed is not None and failed.message == "boom"
+
+
+def test_tracking_events_set_the_logdir_the_run_and_the_tracking_condition() -> None:
+    started = ProgressEvent(type="started", time=at(0), total_epochs=4, tensorboard="s3://m/digits/tensorboard")
+    status = apply_progress(TrainingJobStatus(), started)
+    assert status.tensorboard == "s3://m/digits/tensorboard"
+    run = MlflowRunStatus(run_id="abc", experiment_id="1", registered_version="3")
+    status = apply_progress(status, ProgressEvent(type="tracking", time=at(1), total_epochs=4, mlflow=run))
+    tracking = find_condition(status.conditions, "Tracking")
+    assert tracking is not None and (tracking.status, tracking.reason) == ("True", "Tracked")
+    assert tracking.message == "MLflow run abc, model version 3 registered"
+    down = MlflowRunStatus(run_id="abc", error="MLflow at http://x: could not log metrics (refused)")
+    status = apply_progress(status, ProgressEvent(type="tracking", time=at(2), total_epochs=4, mlflow=down))
+    tracking = find_condition(status.conditions, "Tracking")
+    assert tracking is not None and (tracking.status, tracking.reason) == ("False", "TrackingUnavailable")
+    assert status.mlflow == down and status.tensorboard == "s3://m/digits/tensorboard"  # a restart keeps the logdir
+    restarted = apply_progress(status, ProgressEvent(type="started", time=at(3), total_epochs=4))
+    assert restarted.tensorboard == "s3://m/digits/tensorboard"

@@ -83,7 +83,11 @@ def test_pods_are_locked_down_and_secrets_are_referenced_not_inlined() -> None:
         container = pod["containers"][0]
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-        assert container["envFrom"] == [{"secretRef": {"name": "ml-models-s3"}}]
+        # The MLflow credentials Secret's keys too (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN), by reference.
+        assert container["envFrom"] == [
+            {"secretRef": {"name": "ml-models-s3"}},
+            {"secretRef": {"name": "mlflow-credentials"}},
+        ]
     head, workers = templates(rayjob)
     assert head["spec"]["serviceAccountName"] == "digits-gpu-trainserve-status"
     assert workers["spec"]["automountServiceAccountToken"] is False
@@ -160,3 +164,14 @@ def test_runtime_env_reaches_the_rayjob_for_kuberays_submitter() -> None:
         "env_vars": {"TEAM_FLAG": "on"},
     }
     assert "runtimeEnvYAML" not in build_rayjob(job(example("digits-trainingjob")), SETTINGS)["spec"]
+
+
+def test_every_pod_knows_the_attempt_and_the_job_uid_for_the_tracking_tags() -> None:
+    trainingjob = job(example("digits-trainingjob"))
+    assert trainingjob.metadata.uid
+    for attempt in (1, 3):
+        for template in templates(build_rayjob(trainingjob, SETTINGS, attempt=attempt)):
+            env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+            assert env["TRAINSERVE_ATTEMPT"] == str(attempt)
+            assert env["TRAINSERVE_JOB_UID"] == trainingjob.metadata.uid
+            assert "envFrom" not in template["spec"]["containers"][0]  # no tracking, no storage Secret

@@ -134,3 +134,16 @@ def test_a_local_path_on_a_cluster_is_refused_and_nothing_starts() -> None:
     assert "spec.output.uri" in (valid.message or "") and "pvc://CLAIM/PATH" in (valid.message or "")
     assert [(e.type, e.reason) for e in decision.events] == [("Warning", "LocalPathOnCluster")]
     assert observe({**doc, "status": decision.status.to_wire()}).events == [], "reported once"
+
+
+def test_an_unreachable_mlflow_server_reported_by_the_chief_is_a_warning_once() -> None:
+    running = settle(body(), RayJobView("digits-1", 1, "Running", "RUNNING"))
+    error = "MLflow at http://mlflow:5000: could not start (connection refused); training goes on without it"
+    reported = {**running, "status": {**running["status"], "mlflow": {"error": error}}}
+    decision = observe(reported, RayJobView("digits-1", 1, "Running", "RUNNING"))
+    tracking = next(c for c in decision.status.conditions if c.type == "Tracking")
+    assert (tracking.status, tracking.reason, tracking.message) == ("False", "TrackingUnavailable", error)
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", "TrackingUnavailable")]
+    assert decision.status.phase == "Running"  # training goes on
+    settled = {**reported, "status": decision.status.to_wire()}
+    assert observe(settled, RayJobView("digits-1", 1, "Running", "RUNNING")).events == []

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.support.documents import example
-from tests.workloads.conftest import cli_env, start_trainserve, trainserve, write_job
+from tests.workloads.conftest import cli_env, free_port, start_trainserve, trainserve, wait_for_http, write_job
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +30,20 @@ def digits_job(tmp_path: Path, **spec_changes: Any) -> dict[str, Any]:
 
 def state(tmp_path: Path, name: str = "digits") -> dict[str, Any]:
     return json.loads((tmp_path / ".trainserve" / "trainingjobs" / f"{name}.json").read_text())
+
+
+def tensorboard_scalars(run_dir: Path) -> tuple[dict[str, dict[int, float]], bool]:
+    """What TensorBoard itself reads from a run folder: tag -> {step: value}, and whether a graph is there."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    scalars = {
+        tag: {e.step: float(make_ndarray(e.tensor_proto)) for e in events.Tensors(tag)}
+        for tag in events.Tags()["tensors"]
+    }
+    return scalars, bool(events.Tags()["graph"])
 
 
 def test_digits_example_trains_on_two_workers_and_the_model_reloads(tmp_path: Path) -> None:
@@ -54,6 +69,10 @@ def test_digits_example_trains_on_two_workers_and_the_model_reloads(tmp_path: Pa
     assert card["classes"] == list(range(10))
     assert set(card["frameworks"]) >= {"tensorflow", "tf_keras", "ray", "python"}
     assert status["model"]["metrics"]["val_accuracy"] == pytest.approx(card["metrics"]["val_accuracy"])
+    # The chief of two workers wrote the curves and the graph of attempt 1.
+    train, graph = tensorboard_scalars(tmp_path / "models" / "digits" / "tensorboard" / "1" / "train")
+    assert graph and sorted(train["loss"]) == list(range(1, 13))
+    assert train["loss"][12] == pytest.approx(card["metrics"]["loss"], rel=1e-5)
     assert sorted(p.name for p in (tmp_path / "models" / "digits" / "checkpoints").iterdir()) == [
         "epoch-000010",
         "epoch-000011",
@@ -93,12 +112,18 @@ def _complete_checkpoints(root: Path) -> dict[int, float]:
     return {int(p.parent.name.split("-")[1]): p.stat().st_mtime for p in root.glob("epoch-*/checkpoint.json")}
 
 
-def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(tmp_path: Path) -> None:
+def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(
+    tmp_path: Path, mlflow_server: str
+) -> None:
+    tracking = {
+        "mlflow": {"trackingUri": mlflow_server, "experiment": "resume", "registeredModelName": "digits-resume"}
+    }
     document = digits_job(
         tmp_path,
         training=example("digits-trainingjob")["spec"]["training"] | {"epochs": 16},
         resources={"workers": 1, "cpusPerWorker": 1},
         checkpoint={"everyEpochs": 1, "keep": 100},
+        tracking=tracking,
     )
     job = write_job(tmp_path / "job.yaml", document)
     checkpoints = tmp_path / "models" / "digits" / "checkpoints"
@@ -133,6 +158,95 @@ def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(tm
     final = state(tmp_path)["status"]
     assert final["phase"] == "Succeeded" and final["attempts"] == 2
     assert card["metrics"]["val_accuracy"] >= 0.85
+    _check_resumed_curves(tmp_path, final, card, max(before))
+    _check_resumed_mlflow_run(mlflow_server, final, card, max(before))
+    _check_local_tensorboard(tmp_path)
+
+
+def _check_local_tensorboard(tmp_path: Path) -> None:
+    """`trainserve local tensorboard digits` serves both attempts' runs."""
+    port = free_port()
+    board = subprocess.Popen(
+        [sys.executable, "-m", "trainserve.cli", "local", "tensorboard", "digits", "--port", str(port)],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/data/runs", board, timeout=120)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=10) as response:
+            runs = json.loads(response.read())
+        assert sorted(runs) == ["1/train", "1/validation", "2/train", "2/validation"]
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
+
+
+def _check_resumed_curves(tmp_path: Path, status: dict[str, Any], card: dict[str, Any], resumed_from: int) -> None:
+    """Attempt 2's curves continue attempt 1's at the absolute epoch, and end at the model card's figures."""
+    logdir = tmp_path / "models" / "digits" / "tensorboard"
+    assert status["tensorboard"] == str(logdir)
+    first, first_graph = tensorboard_scalars(logdir / "1" / "train")
+    second, second_graph = tensorboard_scalars(logdir / "2" / "train")
+    validation, _ = tensorboard_scalars(logdir / "2" / "validation")
+    assert first_graph and second_graph
+    # Attempt 1 was stopped after the checkpoint of `resumed_from` (maybe before logging that epoch).
+    assert sorted(first["loss"]) == list(range(1, len(first["loss"]) + 1)) and len(first["loss"]) >= resumed_from - 1
+    assert sorted(second["loss"]) == sorted(validation["accuracy"]) == list(range(resumed_from + 1, 17))
+    assert set(second) >= {"loss", "accuracy", "learning_rate", "samples_per_second"}
+    assert second["loss"][16] == pytest.approx(card["metrics"]["loss"], rel=1e-5)
+    assert validation["accuracy"][16] == pytest.approx(card["metrics"]["val_accuracy"], rel=1e-5)
+    assert validation["loss"][16] == pytest.approx(card["metrics"]["val_loss"], rel=1e-5)
+    assert second["learning_rate"][16] == pytest.approx(0.002)
+    assert all(rate > 0 for rate in second["samples_per_second"].values())
+
+
+def _check_resumed_mlflow_run(server: str, status: dict[str, Any], card: dict[str, Any], resumed_from: int) -> None:
+    """Both attempts logged into one run, which holds the card and the model, registered as version 1."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=server)
+    experiment = client.get_experiment_by_name("resume")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert [run.info.run_id for run in runs] == [status["mlflow"]["runId"]]
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["trainserve.name"] == "digits" and run.data.tags["trainserve.attempt"] == "2"
+    assert run.data.params["training.epochs"] == "16" and run.data.params["resources.workers"] == "1"
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")}
+    assert set(range(1, resumed_from)) | set(range(resumed_from + 1, 17)) <= set(history) <= set(range(1, 17))
+    assert history[16] == pytest.approx(card["metrics"]["val_accuracy"], rel=1e-6)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
+        a.path for a in client.list_artifacts(run.info.run_id, "model")
+    }
+    assert {"model.json", "model/saved_model.pb"} <= artifacts
+    versions = client.search_model_versions("name='digits-resume'")
+    assert [(v.version, v.run_id) for v in versions] == [("1", run.info.run_id)]
+    assert status["mlflow"]["registeredVersion"] == "1"
+    tracked = next(c for c in status["conditions"] if c["type"] == "Tracking")
+    assert (tracked["status"], tracked["reason"]) == ("True", "Tracked")
+
+
+def test_an_unreachable_mlflow_server_is_a_warning_and_the_model_is_still_published(tmp_path: Path) -> None:
+    unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    document = digits_job(
+        tmp_path,
+        training=example("digits-trainingjob")["spec"]["training"] | {"epochs": 2},
+        resources={"workers": 1, "cpusPerWorker": 1},
+        tracking={"mlflow": {"trackingUri": unreachable, "experiment": "nowhere", "registeredModelName": "x"}},
+    )
+    job = write_job(tmp_path / "job.yaml", document)
+    result = trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "digits succeeded: model version 1" in result.stdout
+    status = state(tmp_path)["status"]
+    tracked = next(c for c in status["conditions"] if c["type"] == "Tracking")
+    assert (tracked["status"], tracked["reason"]) == ("False", "TrackingUnavailable")
+    assert unreachable in tracked["message"] and status["mlflow"]["error"] == tracked["message"]
+    train, _ = tensorboard_scalars(tmp_path / "models" / "digits" / "tensorboard" / "1" / "train")
+    assert sorted(train["loss"]) == [1, 2]  # the curves do not depend on the server
 
 
 def test_parquet_on_s3_with_a_user_model_writes_the_model_to_s3(tmp_path: Path, s3_server: dict[str, str]) -> None:
@@ -177,6 +291,9 @@ def test_parquet_on_s3_with_a_user_model_writes_the_model_to_s3(tmp_path: Path, 
     assert fs.get_file_info("ml-data/models/digits/1/saved_model.pb").type == pafs.FileType.File
     markers = fs.get_file_info(pafs.FileSelector("ml-data/models/digits/checkpoints", recursive=True))
     assert any(info.path.endswith("epoch-000006/checkpoint.json") for info in markers)
+    # TensorBoard's events, written locally by the chief and uploaded after every epoch
+    events = fs.get_file_info(pafs.FileSelector("ml-data/models/digits/tensorboard/1", recursive=True))
+    assert {info.path.split("/")[-2] for info in events if "tfevents" in info.path} == {"train", "validation"}
 
 
 def test_a_run_that_fails_in_the_workers_reports_why_and_leaves_no_model(tmp_path: Path) -> None:

@@ -204,6 +204,10 @@ class KubernetesStatusSink:
         ):
             if value is not None:
                 status[field] = value.model_dump(mode="json", by_alias=True)
+        if self.status.mlflow is not None:
+            status["mlflow"] = self.status.mlflow.model_dump(mode="json", by_alias=True)
+        if self.status.tensorboard is not None:
+            status["tensorboard"] = self.status.tensorboard
         return {"status": status}
 
     def _send(self) -> None:

@@ -27,6 +27,7 @@ from trainserve.api.runtimeenv import REMOTE_SCHEMES
 from trainserve.api.storage import VOLUMES_DIR_ENV
 from trainserve.api.trainingjob import ModelStatus, TrainingJob, TrainingJobSpec
 from trainserve.api.validation import InvalidResource, parse
+from trainserve.naming import ATTEMPT_ENV, JOB_UID_ENV
 
 from . import checkpoints
 from .datasets import load_dataset
@@ -37,6 +38,7 @@ from .progress import FanOut, JsonLinesSink, KubernetesStatusSink, ProgressSink
 from .storage import locate, volumes_root
 
 log = logging.getLogger("trainserve.train")
+
 
 #: Environment of the Ray processes TensorFlow runs in: legacy Keras, quiet C++ logs.
 WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -195,7 +197,7 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
     ledger = ray.remote(num_cpus=0)(WorkerGroupLedger).remote()
     config = {
         "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "job": {"name": job.metadata.name, "namespace": job.metadata.namespace},
+        "job": _identity(job),
         "resume": {"uri": resume.location.uri, "epoch": resume.epoch, "metrics": resume.metrics} if resume else None,
         "fingerprint": checkpoints.fingerprint(spec),
         "relay": queue,
@@ -240,6 +242,13 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
     if completed is None or completed.model is None:
         raise TrainingFailed("NoModel", "training ended without exporting a model")
     return completed.model
+
+
+def _identity(job: TrainingJob) -> dict[str, Any]:
+    """Who the run is, for tracking: the RayJob sets the attempt and uid; locally the state folder counts attempts."""
+    attempt = os.environ.get(ATTEMPT_ENV) or (job.status.attempts if job.status else None) or 1
+    uid = os.environ.get(JOB_UID_ENV) or job.metadata.uid
+    return {"name": job.metadata.name, "namespace": job.metadata.namespace, "attempt": int(attempt), "uid": uid}
 
 
 def _worker(config: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from . import checkpoints, modelstore
 from .datasets import Dataset, load_dataset
 from .errors import WorkloadError
 from .models import INPUT_NAME, OUTPUT_NAME, build_model, compile_model
+from .run_tracking import RunTracking
 from .storage import locate
 
 SAMPLE_ROWS = 5
@@ -81,12 +82,21 @@ class _Relay:
 class _EpochEnd(keras.callbacks.Callback):  # type: ignore[misc]
     """After each epoch: checkpoint when due (all workers save; the chief uploads), then report progress."""
 
-    def __init__(self, spec: TrainingJobSpec, chief: bool, relay: _Relay, first_epoch: int, fingerprint: str):
+    def __init__(
+        self,
+        spec: TrainingJobSpec,
+        chief: bool,
+        relay: _Relay,
+        fingerprint: str,
+        tracking: RunTracking | None,
+        samples: int,
+    ):
         super().__init__()
         self.spec = spec
+        self.tracking = tracking
+        self.samples = samples
         self.chief = chief
         self.relay = relay
-        self.first_epoch = first_epoch
         self.fingerprint = fingerprint
         self.root = locate(spec.checkpoint_uri)
         self.epoch_started = time.monotonic()
@@ -104,6 +114,9 @@ class _EpochEnd(keras.callbacks.Callback):  # type: ignore[misc]
             checkpoint = self._checkpoint(done, metrics)
         self.durations.append(time.monotonic() - self.epoch_started)
         eta = sum(self.durations) / len(self.durations) * (total - done)
+        if self.tracking is not None:
+            throughput = self.samples / max(self.durations[-1], 1e-9)
+            self.tracking.epoch(done, metrics, _learning_rate(self.model), throughput)
         self.relay.send("epoch", epoch=done, metrics=metrics, eta_seconds=round(eta, 1), checkpoint=checkpoint)
 
     def _checkpoint(self, epoch: int, metrics: dict[str, float]) -> CheckpointStatus | None:
@@ -118,6 +131,17 @@ class _EpochEnd(keras.callbacks.Callback):  # type: ignore[misc]
             return CheckpointStatus(uri=record.location.uri, epoch=epoch, time=datetime.fromisoformat(record.time))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _learning_rate(model: keras.Model) -> float | None:
+    """The optimizer's current learning rate (a schedule evaluated at the current step)."""
+    try:
+        rate = model.optimizer.learning_rate
+        if callable(rate) and not isinstance(rate, tf.Variable):
+            rate = rate(model.optimizer.iterations)
+        return float(keras.backend.get_value(rate))
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def _export(model: keras.Model, n_features: int, folder: str) -> None:
@@ -203,6 +227,24 @@ def train_worker(config: dict[str, Any]) -> None:
 
 
 def _train(spec: TrainingJobSpec, config: dict[str, Any], chief: bool, workers: int, relay: _Relay) -> None:
+    tracking = RunTracking(spec, config.get("job", {}), relay.send) if chief else None
+    succeeded = False
+    try:
+        _train_tracked(spec, config, chief, workers, relay, tracking)
+        succeeded = True
+    finally:
+        if tracking is not None:
+            tracking.close(succeeded)
+
+
+def _train_tracked(
+    spec: TrainingJobSpec,
+    config: dict[str, Any],
+    chief: bool,
+    workers: int,
+    relay: _Relay,
+    tracking: RunTracking | None,
+) -> None:
     started = _now()
     attempt_resume: dict[str, Any] | None = config.get("resume")
     resume = _latest_checkpoint(spec, config["fingerprint"])  # newer than the attempt's after a restart
@@ -221,8 +263,11 @@ def _train(spec: TrainingJobSpec, config: dict[str, Any], chief: bool, workers: 
             if resume:
                 locate(resume["uri"]).download_dir(restored)
                 model.load_weights(os.path.join(restored, checkpoints.WEIGHTS_PREFIX))
-        relay.send("started", resumed_from_epoch=first_epoch or None, epoch=first_epoch)
-        metrics = _fit(model, spec, data, first_epoch, chief, relay, config["fingerprint"])
+        logdir = tracking.logdir if tracking is not None else None
+        relay.send("started", resumed_from_epoch=first_epoch or None, epoch=first_epoch, tensorboard=logdir)
+        if tracking is not None:
+            tracking.start(model, data.n_features)
+        metrics = _fit(model, spec, data, first_epoch, chief, relay, config["fingerprint"], tracking)
     finally:
         shutil.rmtree(restored, ignore_errors=True)
     if not metrics and resume:
@@ -231,7 +276,7 @@ def _train(spec: TrainingJobSpec, config: dict[str, Any], chief: bool, workers: 
     if chief:
         resumed_from = int(attempt_resume["epoch"]) if attempt_resume else None
         run = RunFacts(config.get("job", {}), metrics, resumed_from, started, workers, relay.restarts())
-        model_status = publish_model(model, spec, data, run)
+        model_status = publish_model(model, spec, data, run, tracking)
         relay.send("completed", epoch=spec.training.epochs, metrics=metrics, model=model_status)
     else:
         _export_to_nowhere(model, data.n_features)
@@ -253,7 +298,9 @@ def _export_to_nowhere(model: keras.Model, n_features: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def publish_model(model: keras.Model, spec: TrainingJobSpec, data: Dataset, run: RunFacts) -> ModelStatus:
+def publish_model(
+    model: keras.Model, spec: TrainingJobSpec, data: Dataset, run: RunFacts, tracking: RunTracking | None = None
+) -> ModelStatus:
     """Export the SavedModel, check it by reloading it, and publish it with its card as the next version."""
     export_dir = tempfile.mkdtemp(prefix="trainserve-export-")
     try:
@@ -262,6 +309,8 @@ def publish_model(model: keras.Model, spec: TrainingJobSpec, data: Dataset, run:
         sample = reloaded(**{INPUT_NAME: tf.constant(data.x_val[:SAMPLE_ROWS])})[OUTPUT_NAME].numpy()
         card = _card(spec, data, run, sample.tolist(), int(sample.shape[-1]))
         version, location = modelstore.publish(locate(spec.output.uri), export_dir, card)
+        if tracking is not None:
+            tracking.model_exported(export_dir, card | {"version": version, "uri": location.uri})
         return ModelStatus(uri=location.uri, version=version, metrics=run.metrics)
     finally:
         shutil.rmtree(export_dir, ignore_errors=True)
@@ -275,6 +324,7 @@ def _fit(
     chief: bool,
     relay: _Relay,
     fingerprint: str,
+    tracking: RunTracking | None = None,
 ) -> dict[str, float]:
     """Train from ``first_epoch`` to the end; returns the last epoch's metrics (empty if none were left)."""
     y_train, y_val = data.y_train, data.y_val
@@ -290,7 +340,7 @@ def _fit(
         epochs=spec.training.epochs,
         initial_epoch=first_epoch,
         steps_per_epoch=math.ceil(len(data.x_train) / batch),
-        callbacks=[_EpochEnd(spec, chief, relay, first_epoch, fingerprint)],
+        callbacks=[_EpochEnd(spec, chief, relay, fingerprint, tracking, len(data.x_train))],
         verbose=0,
         **fit_args,
     )

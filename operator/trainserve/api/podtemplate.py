@@ -57,6 +57,8 @@ TRAININGJOB_ENV: dict[str, str] = {
     **RAY_AUTH_ENV,
     "TRAINSERVE_JOB_NAME": "the job's name, for the progress channel",
     "TRAINSERVE_JOB_NAMESPACE": "the job's namespace, for the progress channel",
+    "TRAINSERVE_ATTEMPT": "the attempt number, for the run's tracking tags",
+    "TRAINSERVE_JOB_UID": "the job's uid, for the run's tracking tags",
     "TF_USE_LEGACY_KERAS": "the workload trains with legacy Keras (tf_keras)",
     "PYTHONUNBUFFERED": "the workload's logs reach `kubectl logs` at once",
     VOLUMES_DIR_ENV: "where the `pvc://` claims are mounted",

@@ -11,11 +11,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import StatusModel
+from .base import Condition, StatusModel
 from .conditions import set_condition
-from .trainingjob import CheckpointStatus, ModelStatus, Progress, TrainingJobStatus
+from .trainingjob import CheckpointStatus, MlflowRunStatus, ModelStatus, Progress, TrainingJobStatus
 
-EventType = Literal["started", "epoch", "completed", "failed"]
+EventType = Literal["started", "epoch", "completed", "failed", "tracking"]
 
 
 class ProgressEvent(StatusModel):
@@ -32,10 +32,24 @@ class ProgressEvent(StatusModel):
     model: ModelStatus | None = Field(None, description="On `completed`: the exported model.")
     reason: str | None = Field(None, description="On `failed`: CamelCase reason.")
     message: str | None = Field(None, description="On `failed`: what went wrong.")
+    tensorboard: str | None = Field(None, description="On `started`: the job's TensorBoard logdir.")
+    mlflow: MlflowRunStatus | None = Field(None, description="On `tracking`: the MLflow run, or why there is none.")
 
 
 def _percent(epoch: int, total: int) -> float:
     return round(100.0 * epoch / total, 1) if total else 0.0
+
+
+def tracking_condition(status: TrainingJobStatus, now: datetime, generation: int | None = None) -> list[Condition]:
+    """The conditions with ``Tracking`` as ``status.mlflow`` says (a warning only: training goes on without it)."""
+    run = status.mlflow
+    if run is None:
+        return status.conditions
+    if run.error:
+        return set_condition(status.conditions, "Tracking", "False", "TrackingUnavailable", run.error, now, generation)
+    version = f", model version {run.registered_version} registered" if run.registered_version else ""
+    message = f"MLflow run {run.run_id}{version}"
+    return set_condition(status.conditions, "Tracking", "True", "Tracked", message, now, generation)
 
 
 def apply_progress(status: TrainingJobStatus, event: ProgressEvent) -> TrainingJobStatus:
@@ -54,6 +68,10 @@ def apply_progress(status: TrainingJobStatus, event: ProgressEvent) -> TrainingJ
         )
         message = f"resumed from the checkpoint of epoch {done}" if done else "training from scratch"
         new.conditions = set_condition(new.conditions, "Running", "True", "Training", message, event.time)
+        new.tensorboard = event.tensorboard or new.tensorboard
+    elif event.type == "tracking" and event.mlflow is not None:
+        new.mlflow = event.mlflow
+        new.conditions = tracking_condition(new, event.time)
     elif event.type == "epoch" and event.epoch is not None:
         new.progress = Progress(
             epoch=event.epoch,

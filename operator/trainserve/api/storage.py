@@ -36,3 +36,8 @@ def mounted_path(uri: str) -> str:
     """Where a ``pvc://`` URI is inside a Ray pod of the cluster."""
     parsed = urlparse(uri)
     return f"{CLUSTER_VOLUMES_DIR}/{parsed.netloc}/{parsed.path.lstrip('/')}".rstrip("/")
+
+
+def tensorboard_logdir(output_uri: str) -> str:
+    """A TrainingJob's TensorBoard logdir: one folder per attempt inside it, next to the model versions."""
+    return f"{output_uri.rstrip('/')}/tensorboard"

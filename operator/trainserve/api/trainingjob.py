@@ -292,6 +292,37 @@ class RunPolicy(ApiModel):
     suspend: bool = Field(False, description="Tear the Ray cluster down and wait; `false` resumes from the checkpoint.")
 
 
+class MlflowTracking(ApiModel):
+    """An MLflow tracking server the chief logs the run to."""
+
+    tracking_uri: str = Field(
+        min_length=1,
+        max_length=MAX_URI,
+        pattern=r"^https?://",
+        description="The MLflow tracking server, `http(s)://HOST[:PORT]`.",
+    )
+    experiment: str = Field(
+        min_length=1, max_length=500, description="Experiment the run is logged in (created if missing)."
+    )
+    registered_model_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="On success, register the SavedModel as a new version of this registered model.",
+    )
+    credentials_secret_ref: SecretRef | None = Field(
+        None,
+        description="Secret whose keys (e.g. `MLFLOW_TRACKING_TOKEN`, or `MLFLOW_TRACKING_USERNAME` and "
+        "`MLFLOW_TRACKING_PASSWORD`) become environment variables of the Ray pods.",
+    )
+
+
+class TrackingSpec(ApiModel):
+    """Experiment tracking besides the TensorBoard event files every run writes."""
+
+    mlflow: MlflowTracking | None = Field(None, description="Log the run (and register the model) in MLflow.")
+
+
 class TrainingJobSpec(ApiModel):
     """The desired state of a TrainingJob."""
 
@@ -319,6 +350,7 @@ class TrainingJobSpec(ApiModel):
     runtime_env: RuntimeEnvSpec | None = Field(
         None, description="Code, pip packages and environment variables for the driver and workers, without an image."
     )
+    tracking: TrackingSpec | None = Field(None, description="Experiment tracking (MLflow), opt-in.")
 
     #: What a job trains on and with, and its pods, cannot change once it exists (transition rules: checked on
     #: update only; the operator also refuses such a change with a `Valid=False` condition where no CEL runs).
@@ -378,6 +410,15 @@ class ModelStatus(StatusModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="Final training and validation metrics.")
 
 
+class MlflowRunStatus(StatusModel):
+    """The MLflow run of the job (every attempt continues it)."""
+
+    run_id: str | None = Field(None, description="The run's id.")
+    experiment_id: str | None = Field(None, description="The experiment's id.")
+    registered_version: str | None = Field(None, description="The registered model version, once registered.")
+    error: str | None = Field(None, description="Why the server could not be used (training goes on without it).")
+
+
 class TrainingJobStatus(StatusModel):
     """The observed state of a TrainingJob."""
 
@@ -393,6 +434,10 @@ class TrainingJobStatus(StatusModel):
     last_checkpoint: CheckpointStatus | None = Field(None, description="The latest checkpoint.")
     model: ModelStatus | None = Field(None, description="The trained model, once the job succeeded.")
     ray_job_name: str | None = Field(None, description="Name of the current attempt's RayJob.")
+    tensorboard: str | None = Field(
+        None, description="TensorBoard logdir of the job (one folder per attempt): `tensorboard --logdir` it."
+    )
+    mlflow: MlflowRunStatus | None = Field(None, description="The MLflow run, when `spec.tracking.mlflow` is set.")
 
 
 class TrainingJob(Resource):

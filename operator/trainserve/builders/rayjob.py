@@ -38,7 +38,9 @@ from trainserve.builders.raypod import (
     worker_group,
 )
 from trainserve.naming import (
+    ATTEMPT_ENV,
     ATTEMPT_LABEL,
+    JOB_UID_ENV,
     KUEUE_QUEUE_LABEL,
     SPEC_HASH_ANNOTATION,
     child_labels,
@@ -94,11 +96,13 @@ def entrypoint(job: TrainingJob) -> str:
     return f"python -m {ENTRYPOINT_MODULE} --progress kubernetes --config {shlex.quote(config)}"
 
 
-def _env(job: TrainingJob) -> list[Object]:
-    """The job's identity for the progress channel, and the workload's interpreter settings."""
+def _env(job: TrainingJob, attempt: int) -> list[Object]:
+    """The job's identity for the progress channel and tracking, and the workload's interpreter settings."""
     return [
         {"name": JOB_NAME_ENV, "value": job.metadata.name or ""},
         {"name": JOB_NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": ATTEMPT_ENV, "value": str(attempt)},
+        {"name": JOB_UID_ENV, "value": job.metadata.uid or ""},
         {"name": "TF_USE_LEGACY_KERAS", "value": "1"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
@@ -113,13 +117,22 @@ def claims(job: TrainingJob) -> dict[str, bool]:
     return {claim: False for claim in filter(None, map(claim_of, uris))}
 
 
-def _head_group(job: TrainingJob, settings: OperatorSettings, image: str) -> Object:
+def _with_tracking_credentials(container: Object, job: TrainingJob) -> Object:
+    """The MLflow credentials Secret's keys as environment variables (by reference: no value is written here)."""
+    mlflow = job.spec.tracking.mlflow if job.spec.tracking is not None else None
+    if mlflow is not None and mlflow.credentials_secret_ref is not None:
+        container.setdefault("envFrom", []).append({"secretRef": {"name": mlflow.credentials_secret_ref.name}})
+    return container
+
+
+def _head_group(job: TrainingJob, settings: OperatorSettings, image: str, attempt: int) -> Object:
     name = job.metadata.name or ""
     secret = job.spec.storage_secret_ref.name if job.spec.storage_secret_ref else None
     resources = {"cpu": settings.head_cpu, "memory": settings.head_memory}
     volumes, mounts = claim_volumes(claims(job))
-    env = _env(job) + volumes_env(claims(job))
+    env = _env(job, attempt) + volumes_env(claims(job))
     container = ray_container(HEAD_CONTAINER, image, env, resources, [*HEAD_PORTS, METRICS], secret, mounts)
+    container = _with_tracking_credentials(container, job)
     # The driver runs here and reports progress with this account's token (its own status only); a template's
     # serviceAccountName replaces it (and gets the status Role, see builders.rbac).
     template = job.spec.pod_template
@@ -128,15 +141,16 @@ def _head_group(job: TrainingJob, settings: OperatorSettings, image: str) -> Obj
     )
 
 
-def _worker_group(job: TrainingJob, image: str) -> Object:
+def _worker_group(job: TrainingJob, image: str, attempt: int) -> Object:
     res = job.spec.resources
     secret = job.spec.storage_secret_ref.name if job.spec.storage_secret_ref else None
     amounts: Object = {"cpu": res.cpus_per_worker.quantity, "memory": res.memory_per_worker}
     if res.gpus_per_worker:
         amounts[res.gpu_resource_name] = str(res.gpus_per_worker)
     volumes, mounts = claim_volumes(claims(job))
-    env = _env(job) + volumes_env(claims(job))
+    env = _env(job, attempt) + volumes_env(claims(job))
     container = ray_container(WORKER_CONTAINER, image, env, amounts, [METRICS], secret, mounts)
+    container = _with_tracking_credentials(container, job)
     where = placement(res.node_selector, res.tolerations, res.gpus_per_worker, res.gpu_resource_name)
     return worker_group(
         "trainers",
@@ -204,8 +218,8 @@ def build_rayjob(
         "rayClusterSpec": {
             "rayVersion": settings.ray_version,
             **auth_options(settings),
-            "headGroupSpec": _head_group(job, settings, image),
-            "workerGroupSpecs": [_worker_group(job, image)],
+            "headGroupSpec": _head_group(job, settings, image, attempt),
+            "workerGroupSpecs": [_worker_group(job, image, attempt)],
         },
     }
     if deadline is not None:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from trainserve.api.conditions import find_condition
+from trainserve.api.progress import tracking_condition
 from trainserve.api.trainingjob import TrainingJob, TrainingJobStatus
 from trainserve.api.validation import Problem
 from trainserve.builders.rayjob import section_hashes
@@ -47,7 +48,7 @@ FINISHED = ("Succeeded", "Failed")
 
 #: Conditions that tell a user something is wrong when True (or, for these two, when False).
 _WARNING_WHEN_TRUE = {"Failed"}
-_WARNING_WHEN_FALSE = {"Valid", "Created", *POD_CONDITIONS}
+_WARNING_WHEN_FALSE = {"Valid", "Created", "Tracking", *POD_CONDITIONS}
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,8 @@ def plan(observed: Observed) -> Plan:
         _plan_valid(job, observed, st, result)
         if observed.pod_health is not None and st.value.phase not in FINISHED:
             _fold_pod_health(observed.pod_health, st, result)
+    # The chief reports its MLflow run in status.mlflow (it writes no conditions): the condition is ours.
+    st.value.conditions = tracking_condition(st.value, st.now, generation)
     summarise_trainingjob(st, user_suspended=job is not None and job.spec.run_policy.suspend)
     st.value.observed_generation = generation
     result.status = st.value
