@@ -148,6 +148,24 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.upgradeStrategy.type",
         "NewClusterWithIncrementalUpgrade",
     ),
+    (
+        "registry URI without a registry",
+        changed(MS, "spec.model", {"uri": "models:/digits@champion"}),
+        "spec.model",
+        "registry.trackingUri",
+    ),
+    (
+        "registry URI without a version or alias",
+        changed(MS, "spec.model", {"uri": "models:/digits", "registry": {"trackingUri": "http://mlflow:5000"}}),
+        "spec.model.uri",
+        "models:/NAME@ALIAS",
+    ),
+    (
+        "registry for a storage URI",
+        changed(MS, "spec.model", {"uri": "s3://models/digits/1", "registry": {"trackingUri": "http://mlflow:5000"}}),
+        "spec.model.registry",
+        "remove registry",
+    ),
     ("bad model name", changed(MS, "spec.modelName", "my model!"), "spec.modelName", "pattern"),
     ("unknown runtime", changed(MS, "spec.runtime", "tflite"), "spec.runtime", "tensorflow"),
     # JSON types as the API server has them: no coercion from strings, booleans or numbers.
@@ -182,6 +200,12 @@ AS_THE_API_SERVER_READS: list[tuple[str, dict[str, Any], str, Any]] = [
     ("an integer for a number", changed(TJ, "spec.dataset.validationSplit", 0), "spec.dataset.validationSplit", 0.0),
     ("CPUs as a string", changed(TJ, "spec.resources.cpusPerWorker", "500m"), "spec.resources.cpusPerWorker", "500m"),
     ("a generated name", changed(TJ, "metadata", {"generateName": "digits-"}), "metadata.name", None),
+    (
+        "a registered model",
+        changed(MS, "spec.model", {"uri": "models:/digits/3", "registry": {"trackingUri": "http://mlflow:5000"}}),
+        "spec.model.registry.resolveIntervalSeconds",
+        60,
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from tests.support.documents import changed, example
 from trainserve.api.figures import LATENCY_BUCKETS_MS, Figures
 from trainserve.plans.modelservice import RayServiceView, ServiceObserved, plan_service, service_status_patch
+from trainserve.registry import RegisteredVersion, RegistryError
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -62,6 +63,26 @@ def test_a_metric_miss_is_named_and_the_running_model_stays() -> None:
     newer_but_short = plan(serving, {"digits": trainingjob("Succeeded", version=2, accuracy=0.5)})
     assert newer_but_short.args is not None and newer_but_short.args.primary.uri == "s3://m/digits/1"
     assert "misses minMetrics" in condition(newer_but_short, "ModelLoaded").message
+
+
+def test_a_registry_uri_serves_the_version_the_registry_names_and_keeps_it_while_the_registry_is_down() -> None:
+    uri = "models:/digits@champion"
+    model = {"uri": uri, "registry": {"trackingUri": "http://mlflow:5000", "resolveIntervalSeconds": 30}}
+    doc = body(changed(example("digits-modelservice"), "spec.model", model))
+    asking = plan(doc, view=None)
+    assert asking.args is None and condition(asking, "ModelLoaded").reason == "ResolvingModel"
+    answer = RegisteredVersion(7, "mlflow-artifacts:/1/abc/artifacts/model")
+    served = plan(doc, registry={uri: answer})
+    assert served.args is not None and served.args.primary.uri == answer.source
+    assert served.args.primary.version == 7 and served.requeue_after == 30, "asked again after the interval"
+    assert served.status.model is not None and served.status.model.registered == uri
+    assert served.args.runtime_env == {"env_vars": {"MLFLOW_TRACKING_URI": "http://mlflow:5000"}}
+
+    serving = body(doc, {"model": {"uri": answer.source, "version": 7, "registered": uri}})
+    down = plan(serving, registry={uri: RegistryError("RegistryUnavailable", "MLflow did not answer")})
+    assert down.args is not None and down.args.primary.uri == answer.source
+    loaded = condition(down, "ModelLoaded")
+    assert loaded.status == "True" and "still serving version 7: MLflow did not answer" in loaded.message
 
 
 def test_application_failure_surfaces_its_message() -> None:

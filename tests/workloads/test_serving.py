@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -352,5 +353,59 @@ def test_local_canary_is_promoted_step_by_step_on_real_traffic(
         assert shares[0] == 30 and 70 in shares, shares
         versions = Counter(client.post("/v1/models/digits:predict", request)[1]["x-model-version"] for _ in range(30))
         assert versions == Counter({"2": 30})
+    finally:
+        service.update(base_args(models))
+
+
+def register_in_mlflow(server: str, name: str, folders: list[str]) -> None:
+    """Each model folder logged as a run's `model` artifact and registered as the next version of ``name``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=server)
+    experiment = client.create_experiment(f"{name}-runs")
+    client.create_registered_model(name)
+    for folder in folders:
+        run = client.create_run(experiment)
+        client.log_artifacts(run.info.run_id, folder, "model")
+        client.create_model_version(name, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+
+
+def test_moving_a_registry_alias_rolls_the_local_service_to_that_version(
+    client: Client, service: Any, models: dict[str, Any], mlflow_server: str, tmp_path: Path
+) -> None:
+    """`trainserve local serve` on `models:/NAME@ALIAS`: the replicas download the version through MLflow, and the
+    alias moved in MLflow is followed in place, as the operator follows it on a cluster."""
+    from mlflow import MlflowClient
+
+    from trainserve.api.modelservice import ModelService
+    from trainserve_workloads.local_serve import RegistryFollower, local_args
+
+    register_in_mlflow(mlflow_server, "digits-local", [models["v1"].uri, models["v2"].uri])
+    registry = MlflowClient(tracking_uri=mlflow_server)
+    registry.set_registered_model_alias("digits-local", "champion", "1")
+    spec = base_args(models).model_dump(mode="json", by_alias=True, include={"modelName", "batching", "resources"})
+    model = {
+        "uri": "models:/digits-local@champion",
+        "registry": {"trackingUri": mlflow_server, "resolveIntervalSeconds": 5},
+    }
+    document = {"apiVersion": "trainserve.io/v1alpha1", "kind": "ModelService", "metadata": {"name": "digits"}}
+    ms = ModelService.model_validate(document | {"spec": spec | {"model": model}})
+    x, _ = digits()
+    request = {"instances": x[:3].tolist()}
+    try:
+        args = local_args(ms, tmp_path)
+        assert args.primary.uri.startswith("mlflow-artifacts:/") and args.primary.version == 1
+        service.update(args)
+        status, headers, answer = client.post("/v1/models/digits:predict", request)
+        assert status == 200 and headers["x-model-version"] == "1"
+        np.testing.assert_allclose(answer["predictions"], in_process(models["v1"].uri, x[:3]), rtol=1e-4, atol=1e-5)
+
+        registry.set_registered_model_alias("digits-local", "champion", "2")
+        follower = RegistryFollower(ms, tmp_path, service, args)
+        follower.next_look = time.monotonic()  # look now rather than in 5 s
+        assert follower.tick() == ["Normal: ModelChanged: now serving version 2 (was 1)"]
+        versions = Counter(client.post("/v1/models/digits:predict", request)[1]["x-model-version"] for _ in range(10))
+        assert versions == Counter({"2": 10})
+        assert follower.tick() == [], "nothing moved, nothing done"
     finally:
         service.update(base_args(models))

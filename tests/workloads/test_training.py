@@ -221,12 +221,32 @@ def _check_resumed_mlflow_run(server: str, status: dict[str, Any], card: dict[st
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
         a.path for a in client.list_artifacts(run.info.run_id, "model")
     }
-    assert {"model.json", "model/saved_model.pb"} <= artifacts
+    assert {"model.json", "model/saved_model.pb", "model/model.json"} <= artifacts
     versions = client.search_model_versions("name='digits-resume'")
     assert [(v.version, v.run_id) for v in versions] == [("1", run.info.run_id)]
     assert status["mlflow"]["registeredVersion"] == "1"
     tracked = next(c for c in status["conditions"] if c["type"] == "Tracking")
     assert (tracked["status"], tracked["reason"]) == ("True", "Tracked")
+    _check_served_from_the_registry(server, card)
+
+
+def _check_served_from_the_registry(server: str, card: dict[str, Any]) -> None:
+    """`models:/digits-resume/1` resolves as the operator resolves it, and loads as a replica loads it: the files
+    downloaded through the tracking server, the registry's version number in the answers."""
+    import numpy as np
+
+    from trainserve.registry import lookup
+    from trainserve_workloads.serve.model import load_model
+
+    registered = lookup(server, "models:/digits-resume/1")
+    assert registered.source.startswith("mlflow-artifacts:/")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", server)
+        served = load_model(registered.source, runtime="tensorflow", version=registered.version)
+        again = load_model(registered.source, runtime="tensorflow")  # a second replica: the same local copy
+    assert served.version == 1 and again.version == card["version"]
+    rows = np.asarray(card["sample"]["inputs"], dtype=np.float32)
+    np.testing.assert_allclose(served.predict(rows), np.asarray(card["sample"]["predictions"]), rtol=1e-5)
 
 
 def test_an_unreachable_mlflow_server_is_a_warning_and_the_model_is_still_published(tmp_path: Path) -> None:

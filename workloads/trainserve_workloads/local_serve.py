@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from trainserve.api.modelservice import ModelRef, ModelService
-from trainserve.api.serving import AUTH_TOKEN_ENV, ModelTarget, ServeAppArgs, serve_args
+from trainserve.api.serving import AUTH_TOKEN_ENV, ModelTarget, ServeAppArgs, model_registries, serve_args
 from trainserve.api.storage import VOLUMES_DIR_ENV
 from trainserve.api.trainingjob import TrainingJobStatus
 from trainserve.localstate import load_job
 from trainserve.plans.common import servable_model
+from trainserve.registry import RegistryError, lookup
 from trainserve.serveconfig import FAST_INGRESS_ENV, serve_application
 
 from . import modelstore
@@ -27,7 +28,14 @@ LOCAL_ENV = FAST_INGRESS_ENV | {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
 
 
 def resolve_model(ref: ModelRef, state_root: Path, field: str) -> ModelTarget:
-    """A concrete model version for a `uri` or a local `fromTrainingJob`; WorkloadError when it cannot be served."""
+    """A concrete model version for a `uri`, a registered model or a local `fromTrainingJob`; WorkloadError when
+    it cannot be served."""
+    if ref.uri is not None and ref.registry is not None:
+        try:
+            registered = lookup(ref.registry.tracking_uri, ref.uri)
+        except RegistryError as err:
+            raise WorkloadError(f"{field}.uri", err.message, "register the model, or set the alias in MLflow") from None
+        return ModelTarget(uri=registered.source, version=registered.version)
     if ref.uri is not None:
         try:
             location, card = modelstore.resolve(ref.uri)
@@ -83,16 +91,52 @@ def shutdown_local_ray() -> None:
     ray.shutdown()
 
 
-def serve_until_stopped(service: ModelService, running: LocalService, args: ServeAppArgs) -> None:
-    """Keep serving (and, with ``canary.autoPromote``, promote as the operator would) until interrupted."""
+class RegistryFollower:
+    """Resolves the spec's ``models:/`` URIs again every ``resolveIntervalSeconds`` and rolls the application in
+    place when one names another version (an alias moved), as the operator does on a cluster."""
+
+    def __init__(self, service: ModelService, state_root: Path, running: LocalService, args: ServeAppArgs):
+        self.service, self.state_root, self.running, self.args = service, state_root, running, args
+        self.interval = float(min(r.resolve_interval_seconds for r in model_registries(service)))
+        self.next_look = time.monotonic() + self.interval
+
+    def tick(self) -> list[str]:
+        """What changed (lines to print); waits for the interval between lookups."""
+        if time.monotonic() < self.next_look:
+            return []
+        self.next_look = time.monotonic() + self.interval
+        try:
+            wanted = local_args(self.service, self.state_root)
+        except WorkloadError as err:
+            return [f"Warning: RegistryUnavailable: {err.message} (still serving version {self.args.primary.version})"]
+        if wanted == self.args:
+            return []
+        self.running.update(wanted)
+        before, self.args = self.args, wanted
+        return [f"Normal: ModelChanged: now serving version {wanted.primary.version} (was {before.primary.version})"]
+
+
+def serve_until_stopped(
+    service: ModelService, running: LocalService, args: ServeAppArgs, state_root: Path | None = None
+) -> None:
+    """Keep serving (and, with ``canary.autoPromote``, promote as the operator would; with a model registry,
+    follow its aliases) until interrupted."""
     promoter = None
     if service.spec.canary is not None and service.spec.canary.auto_promote is not None:
         from .local_canary import LocalPromoter
 
         promoter = LocalPromoter(service, running, args)
         print("  canary     promoted automatically on healthy figures (as the operator does)")
+    follower = None
+    if model_registries(service) and state_root is not None and promoter is None:
+        follower = RegistryFollower(service, state_root, running, args)
+        print(f"  registry   resolved again every {follower.interval:.0f}s")
     while True:
         wait = 3600.0
+        if follower is not None:
+            for line in follower.tick():
+                print(line, flush=True)
+            wait = max(0.5, follower.next_look - time.monotonic())
         if promoter is not None:
             events, next_look = promoter.tick()
             for event in events:

@@ -126,6 +126,8 @@ class MlflowRun:
                 path = Path(folder) / CARD_ARTIFACT
                 path.write_text(json.dumps(card, indent=2, default=str))
                 self.client.log_artifact(self.status.run_id, str(path))
+                # ...and inside the model: a registered version is then a complete model folder to serve
+                self.client.log_artifact(self.status.run_id, str(path), MODEL_ARTIFACT)
             self.client.log_artifacts(self.status.run_id, export_dir, MODEL_ARTIFACT)
             if self.settings.registered_model_name:
                 self.status.registered_version = self._register(self.settings.registered_model_name)

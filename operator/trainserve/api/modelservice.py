@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -64,6 +65,36 @@ class FromTrainingJob(ApiModel):
     )
 
 
+#: ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``: MLflow's model registry URIs.
+REGISTRY_SCHEME = "models:/"
+REGISTRY_URI_PATTERN = r"^models:/[^/@ ]+(/[0-9]+|@[A-Za-z0-9_-]+)$"
+
+
+class ModelRegistry(ApiModel):
+    """The MLflow tracking server that resolves a `models:/` URI (MLflow's model registry)."""
+
+    tracking_uri: str = Field(
+        min_length=1,
+        max_length=MAX_URI,
+        pattern=r"^https?://",
+        description="The MLflow tracking server, `http(s)://HOST[:PORT]`. The operator asks it which version the "
+        "URI names (with the credentials of its own install, see docs/install.md); the replicas download that "
+        "version's artifacts from it.",
+    )
+    credentials_secret_ref: SecretRef | None = Field(
+        None,
+        description="Secret whose keys (e.g. `MLFLOW_TRACKING_TOKEN`, or `MLFLOW_TRACKING_USERNAME` and "
+        "`MLFLOW_TRACKING_PASSWORD`) become environment variables of the Ray pods, to download the artifacts.",
+    )
+    resolve_interval_seconds: int = Field(
+        60,
+        ge=5,
+        le=86400,
+        description="How often the URI is resolved again: moving an alias (or registering the version a URI "
+        "names) rolls the service to it in place.",
+    )
+
+
 class ModelRef(ApiModel):
     """Which model to serve. Exactly one of `uri` or `fromTrainingJob`."""
 
@@ -72,15 +103,46 @@ class ModelRef(ApiModel):
         min_length=1,
         max_length=MAX_URI,
         description="Location of a model written by a TrainingJob: a version folder `<output.uri>/<version>`, "
-        "or `<output.uri>` for its newest version.",
+        "or `<output.uri>` for its newest version; or a registered model, `models:/NAME/VERSION` or "
+        "`models:/NAME@ALIAS`, with `registry`.",
     )
     from_training_job: FromTrainingJob | None = Field(None, description="Serve the model a TrainingJob produced.")
+    registry: ModelRegistry | None = Field(None, description="Where a `models:/` URI is resolved.")
 
-    CEL: ClassVar[list[dict[str, str]]] = [exactly_one_rule("uri", "fromTrainingJob")]
+    CEL: ClassVar[list[dict[str, str]]] = [
+        exactly_one_rule("uri", "fromTrainingJob"),
+        {
+            "rule": f"!has(self.uri) || !self.uri.startsWith('{REGISTRY_SCHEME}') || "
+            f"self.uri.matches('{REGISTRY_URI_PATTERN}')",
+            "message": "a registry URI is models:/NAME/VERSION or models:/NAME@ALIAS",
+        },
+        {
+            "rule": f"(has(self.uri) && self.uri.startsWith('{REGISTRY_SCHEME}')) == has(self.registry)",
+            "message": "a models:/ uri needs registry.trackingUri, and registry is only for models:/ URIs",
+        },
+    ]
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelRef:
         require_exactly_one("model", uri=self.uri, fromTrainingJob=self.from_training_job)
+        registered = self.uri is not None and self.uri.startswith(REGISTRY_SCHEME)
+        if registered and not re.match(REGISTRY_URI_PATTERN, self.uri or ""):
+            raise rule_error(
+                f"{self.uri!r} is not a registry URI",
+                "write models:/NAME/VERSION (a version number) or models:/NAME@ALIAS",
+                at=".uri",
+            )
+        if registered and self.registry is None:
+            raise rule_error(
+                f"{self.uri!r} names a registered model but no registry resolves it",
+                "add registry.trackingUri: the MLflow tracking server that holds the model registry",
+            )
+        if self.registry is not None and not registered:
+            raise rule_error(
+                "registry is set but the model is not a models:/ URI",
+                "remove registry, or set uri to models:/NAME/VERSION or models:/NAME@ALIAS",
+                at=".registry",
+            )
         return self
 
 
@@ -348,6 +410,9 @@ class ServedModel(StatusModel):
 
     uri: str | None = Field(None, description="Location of the model version.")
     version: int | None = Field(None, description="Version number.")
+    registered: str | None = Field(
+        None, description="The `models:/` URI it was resolved from (`version` is then the registry's)."
+    )
 
 
 class PromotedModel(ServedModel):

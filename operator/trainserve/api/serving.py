@@ -11,11 +11,21 @@ from typing import Any
 from pydantic import Field
 
 from .base import ApiModel
-from .modelservice import AutoscalingSpec, BatchingSpec, ModelRuntime, ModelService, OverloadSpec, ServingResources
+from .modelservice import (
+    AutoscalingSpec,
+    BatchingSpec,
+    ModelRegistry,
+    ModelRuntime,
+    ModelService,
+    OverloadSpec,
+    ServingResources,
+)
 
 #: Environment variable that carries the bearer token into the serving replicas.
 AUTH_TOKEN_ENV = "TRAINSERVE_AUTH_TOKEN"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Where replicas download ``mlflow-artifacts:/`` model files from (MLflow's own variable name).
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
 class ModelTarget(ApiModel):
@@ -82,5 +92,23 @@ def serve_args(
         resources=spec.resources,
         overload=spec.overload,
         auth_token_env=AUTH_TOKEN_ENV if spec.auth is not None else None,
-        runtime_env=spec.runtime_env.to_ray() if spec.runtime_env is not None else None,
+        runtime_env=_runtime_env(service),
     )
+
+
+def _runtime_env(service: ModelService) -> dict[str, Any] | None:
+    """The spec's runtime_env; with a registry, replicas also learn where ``mlflow-artifacts:/`` files come from."""
+    spec = service.spec
+    runtime_env = spec.runtime_env.to_ray() if spec.runtime_env is not None else {}
+    registries = model_registries(service)
+    if registries:
+        env_vars = {TRACKING_URI_ENV: registries[0].tracking_uri} | runtime_env.get("env_vars", {})
+        runtime_env["env_vars"] = env_vars
+    return runtime_env or None
+
+
+def model_registries(service: ModelService) -> list[ModelRegistry]:
+    """The model registries the spec's models are resolved through (the primary's, the canary's)."""
+    spec = service.spec
+    refs = [spec.model, *([spec.canary.model] if spec.canary is not None else [])]
+    return [ref.registry for ref in refs if ref.registry is not None]

@@ -13,8 +13,9 @@ from urllib.parse import urlparse
 VOLUMES_DIR_ENV = "TRAINSERVE_VOLUMES_DIR"
 DEFAULT_VOLUMES_DIR = "./.trainserve/volumes"
 CLUSTER_VOLUMES_DIR = "/mnt/trainserve/volumes"
-#: Schemes every pod of a cluster can reach (a plain path would be the pod's own disk).
-CLUSTER_SCHEMES = frozenset({"pvc", "s3", "gs", "https"})
+#: Schemes every pod of a cluster can reach (a plain path would be the pod's own disk); ``models:/`` and
+#: ``mlflow-artifacts:/`` through an MLflow tracking server.
+CLUSTER_SCHEMES = frozenset({"pvc", "s3", "gs", "https", "models", "mlflow-artifacts"})
 
 
 def claim_of(uri: str | None) -> str | None:

@@ -17,7 +17,7 @@ import yaml
 
 from trainserve.api.base import cpu_quantity, quantity_bytes
 from trainserve.api.modelservice import ModelService
-from trainserve.api.serving import AUTH_TOKEN_ENV, ServeAppArgs
+from trainserve.api.serving import AUTH_TOKEN_ENV, ServeAppArgs, model_registries
 from trainserve.api.storage import claim_of
 from trainserve.builders.common import auth_options, child_metadata, cluster_runtime_env, placement
 from trainserve.builders.raypod import (
@@ -137,6 +137,8 @@ def build_rayservice(
     if shape.gpus:
         worker_resources[res.gpu_resource_name] = str(shape.gpus)
     worker = ray_container(WORKER_CONTAINER, image, env, worker_resources, serve_ports, storage_secret, mounts)
+    for container in (head, worker):
+        _with_registry_credentials(container, service)
     where = placement(res.node_selector, res.tolerations, res.gpus_per_replica, res.gpu_resource_name)
     spec: Object = {
         "serveConfigV2": yaml.safe_dump(serve_config(args), sort_keys=True, width=10_000),
@@ -163,6 +165,15 @@ def build_rayservice(
     if strategy is not None:
         spec["upgradeStrategy"] = strategy
     return {"apiVersion": RAYSERVICE_API_VERSION, "kind": "RayService", "metadata": metadata, "spec": spec}
+
+
+def _with_registry_credentials(container: Object, service: ModelService) -> None:
+    """The model registry's credentials Secrets as environment variables (by reference: no value is written)."""
+    for registry in model_registries(service):
+        if registry.credentials_secret_ref is not None:
+            entry = {"secretRef": {"name": registry.credentials_secret_ref.name}}
+            if entry not in container.setdefault("envFrom", []):
+                container["envFrom"].append(entry)
 
 
 def queue_label(service: ModelService) -> dict[str, str]:

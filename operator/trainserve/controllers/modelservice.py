@@ -31,6 +31,7 @@ from trainserve.plans.modelservice import (
     plan_service,
     service_status_patch,
 )
+from trainserve.registry import RegistryAnswers
 from trainserve.servingstats import StatsUnavailable, fetch_snapshot
 from trainserve.settings import OperatorSettings
 
@@ -103,6 +104,7 @@ class ModelServiceController(Reconciler):
         self.clock = clock
         self.store = ServiceStore()
         self.canary = CanaryWindows()
+        self.registry = RegistryAnswers()
         self.metrics.track_services(self._samples)
 
     def keys(self) -> list[Key]:
@@ -202,6 +204,7 @@ class ModelServiceController(Reconciler):
             canary_window=window,
             foreign_rayservice=foreign,
             pod_health=self.workload.health(key, now),
+            registry=await self.registry.for_spec(body.get("spec") or {}),
         )
         decision = plan_service(observed)
         if decision.args is not None and rayservice is None and not await self._auth_supported():

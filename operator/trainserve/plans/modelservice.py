@@ -52,6 +52,7 @@ from trainserve.plans.common import (
 )
 from trainserve.plans.podhealth import POD_PROBLEM_REASONS, PodHealth, apply_pod_health
 from trainserve.plans.readiness import summarise_modelservice
+from trainserve.registry import RegisteredVersion, RegistryError, is_registry_uri
 
 #: Reasons that are a warning even on a new ModelService (a first ``Ready=False`` is otherwise just starting).
 WARNING_REASONS = frozenset(
@@ -166,6 +167,8 @@ class ServiceObserved:
     pod_health: PodHealth | None = None
     #: Ray token authentication is on, but KubeRay's RayService CRD has no ``authOptions``.
     ray_auth_unsupported: bool = False
+    #: What the model registry said of each ``models:/`` URI in the spec (asked by the controller).
+    registry: dict[str, RegisteredVersion | RegistryError] = field(default_factory=dict)
 
 
 @dataclass
@@ -189,6 +192,8 @@ class Resolution:
     reason: str = ""
     message: str = ""
     secret: str | None = None
+    #: The ``models:/`` URI the target was resolved from.
+    registered: str | None = None
 
 
 def version_of_uri(uri: str) -> int | None:
@@ -197,8 +202,20 @@ def version_of_uri(uri: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def resolve(ref: ModelRef, trainingjobs: dict[str, dict[str, Any]]) -> Resolution:
-    """A ``uri`` as it is; a ``fromTrainingJob`` once that job succeeded and its model passes ``minMetrics``."""
+def resolve(
+    ref: ModelRef,
+    trainingjobs: dict[str, dict[str, Any]],
+    registry: dict[str, RegisteredVersion | RegistryError] | None = None,
+) -> Resolution:
+    """A ``uri`` as it is; a ``models:/`` URI as the registry answered; a ``fromTrainingJob`` once that job
+    succeeded and its model passes ``minMetrics``."""
+    if ref.uri is not None and is_registry_uri(ref.uri):
+        answer = (registry or {}).get(ref.uri)
+        if answer is None:
+            return Resolution(None, "ResolvingModel", f"asking the registry which version {ref.uri} names")
+        if isinstance(answer, RegistryError):
+            return Resolution(None, answer.reason, answer.message)
+        return Resolution(ModelTarget(uri=answer.source, version=answer.version), registered=ref.uri)
     if ref.uri is not None:
         return Resolution(ModelTarget(uri=ref.uri, version=version_of_uri(ref.uri)))
     assert ref.from_training_job is not None
@@ -319,7 +336,7 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
         return
 
     # The primary: the spec's model, a promoted canary standing in for it, or what runs while neither resolves.
-    wanted = resolve(spec.model, observed.trainingjobs)
+    wanted = resolve(spec.model, observed.trainingjobs, observed.registry)
     primary = wanted.target
     if status.promoted is not None and primary is not None and status.promoted.replaces != primary.uri:
         status.promoted = None  # spec.model moved on: the user's choice wins over an earlier promotion
@@ -344,6 +361,9 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
     result.events += canary.events
     result.canary_results += canary.results
     result.requeue_after = canary.requeue_after
+    intervals = [ref.registry.resolve_interval_seconds for ref in _model_refs(service) if ref.registry is not None]
+    if intervals:  # resolve the registry URIs again then: an alias may have moved
+        result.requeue_after = min([float(min(intervals)), *([canary.requeue_after] if canary.requeue_after else [])])
     if status.promoted is not None:
         primary = _target(status.promoted)
         assert primary is not None
@@ -381,9 +401,14 @@ def _upgrade(service: ModelService, view: RayServiceView | None, st: _Status, re
     result.requeue_after = remaining if result.requeue_after is None else min(result.requeue_after, remaining)
 
 
+def _model_refs(service: ModelService) -> list[ModelRef]:
+    """The spec's model references: the primary's and the canary's."""
+    return [service.spec.model, *([service.spec.canary.model] if service.spec.canary else [])]
+
+
 def _canary(service: ModelService, observed: ServiceObserved, st: _Status, primary: ModelTarget) -> CanaryPlan:
     spec = service.spec.canary
-    found = resolve(spec.model, observed.trainingjobs) if spec is not None else Resolution(None)
+    found = resolve(spec.model, observed.trainingjobs, observed.registry) if spec is not None else Resolution(None)
     return plan_canary(spec, found.target, found.message, st, primary, observed.canary_window, found.reason)
 
 
@@ -418,6 +443,8 @@ def _mirror_rayservice(
         st.set("ModelLoaded", "False", "ApplicationFailed", view.message or view.app_status)
     elif view.current and view.app_status == "RUNNING":
         status.model = _served(primary)
+        if wanted.target == primary:
+            status.model.registered = wanted.registered
         if wanted.target is not None or status.promoted is not None:
             where = f"version {primary.version} from {primary.uri}" if primary.version is not None else primary.uri
             st.set("ModelLoaded", "True", "Loaded", f"serving {where}")

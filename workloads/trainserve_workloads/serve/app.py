@@ -62,7 +62,7 @@ class ModelServer:
         self.canary: Slot | None = None
         self.canary_percent = 0
         self.requested: dict[str, str] = {}
-        self.loaded: dict[tuple[str, str], LoadedModel] = {}  # by (uri, runtime)
+        self.loaded: dict[tuple[str, str, int | None], LoadedModel] = {}  # by (uri, runtime, version)
         self.telemetry = Telemetry(stats, lambda: roles(self.primary, self.canary, self.requested, self.canary_percent))
         self.replica = serve.get_replica_context().replica_id.unique_id
         threads = size_thread_pools(ray.get_runtime_context().get_assigned_resources().get("CPU"))
@@ -76,7 +76,8 @@ class ModelServer:
         token = os.environ.get(args.auth_token_env, "") if args.auth_token_env else None
         if token == "":
             raise RuntimeError(f"auth is on but ${args.auth_token_env} is empty: mount the token Secret into the pods")
-        wanted = [(args.primary.uri, args.runtime)] + ([(args.canary.uri, args.runtime)] if args.canary else [])
+        targets = [args.primary, *([args.canary] if args.canary else [])]
+        wanted = [(target.uri, args.runtime, target.version) for target in targets]
         for key in wanted:
             if key not in self.loaded:
                 self.loaded[key] = await asyncio.to_thread(load_model, *key)

@@ -159,8 +159,11 @@ def _specs(entries: list[dict[str, Any]]) -> list[TensorSpec]:
     return [TensorSpec(e["name"], e["datatype"], list(e["shape"])) for e in entries]
 
 
-def load_model(uri: str, runtime: str = "auto") -> LoadedModel:
+def load_model(uri: str, runtime: str = "auto", version: int | None = None) -> LoadedModel:
     """Load a version folder (or the newest version under an output folder), downloading it if remote.
+
+    ``version``: the number to answer with, when the operator knows it (a model registry's own numbering);
+    default the model card's.
 
     ``runtime``: ``auto`` may run the model on TensorFlow Lite (``LoadedModel.try_lite``): small models are
     converted before this returns, larger ones in the background while TensorFlow serves them; ``tensorflow``
@@ -181,7 +184,7 @@ def load_model(uri: str, runtime: str = "auto") -> LoadedModel:
         signature = saved.signatures["serving_default"]
         model = LoadedModel(
             uri=location.uri,
-            version=card.get("version"),
+            version=card.get("version") if version is None else version,
             card=card,
             inputs=_specs(card["signature"]["inputs"]),
             outputs=_specs(card["signature"]["outputs"]),
