@@ -54,7 +54,8 @@ def resolve_model(ref: ModelRef, state_root: Path, field: str) -> ModelTarget:
 
 def local_args(service: ModelService, state_root: Path) -> ServeAppArgs:
     primary = resolve_model(service.spec.model, state_root, "spec.model")
-    canary = resolve_model(service.spec.canary.model, state_root, "spec.canary.model") if service.spec.canary else None
+    canary_ref = service.spec.canary.model if service.spec.canary else None
+    canary = resolve_model(canary_ref, state_root, "spec.canary.model") if canary_ref is not None else None
     return serve_args(service, primary, canary)
 
 
