@@ -174,7 +174,7 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
             print(f"  {label:<10} {url}")
         sys.stdout.flush()
         try:
-            serve_until_stopped(service, running, running_args)
+            serve_until_stopped(service, running, running_args, state_dir(args.state_dir))
         except KeyboardInterrupt:
             print("stopping...", flush=True)
     return 0

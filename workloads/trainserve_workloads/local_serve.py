@@ -84,13 +84,16 @@ def shutdown_local_ray() -> None:
     ray.shutdown()
 
 
-def serve_until_stopped(service: ModelService, running: LocalService, args: ServeAppArgs) -> None:
-    """Keep serving (and, with ``canary.autoPromote``, promote as the operator would) until interrupted."""
+def serve_until_stopped(
+    service: ModelService, running: LocalService, args: ServeAppArgs, state_root: Path | None = None
+) -> None:
+    """Keep serving (and, with ``canary.autoPromote``, promote as the operator would) until interrupted;
+    ``state_root`` holds the local TrainingJobs whose new versions ``rollout: canary`` tries."""
     promoter = None
     if service.spec.canary is not None and service.spec.canary.auto_promote is not None:
         from .local_canary import LocalPromoter
 
-        promoter = LocalPromoter(service, running, args)
+        promoter = LocalPromoter(service, running, args, state_root)
         print("  canary     promoted automatically on healthy figures (as the operator does)")
     while True:
         wait = 3600.0
