@@ -137,3 +137,8 @@ async def test_new_versions_earn_their_traffic_and_a_rejected_one_is_not_tried_a
         await eventually(lambda: canary_share(cluster) == (5, 50))
         await eventually(lambda: cluster.service_status("digits").get("canary", {}).get("state") == "Progressing")
         assert [r["version"] for r in cluster.service_status("digits")["model"]["rejectedVersions"]] == [4]
+        started = await eventually(lambda: event_messages(cluster, "CanaryStarted"))
+        assert "canary version 2 takes 50% beside version 1" in started
+        await eventually(
+            lambda: "canary version 5 takes 50% beside version 3" in event_messages(cluster, "CanaryStarted")
+        )

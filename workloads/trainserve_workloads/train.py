@@ -195,7 +195,7 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
     ledger = ray.remote(num_cpus=0)(WorkerGroupLedger).remote()
     config = {
         "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "job": {"name": job.metadata.name, "namespace": job.metadata.namespace},
+        "job": {"name": job.metadata.name, "namespace": job.metadata.namespace, "uid": job.metadata.uid},
         "resume": {"uri": resume.location.uri, "epoch": resume.epoch, "metrics": resume.metrics} if resume else None,
         "fingerprint": checkpoints.fingerprint(spec),
         "relay": queue,

@@ -274,7 +274,8 @@ def publish_model(model: keras.Model, spec: TrainingJobSpec, data: Dataset, run:
         reloaded = tf.saved_model.load(export_dir).signatures["serving_default"]
         sample = reloaded(**{INPUT_NAME: tf.constant(data.x_val[:SAMPLE_ROWS])})[OUTPUT_NAME].numpy()
         lineage = _lineage(spec, data, run)
-        card = _card(spec, data, run, sample.tolist(), int(sample.shape[-1])) | {"lineage": lineage}
+        card = _card(spec, data, run, sample.tolist(), int(sample.shape[-1]))
+        card["lineage"] = {"trainingJobUid": run.job.get("uid")} | lineage
         version, location = modelstore.publish(locate(spec.output.uri), export_dir, card)
         return ModelStatus.model_validate({"uri": location.uri, "version": version, "metrics": run.metrics} | lineage)
     finally:
@@ -282,7 +283,7 @@ def publish_model(model: keras.Model, spec: TrainingJobSpec, data: Dataset, run:
 
 
 def _lineage(spec: TrainingJobSpec, data: Dataset, run: RunFacts) -> dict[str, Any]:
-    """Where the model came from, as far as the workload knows (the operator adds the job's uid and attempt)."""
+    """Where the model came from, as the job's ``status.model`` reports it (a ModelService's adds uid and attempt)."""
     return {
         "datasetUri": dataset_uri(spec.dataset),
         "datasetFingerprint": data.fingerprint(),

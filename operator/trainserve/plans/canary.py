@@ -102,7 +102,11 @@ def _run_canary(
             message=None,
         )
         out.events.append(
-            Transition("Normal", "CanaryStarted", f"canary version {target.version} takes {spec.traffic_percent}%")
+            Transition(
+                "Normal",
+                "CanaryStarted",
+                f"canary version {target.version} takes {spec.traffic_percent}% beside version {primary.version}",
+            )
         )
     status.canary = current
     if current.state == "RolledBack":
