@@ -54,6 +54,11 @@ def test_digits_example_trains_on_two_workers_and_the_model_reloads(tmp_path: Pa
     assert card["classes"] == list(range(10))
     assert set(card["frameworks"]) >= {"tensorflow", "tf_keras", "ray", "python"}
     assert status["model"]["metrics"]["val_accuracy"] == pytest.approx(card["metrics"]["val_accuracy"])
+    # Lineage: what the model was trained on, in the card and in the job's status (a ModelService copies it).
+    assert card["lineage"]["datasetUri"] == status["model"]["datasetUri"] == "builtin:digits"
+    assert card["lineage"]["datasetFingerprint"] == status["model"]["datasetFingerprint"]
+    assert card["lineage"]["datasetFingerprint"].startswith("sha256:")
+    assert card["lineage"]["resumedFrom"] is None and status["model"]["specHash"] == card["lineage"]["specHash"]
     assert sorted(p.name for p in (tmp_path / "models" / "digits" / "checkpoints").iterdir()) == [
         "epoch-000010",
         "epoch-000011",
@@ -125,6 +130,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(tm
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     card = json.loads((tmp_path / "models" / "digits" / "1" / "model.json").read_text())
     assert card["resumedFromEpoch"] == max(before) >= 2
+    assert card["lineage"]["resumedFrom"].endswith(f"epoch-{max(before):06d}")
     after = _complete_checkpoints(checkpoints)
     assert sorted(after) == list(range(1, 17))
     # Epochs finished before the interruption were not trained (nor checkpointed) again.
