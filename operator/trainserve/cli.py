@@ -323,7 +323,8 @@ def _render_service(service: Any, jobs: list[Any], settings: Any, filename: str)
         )
         return ModelTarget(uri=f"<status.model.uri of TrainingJob {name}>")
 
-    canary = target(service.spec.canary.model, "spec.canary.model") if service.spec.canary else None
+    canary_ref = service.spec.canary.model if service.spec.canary else None
+    canary = target(canary_ref, "spec.canary.model") if canary_ref is not None else None
     args = serve_args(service, target(service.spec.model, "spec.model"), canary)
     secret = service.spec.storage_secret_ref.name if service.spec.storage_secret_ref else None
     return [build_rayservice(service, args, settings, secret), build_network_policy(service, settings)]

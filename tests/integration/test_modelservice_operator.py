@@ -4,12 +4,9 @@ sees in status, RayServices and Events, from the train-to-serve link to canary p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp.web
 import pytest
-import pytest_asyncio
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
@@ -25,7 +22,7 @@ from tests.support.kubesim import (
     running_operator,
 )
 from tests.support.schemas import kuberay_schema, schema_errors
-from trainserve.api.figures import LATENCY_BUCKETS_MS
+from tests.support.servestats import FakeServeStats
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 
@@ -142,38 +139,6 @@ async def test_kubectl_scale_changes_the_serve_config(emulator: Emulator, cluste
         group = cluster.get(RAYSERVICES, "digits")["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
         assert group["maxReplicas"] == 2  # 0.5 CPU replicas, two per worker pod
         await eventually(lambda: cluster.service_status("digits").get("replicas") == 3)
-
-
-class FakeServeStats:
-    """The serving application's stats endpoint, with figures the test sets (the figures are its input)."""
-
-    def __init__(self) -> None:
-        self.versions: dict[str, dict[str, Any]] = {}
-        self.roles: dict[str, dict[str, Any]] = {}
-
-    def serve(self, version: str, uri: str, role: str, requests: int, errors: int = 0, latency_ms: float = 4) -> None:
-        counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
-        counts[next(i for i, b in enumerate(LATENCY_BUCKETS_MS) if latency_ms <= b)] = requests
-        self.versions[version] = {"requests": requests, "errors": errors, "latencyCounts": counts}
-        self.roles[role] = {"uri": uri, "version": version}
-
-    async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        assert request.path == "/v2/models/digits/stats"
-        return aiohttp.web.json_response({"versions": self.versions, "roles": self.roles})
-
-
-@pytest_asyncio.fixture()
-async def stats() -> AsyncIterator[tuple[FakeServeStats, str]]:
-    fake = FakeServeStats()
-    app = aiohttp.web.Application()
-    app.router.add_get("/{tail:.*}", fake.handle)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield fake, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
 
 
 def canary_service(max_error_rate: float = 0.05) -> dict[str, Any]:

@@ -118,6 +118,28 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         "add `model`",
     ),
     (
+        "rollout canary without a canary policy",
+        changed(MS, "spec.model.fromTrainingJob.rollout", "canary"),
+        "spec.model.fromTrainingJob.rollout",
+        "autoPromote",
+    ),
+    (
+        "rollout canary with a canary model",
+        changed(
+            changed(MS, "spec.model.fromTrainingJob.rollout", "canary"),
+            "spec.canary",
+            {"model": {"uri": "s3://m/digits/2"}, "autoPromote": {}},
+        ),
+        "spec.model.fromTrainingJob.rollout",
+        "without `canary.model`",
+    ),
+    (
+        "rollout canary without autoPromote",
+        changed(changed(MS, "spec.model.fromTrainingJob.rollout", "canary"), "spec.canary", {"trafficPercent": 10}),
+        "spec.model.fromTrainingJob.rollout",
+        "autoPromote",
+    ),
+    (
         "canary share over 100",
         changed(MS_GPU, "spec.canary.trafficPercent", 150),
         "spec.canary.trafficPercent",

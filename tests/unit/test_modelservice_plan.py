@@ -253,3 +253,46 @@ def test_older_kuberay_upgrades_are_read_from_the_pending_cluster() -> None:
     assert RayServiceView.from_object(ray, "digits").upgrading
     ray["status"].pop("pendingServiceStatus")
     assert not RayServiceView.from_object(ray, "digits").upgrading
+
+
+def _closed_loop_doc(served: int, rejected: list[int]) -> dict[str, Any]:
+    doc = changed(example("digits-modelservice"), "spec.model.fromTrainingJob.rollout", "canary")
+    doc = changed(doc, "spec.canary", {"trafficPercent": 20, "autoPromote": {"intervalSeconds": 5}})
+    model = {"uri": f"s3://m/digits/{served}", "version": served}
+    model["rejectedVersions"] = [{"version": v, "uri": f"s3://m/digits/{v}", "figures": "error rate"} for v in rejected]
+    return body(doc, {"model": model})
+
+
+def test_rollout_canary_tries_only_a_newer_version_not_rejected_before() -> None:
+    doc = _closed_loop_doc(served=3, rejected=[4])
+    for job, reason in ((trainingjob("Succeeded", 3), "NoNewerVersion"), (trainingjob("Succeeded", 2), None)):
+        same = plan(doc, {"digits": job})
+        assert same.args.primary.version == 3 and same.args.canary is None
+        assert reason is None or condition(same, "Canary").reason == reason
+    rejected = plan(doc, {"digits": trainingjob("Succeeded", 4)})
+    assert rejected.args.primary.version == 3 and rejected.args.canary is None
+    assert condition(rejected, "Canary").reason == "RolledBack"
+    assert "version 4 was rolled back (error rate)" in condition(rejected, "Canary").message
+    tried = plan(doc, {"digits": trainingjob("Succeeded", 5)})
+    assert tried.args.primary.version == 3
+    assert (tried.args.canary.version, tried.args.canary.traffic_percent) == (5, 20)
+    assert "CanaryStarted" in [e.reason for e in tried.events]
+    assert [r.version for r in tried.status.model.rejected_versions] == [4]  # kept while version 3 serves
+    rerun = plan(doc, {"digits": trainingjob("Running")})
+    assert rerun.args.primary.version == 3 and rerun.args.canary is None
+    assert "still serving version 3" in condition(rerun, "ModelLoaded").message
+    replace = changed(doc, "spec.model.fromTrainingJob.rollout", "replace")
+    replace = changed(replace, "spec.canary", None, delete=True)
+    assert plan(replace, {"digits": trainingjob("Succeeded", 5)}).args.primary.version == 5
+
+
+def test_rollout_canary_remembers_a_rollback_with_its_figures() -> None:
+    doc = _closed_loop_doc(served=3, rejected=list(range(100, 120)))
+    jobs = {"digits": trainingjob("Succeeded", 121)}
+    started = plan(doc, jobs)
+    doc["status"] = started.status.to_wire()
+    rolled = plan(doc, jobs, canary_window=_figures(200, errors=40))
+    assert rolled.canary_results == ["rolled_back"]
+    listed = rolled.status.model.rejected_versions
+    assert len(listed) == 20 and listed[-1].version == 121 and listed[0].version == 101  # the oldest went first
+    assert "rolled back version 121 at 20%, version 3 keeps serving: error rate 20.00% > 1.00%" in listed[-1].figures

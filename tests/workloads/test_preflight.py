@@ -125,3 +125,22 @@ def test_cli_refuses_an_invalid_document_with_the_field_path(tmp_path: Path) -> 
     )
     assert result.returncode == 2
     assert "spec.resources.gpusPerWorker" in result.stderr
+
+
+def test_the_dataset_fingerprint_names_the_data_trained_on(tmp_path: Path) -> None:
+    """Same file, same fingerprint; the same features with shuffled labels (a model no better than chance), another."""
+    from trainserve_workloads.datasets import load_dataset
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(200, 4)).astype("float32"), rng.integers(0, 3, 200)
+    np.savez(tmp_path / "good.npz", x=x, y=y)
+    np.savez(tmp_path / "shuffled.npz", x=x, y=rng.permutation(y))
+    spec = TrainingJobSpec.model_validate(example("digits-trainingjob")["spec"]).dataset
+
+    def fingerprint(name: str) -> str:
+        dataset = spec.model_copy(update={"builtin": None, "uri": str(tmp_path / name), "format": "npz"})
+        return load_dataset(dataset, "sparse_categorical_crossentropy").fingerprint()
+
+    assert fingerprint("good.npz") == fingerprint("good.npz")
+    assert fingerprint("good.npz") != fingerprint("shuffled.npz")
+    assert fingerprint("good.npz").startswith("sha256:") and len(fingerprint("good.npz")) == len("sha256:") + 64

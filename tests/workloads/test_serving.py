@@ -409,3 +409,55 @@ def test_moving_a_registry_alias_rolls_the_local_service_to_that_version(
         assert follower.tick() == [], "nothing moved, nothing done"
     finally:
         service.update(base_args(models))
+
+
+def test_local_rollout_canary_tries_a_new_version_of_the_local_job(
+    client: Client, service: Any, models: dict[str, Any], tmp_path: Any
+) -> None:
+    """`fromTrainingJob.rollout: canary` locally: a new version from `trainserve local train` earns its traffic."""
+    from tests.support.documents import example
+    from trainserve.api.modelservice import ModelService
+    from trainserve.api.trainingjob import TrainingJob, TrainingJobStatus
+    from trainserve.localstate import save_job
+    from trainserve_workloads.local_canary import LocalPromoter
+    from trainserve_workloads.local_serve import local_args
+
+    def trained(model: Any) -> None:
+        job = TrainingJob.model_validate(example("digits-trainingjob"))
+        job.status = TrainingJobStatus(phase="Succeeded", model=model)
+        save_job(tmp_path, job)
+
+    x, _ = digits()
+    spec = base_args(models).model_dump(mode="json", by_alias=True, include={"modelName", "batching", "resources"})
+    spec |= {
+        "model": {"fromTrainingJob": {"name": "digits", "rollout": "canary"}},
+        "canary": {
+            "trafficPercent": 30,
+            "autoPromote": {"stepPercent": 70, "intervalSeconds": 5, "minRequests": 40, "maxErrorRate": 0.01},
+        },
+    }
+    document = {"apiVersion": "trainserve.io/v1alpha1", "kind": "ModelService", "metadata": {"name": "digits"}}
+    ms = ModelService.model_validate(document | {"spec": spec})
+    trained(models["v1"])
+    args = local_args(ms, tmp_path)
+    assert args.primary.version == 1 and args.canary is None
+    service.update(args)
+    promoter = LocalPromoter(ms, service, args, tmp_path)
+    request = {"instances": x[:2].tolist()}
+    try:
+        promoter.tick()
+        assert promoter.applied.canary is None
+        trained(models["v2"])  # a re-run of `trainserve local train` wrote version 2
+        reasons: list[str] = []
+        deadline = time.monotonic() + 90
+        while "promoted" not in promoter.body.get("status", {}) and time.monotonic() < deadline:
+            events, wait = promoter.tick()
+            reasons += [e.reason for e in events]
+            until = time.monotonic() + min(wait or 1.0, 1.0)
+            while time.monotonic() < until:  # real traffic between looks
+                assert client.post("/v1/models/digits:predict", request)[0] == 200
+        assert reasons[0] == "CanaryStarted" and "CanaryPromoted" in reasons, reasons
+        versions = Counter(client.post("/v1/models/digits:predict", request)[1]["x-model-version"] for _ in range(30))
+        assert versions == Counter({"2": 30})
+    finally:
+        service.update(base_args(models))

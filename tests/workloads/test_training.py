@@ -73,6 +73,11 @@ def test_digits_example_trains_on_two_workers_and_the_model_reloads(tmp_path: Pa
     train, graph = tensorboard_scalars(tmp_path / "models" / "digits" / "tensorboard" / "1" / "train")
     assert graph and sorted(train["loss"]) == list(range(1, 13))
     assert train["loss"][12] == pytest.approx(card["metrics"]["loss"], rel=1e-5)
+    # Lineage: what the model was trained on, in the card and in the job's status (a ModelService copies it).
+    assert card["lineage"]["datasetUri"] == status["model"]["datasetUri"] == "builtin:digits"
+    assert card["lineage"]["datasetFingerprint"] == status["model"]["datasetFingerprint"]
+    assert card["lineage"]["datasetFingerprint"].startswith("sha256:")
+    assert card["lineage"]["resumedFrom"] is None and status["model"]["specHash"] == card["lineage"]["specHash"]
     assert sorted(p.name for p in (tmp_path / "models" / "digits" / "checkpoints").iterdir()) == [
         "epoch-000010",
         "epoch-000011",
@@ -150,6 +155,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     card = json.loads((tmp_path / "models" / "digits" / "1" / "model.json").read_text())
     assert card["resumedFromEpoch"] == max(before) >= 2
+    assert card["lineage"]["resumedFrom"].endswith(f"epoch-{max(before):06d}")
     after = _complete_checkpoints(checkpoints)
     assert sorted(after) == list(range(1, 17))
     # Epochs finished before the interruption were not trained (nor checkpointed) again.

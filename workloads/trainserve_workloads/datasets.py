@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,19 @@ class Dataset:
     @property
     def n_features(self) -> int:
         return int(self.x_train.shape[1])
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the data as trained on (both splits, features and labels), for a model's lineage."""
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_val, self.y_val):
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return f"sha256:{digest.hexdigest()}"
+
+
+def dataset_uri(spec: DatasetSpec) -> str:
+    """Where the data comes from, as a model's lineage names it: its location, or `builtin:<name>`."""
+    return spec.uri if spec.uri is not None else f"builtin:{spec.builtin}"
 
 
 def _location(spec: DatasetSpec) -> Location:

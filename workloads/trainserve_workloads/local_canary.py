@@ -2,7 +2,9 @@
 
 The same :func:`trainserve.plans.modelservice.plan_service` decides, from the same stats endpoint, with the same
 step bookkeeping (:class:`trainserve.controllers.canary_windows.CanaryWindows`); only the models are the ones resolved from
-the local state folder, and changes go to the local Serve application instead of a RayService.
+the local state folder, and changes go to the local Serve application instead of a RayService. With
+``fromTrainingJob.rollout: canary`` it reads the local TrainingJob at each look, so a new version from
+`trainserve local train` goes through the same canary steps as on a cluster.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import copy
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from trainserve.api.figures import Figures
 from trainserve.api.modelservice import ModelService
 from trainserve.api.serving import ModelTarget, ServeAppArgs, serve_args
 from trainserve.controllers.canary_windows import CanaryWindows
+from trainserve.localstate import load_job
 from trainserve.plans.common import Transition
 from trainserve.plans.modelservice import RayServiceView, ServiceObserved, plan_service
 from trainserve.servingstats import StatsUnavailable, fetch_snapshot
@@ -28,8 +32,14 @@ _RUNNING = RayServiceView("local", True, "RUNNING", "", True, 1, 1)
 class LocalPromoter:
     """Moves a local canary along: call :meth:`tick` now and then (it says when next)."""
 
-    def __init__(self, service: ModelService, running: LocalService, args: ServeAppArgs):
+    def __init__(
+        self, service: ModelService, running: LocalService, args: ServeAppArgs, state_root: Path | None = None
+    ):
         self.service = service
+        source = service.spec.model.from_training_job
+        #: The local TrainingJob whose new versions enter as canaries (``rollout: canary``), and where it lives.
+        self.job = source.name if source is not None and source.rollout == "canary" else None
+        self.state_root = state_root
         self.running = running
         self.primary = args.primary
         self.canary: ModelTarget | None = args.canary
@@ -39,14 +49,21 @@ class LocalPromoter:
         self.windows = CanaryWindows()
         self.stats_url = f"{running.url}/v2/models/{args.model_name}/stats"
 
-    async def _figures(self, _uri: str) -> Figures | None:
-        if self.canary is None:
-            return None
+    async def _figures(self, uri: str) -> Figures | None:
+        if self.job is None:
+            if self.canary is None:
+                return None
+            uri = self.canary.uri  # resolved locally: an output folder given as canary names its newest version
         try:
             snapshot = await fetch_snapshot(self.stats_url)
         except StatsUnavailable:
             return None
-        return snapshot.for_uri(self.canary.uri) or Figures()
+        return snapshot.for_uri(uri) or Figures()
+
+    def _trainingjobs(self) -> dict[str, dict[str, Any]]:
+        """The local TrainingJob the versions come from, as the plan reads a cluster's."""
+        job = load_job(self.state_root, self.job) if self.job is not None and self.state_root is not None else None
+        return {job.metadata.name or "": job.model_dump(mode="json", by_alias=True, exclude_none=True)} if job else {}
 
     def tick(self, now: datetime | None = None) -> tuple[list[Transition], float | None]:
         """One look at the figures; returns the Events of what changed and seconds until the next look."""
@@ -54,7 +71,7 @@ class LocalPromoter:
         result = plan_service(
             ServiceObserved(
                 body=copy.deepcopy(self.body),
-                trainingjobs={},
+                trainingjobs=self._trainingjobs(),
                 rayservice=_RUNNING,
                 kuberay_installed=True,
                 now=now or datetime.now(UTC),
@@ -63,7 +80,9 @@ class LocalPromoter:
             )
         )
         self.body["status"] = result.status.to_wire()
-        wanted = self._args(result.status.to_wire())
+        wanted = (
+            result.args if self.job is not None and result.args is not None else self._args(result.status.to_wire())
+        )
         if wanted != self.applied:
             self.running.update(wanted)
             self.applied = wanted

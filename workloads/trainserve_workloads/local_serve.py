@@ -62,7 +62,8 @@ def resolve_model(ref: ModelRef, state_root: Path, field: str) -> ModelTarget:
 
 def local_args(service: ModelService, state_root: Path) -> ServeAppArgs:
     primary = resolve_model(service.spec.model, state_root, "spec.model")
-    canary = resolve_model(service.spec.canary.model, state_root, "spec.canary.model") if service.spec.canary else None
+    canary_ref = service.spec.canary.model if service.spec.canary else None
+    canary = resolve_model(canary_ref, state_root, "spec.canary.model") if canary_ref is not None else None
     return serve_args(service, primary, canary)
 
 
@@ -120,12 +121,13 @@ def serve_until_stopped(
     service: ModelService, running: LocalService, args: ServeAppArgs, state_root: Path | None = None
 ) -> None:
     """Keep serving (and, with ``canary.autoPromote``, promote as the operator would; with a model registry,
-    follow its aliases) until interrupted."""
+    follow its aliases) until interrupted; ``state_root`` holds the local TrainingJobs whose new versions
+    ``rollout: canary`` tries."""
     promoter = None
     if service.spec.canary is not None and service.spec.canary.auto_promote is not None:
         from .local_canary import LocalPromoter
 
-        promoter = LocalPromoter(service, running, args)
+        promoter = LocalPromoter(service, running, args, state_root)
         print("  canary     promoted automatically on healthy figures (as the operator does)")
     follower = None
     if model_registries(service) and state_root is not None and promoter is None:

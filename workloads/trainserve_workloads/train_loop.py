@@ -27,7 +27,7 @@ from trainserve.api.progress import ProgressEvent
 from trainserve.api.trainingjob import CheckpointStatus, ModelStatus, TrainingJobSpec
 
 from . import checkpoints, modelstore
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, dataset_uri, load_dataset
 from .errors import WorkloadError
 from .models import INPUT_NAME, OUTPUT_NAME, build_model, compile_model
 from .run_tracking import RunTracking
@@ -175,6 +175,10 @@ class RunFacts:
     started: datetime
     workers: int
     restarts: dict[str, int] = field(default_factory=dict)
+    #: The checkpoint whose weights the training started from, if any.
+    resumed_from: str | None = None
+    #: The checkpoints' fingerprint of the spec (model, dataset, training).
+    spec_hash: str | None = None
 
 
 def _card(
@@ -275,7 +279,16 @@ def _train_tracked(
 
     if chief:
         resumed_from = int(attempt_resume["epoch"]) if attempt_resume else None
-        run = RunFacts(config.get("job", {}), metrics, resumed_from, started, workers, relay.restarts())
+        run = RunFacts(
+            config.get("job", {}),
+            metrics,
+            resumed_from,
+            started,
+            workers,
+            relay.restarts(),
+            resumed_from=resume["uri"] if resume else None,
+            spec_hash=config["fingerprint"],
+        )
         model_status = publish_model(model, spec, data, run, tracking)
         relay.send("completed", epoch=spec.training.epochs, metrics=metrics, model=model_status)
     else:
@@ -307,13 +320,25 @@ def publish_model(
         _export(model, data.n_features, export_dir)
         reloaded = tf.saved_model.load(export_dir).signatures["serving_default"]
         sample = reloaded(**{INPUT_NAME: tf.constant(data.x_val[:SAMPLE_ROWS])})[OUTPUT_NAME].numpy()
+        lineage = _lineage(spec, data, run)
         card = _card(spec, data, run, sample.tolist(), int(sample.shape[-1]))
+        card["lineage"] = {"trainingJobUid": run.job.get("uid")} | lineage
         version, location = modelstore.publish(locate(spec.output.uri), export_dir, card)
         if tracking is not None:
             tracking.model_exported(export_dir, card | {"version": version, "uri": location.uri})
-        return ModelStatus(uri=location.uri, version=version, metrics=run.metrics)
+        return ModelStatus.model_validate({"uri": location.uri, "version": version, "metrics": run.metrics} | lineage)
     finally:
         shutil.rmtree(export_dir, ignore_errors=True)
+
+
+def _lineage(spec: TrainingJobSpec, data: Dataset, run: RunFacts) -> dict[str, Any]:
+    """Where the model came from, as the job's ``status.model`` reports it (a ModelService's adds uid and attempt)."""
+    return {
+        "datasetUri": dataset_uri(spec.dataset),
+        "datasetFingerprint": data.fingerprint(),
+        "resumedFrom": run.resumed_from,
+        "specHash": run.spec_hash,
+    }
 
 
 def _fit(

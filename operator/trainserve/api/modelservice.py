@@ -47,10 +47,13 @@ UpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
 #: ``progressDeadlineSeconds``, which also defaults to 600).
 DEFAULT_UPGRADE_DEADLINE_SECONDS = 600
 ModelRuntime = Literal["auto", "tensorflow"]
+Rollout = Literal["replace", "canary"]
 #: A metric name in `minMetrics`, such as `val_sparse_top_k_categorical_accuracy`.
 MAX_METRIC_NAME = 64
 #: Thresholds in one `minMetrics`.
 MAX_MIN_METRICS = 32
+#: Rolled-back versions remembered in `status.model.rejectedVersions` (the oldest go first).
+MAX_REJECTED_VERSIONS = 20
 
 
 class FromTrainingJob(ApiModel):
@@ -62,6 +65,13 @@ class FromTrainingJob(ApiModel):
         max_length=MAX_MIN_METRICS,
         description="Thresholds the model's metrics must reach before it is served, e.g. `val_accuracy: 0.9`; "
         "a newer version of the job's model is rolled out only when it passes them too.",
+    )
+    rollout: Rollout = Field(
+        "replace",
+        description="How a newer passing version of the job's model enters. `replace`: it serves all requests at "
+        "once. `canary`: it runs as the canary under `spec.canary` (a `canary` block without `model`, with "
+        "`autoPromote`), is promoted on its live figures or rolled back; a rolled-back version is listed in "
+        "`status.model.rejectedVersions` and not tried again, the next newer version is.",
     )
 
 
@@ -253,7 +263,11 @@ class AutoPromote(ApiModel):
 class CanarySpec(ApiModel):
     """A second model version that takes a share of the traffic."""
 
-    model: ModelRef = Field(description="The canary model (same forms as `spec.model`).")
+    model: ModelRef | None = Field(
+        None,
+        description="The canary model (same forms as `spec.model`). Leave it out with `spec.model.fromTrainingJob."
+        "rollout: canary`: the block is then the policy for the versions that arrive from the job.",
+    )
     traffic_percent: int = Field(10, ge=0, le=100, description="Share of requests the canary answers, 0-100.")
     auto_promote: AutoPromote | None = Field(None, description="Promote automatically on healthy figures.")
 
@@ -397,12 +411,67 @@ class ModelServiceSpec(ApiModel):
         "RayService's `upgradeStrategy`); default: KubeRay's (`NewCluster`), with a 600 s progress deadline.",
     )
 
-    CEL: ClassVar[list[dict[str, str]]] = [env_rule(MODELSERVICE_ENV)]
+    CEL: ClassVar[list[dict[str, str]]] = [
+        env_rule(MODELSERVICE_ENV),
+        {
+            "rule": "!has(self.canary) || has(self.canary.model) || (has(self.model.fromTrainingJob) && "
+            "has(self.model.fromTrainingJob.rollout) && self.model.fromTrainingJob.rollout == 'canary')",
+            "message": "canary needs a model, unless model.fromTrainingJob.rollout is canary",
+        },
+        {
+            "rule": "!has(self.model.fromTrainingJob) || !has(self.model.fromTrainingJob.rollout) || "
+            "self.model.fromTrainingJob.rollout != 'canary' || "
+            "(has(self.canary) && !has(self.canary.model) && has(self.canary.autoPromote))",
+            "message": "model.fromTrainingJob.rollout canary needs a canary block without model, with autoPromote",
+        },
+    ]
 
     @model_validator(mode="after")
     def _template_leaves_our_env_alone(self) -> ModelServiceSpec:
         check_env(self.pod_template, MODELSERVICE_ENV)
         return self
+
+    @model_validator(mode="after")
+    def _canary_matches_rollout(self) -> ModelServiceSpec:
+        source = self.model.from_training_job
+        job_canary = source is not None and source.rollout == "canary"
+        canary = self.canary
+        if canary is not None and canary.model is None and not job_canary:
+            raise rule_error(
+                "canary has no model, and model.fromTrainingJob.rollout is not canary",
+                "add `model`, or serve from a TrainingJob with `model.fromTrainingJob.rollout: canary`",
+                at=".canary.model",
+            )
+        if job_canary and (canary is None or canary.model is not None or canary.auto_promote is None):
+            raise rule_error(
+                "model.fromTrainingJob.rollout canary needs a canary block without model, with autoPromote",
+                "add `canary: {autoPromote: {...}}` (the policy for new versions), without `canary.model`",
+                at=".model.fromTrainingJob.rollout",
+            )
+        return self
+
+
+class ModelLineage(StatusModel):
+    """Where a model version served from a TrainingJob came from."""
+
+    training_job: str | None = Field(None, description="Name of the TrainingJob.")
+    training_job_uid: str | None = Field(None, description="UID of that TrainingJob (a re-created job has another).")
+    attempt: int | None = Field(None, description="The job's attempt that produced the model.")
+    dataset_uri: str | None = Field(None, description="The dataset's location, or `builtin:<name>`.")
+    dataset_fingerprint: str | None = Field(None, description="SHA-256 of the data the model was trained on.")
+    resumed_from: str | None = Field(None, description="The checkpoint the training resumed from, if any.")
+    spec_hash: str | None = Field(
+        None, description="Digest of the job's model, dataset and training sections (as its checkpoints record)."
+    )
+    metrics: dict[str, float] = Field(default_factory=dict, description="The offline metrics of the training.")
+
+
+class RejectedVersion(StatusModel):
+    """A version from the TrainingJob that was rolled back as a canary, and is not tried again."""
+
+    version: int | None = Field(None, description="Version number.")
+    uri: str | None = Field(None, description="Location of the model version.")
+    figures: str | None = Field(None, description="The live figures that failed it.")
 
 
 class ServedModel(StatusModel):
@@ -412,6 +481,12 @@ class ServedModel(StatusModel):
     version: int | None = Field(None, description="Version number.")
     registered: str | None = Field(
         None, description="The `models:/` URI it was resolved from (`version` is then the registry's)."
+    )
+    lineage: ModelLineage | None = Field(None, description="Where the model came from (`fromTrainingJob` only).")
+    rejected_versions: list[RejectedVersion] | None = Field(
+        None,
+        max_length=MAX_REJECTED_VERSIONS,
+        description="Versions rolled back as canaries under `fromTrainingJob.rollout: canary`, newest last.",
     )
 
 
@@ -430,7 +505,8 @@ class CanaryStatus(StatusModel):
     state: CanaryState | None = Field(
         None,
         description="Progressing (automatic promotion under way), Paused (the share stays at the spec's "
-        "`trafficPercent`), Promoted or RolledBack (share 0, until `canary.model` changes).",
+        "`trafficPercent`), Promoted or RolledBack (share 0, until `canary.model` changes or a newer version "
+        "arrives from the TrainingJob).",
     )
     message: str | None = Field(None, description="The figures behind the last step, promotion or rollback.")
 
@@ -460,8 +536,9 @@ class ModelServiceStatus(StatusModel):
     canary: CanaryStatus | None = Field(None, description="The canary, while one runs.")
     promoted: PromotedModel | None = Field(
         None,
-        description="A canary promoted to primary: served instead of `spec.model` while `spec.canary` names it. "
-        "Set `spec.model` to it and remove `spec.canary` to make that permanent.",
+        description="A canary promoted to primary: served instead of `spec.model` while `spec.canary` names it "
+        "(set `spec.model` to it and remove `spec.canary` to make that permanent), or the version of the "
+        "TrainingJob last promoted under `fromTrainingJob.rollout: canary`.",
     )
     ray_service_name: str | None = Field(None, description="Name of the RayService.")
 

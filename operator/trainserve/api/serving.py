@@ -110,5 +110,6 @@ def _runtime_env(service: ModelService) -> dict[str, Any] | None:
 def model_registries(service: ModelService) -> list[ModelRegistry]:
     """The model registries the spec's models are resolved through (the primary's, the canary's)."""
     spec = service.spec
-    refs = [spec.model, *([spec.canary.model] if spec.canary is not None else [])]
+    canary = spec.canary.model if spec.canary is not None else None
+    refs = [spec.model, *([canary] if canary is not None else [])]
     return [ref.registry for ref in refs if ref.registry is not None]

@@ -408,6 +408,12 @@ class ModelStatus(StatusModel):
     uri: str | None = Field(None, description="Location of the SavedModel version folder.")
     version: int | None = Field(None, description="Version number under `output.uri`.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Final training and validation metrics.")
+    dataset_uri: str | None = Field(None, description="The dataset trained on: its location, or `builtin:<name>`.")
+    dataset_fingerprint: str | None = Field(None, description="SHA-256 of the data trained on (features and labels).")
+    resumed_from: str | None = Field(None, description="The checkpoint this attempt resumed from, if any.")
+    spec_hash: str | None = Field(
+        None, description="Digest of the model, dataset and training sections (the checkpoints' fingerprint)."
+    )
 
 
 class MlflowRunStatus(StatusModel):

@@ -67,7 +67,8 @@ def resolved_config(job: TrainingJob) -> Object:
     spec = job.spec.model_copy(deep=True)
     spec.checkpoint.uri = job.spec.checkpoint_uri
     spec.pod_template = None  # the pods', not the workload's (and it would only lengthen the entrypoint)
-    metadata = {k: v for k, v in (("name", job.metadata.name), ("namespace", job.metadata.namespace)) if v}
+    named = (("name", job.metadata.name), ("namespace", job.metadata.namespace), ("uid", job.metadata.uid))
+    metadata = {k: v for k, v in named if v}  # the uid goes into the model card's lineage
     return {
         "apiVersion": job.api_version,
         "kind": job.kind,

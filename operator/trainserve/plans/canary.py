@@ -102,7 +102,11 @@ def _run_canary(
             message=None,
         )
         out.events.append(
-            Transition("Normal", "CanaryStarted", f"canary version {target.version} takes {spec.traffic_percent}%")
+            Transition(
+                "Normal",
+                "CanaryStarted",
+                f"canary version {target.version} takes {spec.traffic_percent}% beside version {primary.version}",
+            )
         )
     status.canary = current
     if current.state == "RolledBack":
@@ -135,7 +139,10 @@ def _apply(
     assert current is not None and target is not None
     described = window.describe() if window is not None else ""
     if verdict.action == "rollback":
-        message = f"rolled back at {share}%: {'; '.join(verdict.breaches)} ({described})"
+        message = (
+            f"rolled back version {target.version} at {share}%, version {primary.version} keeps serving: "
+            f"{'; '.join(verdict.breaches)} ({described})"
+        )
         current.state, current.traffic_percent, current.message = "RolledBack", 0, message
         st.set("Canary", "False", "RolledBack", message)
         out.events.append(Transition("Warning", "CanaryRolledBack", message))
@@ -143,7 +150,7 @@ def _apply(
         out.share, out.requeue_after = 0, None
         return
     if verdict.action == "promote":
-        message = f"promoted version {target.version} ({described})"
+        message = f"promoted version {target.version} over version {primary.version} ({described})"
         status.promoted = PromotedModel(uri=target.uri, version=target.version, replaces=primary.uri)
         status.canary = None
         st.set("Canary", "False", "Promoted", message)

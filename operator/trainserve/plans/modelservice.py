@@ -22,6 +22,7 @@ from trainserve.api.conditions import find_condition
 from trainserve.api.figures import Figures
 from trainserve.api.modelservice import (
     DEFAULT_UPGRADE_DEADLINE_SECONDS,
+    ModelLineage,
     ModelRef,
     ModelService,
     ModelServiceStatus,
@@ -29,7 +30,7 @@ from trainserve.api.modelservice import (
     ServiceEndpoints,
 )
 from trainserve.api.serving import ModelTarget, ServeAppArgs, serve_args
-from trainserve.api.trainingjob import TrainingJobStatus
+from trainserve.api.trainingjob import ModelStatus, TrainingJobStatus
 from trainserve.api.validation import Problem
 from trainserve.builders.raypod import SERVE_PORT
 from trainserve.builders.rayservice import worker_shape
@@ -52,6 +53,7 @@ from trainserve.plans.common import (
 )
 from trainserve.plans.podhealth import POD_PROBLEM_REASONS, PodHealth, apply_pod_health
 from trainserve.plans.readiness import summarise_modelservice
+from trainserve.plans.rollout import job_primary, plan_job_canary
 from trainserve.registry import RegisteredVersion, RegistryError, is_registry_uri
 
 #: Reasons that are a warning even on a new ModelService (a first ``Ready=False`` is otherwise just starting).
@@ -194,6 +196,7 @@ class Resolution:
     secret: str | None = None
     #: The ``models:/`` URI the target was resolved from.
     registered: str | None = None
+    lineage: ModelLineage | None = None
 
 
 def version_of_uri(uri: str) -> int | None:
@@ -231,7 +234,24 @@ def resolve(
     found = servable_model(source.name, status, source.min_metrics)
     if found.model is None or found.model.uri is None:
         return Resolution(None, found.reason, found.message)
-    return Resolution(ModelTarget(uri=found.model.uri, version=found.model.version), secret=secret)
+    target = ModelTarget(uri=found.model.uri, version=found.model.version)
+    return Resolution(target, secret=secret, lineage=lineage_of(source.name, body, status, found.model))
+
+
+def lineage_of(name: str, body: dict[str, Any], status: TrainingJobStatus, model: ModelStatus) -> ModelLineage:
+    """Where a TrainingJob's model came from: the job itself, and what its workload reported with the model."""
+    dataset = (body.get("spec") or {}).get("dataset") or {}
+    builtin = dataset.get("builtin")
+    return ModelLineage(
+        training_job=name,
+        training_job_uid=(body.get("metadata") or {}).get("uid"),
+        attempt=status.attempts,
+        dataset_uri=model.dataset_uri or dataset.get("uri") or (f"builtin:{builtin}" if builtin else None),
+        dataset_fingerprint=model.dataset_fingerprint,
+        resumed_from=model.resumed_from,
+        spec_hash=model.spec_hash,
+        metrics=dict(model.metrics),
+    )
 
 
 def service_url(name: str, namespace: str) -> str:
@@ -253,8 +273,21 @@ def spec_problems(body: dict[str, Any]) -> tuple[ModelService | None, list[Probl
 _Status = StatusDraft[ModelServiceStatus]
 
 
-def _served(target: ModelTarget) -> ServedModel:
-    return ServedModel(uri=target.uri, version=target.version)
+def _served(target: ModelTarget, status: ModelServiceStatus, wanted: Resolution) -> ServedModel:
+    """``target`` as ``status.model``: its lineage where known, the rejected versions kept."""
+    before = status.model
+    lineage = None
+    if status.promoted is not None and status.promoted.uri == target.uri:
+        lineage = status.promoted.lineage
+    if lineage is None and wanted.target is not None and wanted.target.uri == target.uri:
+        lineage = wanted.lineage
+    if lineage is None and before is not None and before.uri == target.uri:
+        lineage = before.lineage
+    rejected = before.rejected_versions if before is not None else None
+    registered = wanted.registered if wanted.target == target else None
+    return ServedModel(
+        uri=target.uri, version=target.version, registered=registered, lineage=lineage, rejected_versions=rejected
+    )
 
 
 def _target(served: ServedModel | None) -> ModelTarget | None:
@@ -317,7 +350,7 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
     local = local_paths_message(
         [
             ("spec.model.uri", spec.model.uri),
-            ("spec.canary.model.uri", spec.canary.model.uri if spec.canary else None),
+            ("spec.canary.model.uri", spec.canary.model.uri if spec.canary and spec.canary.model else None),
             ("spec.runtimeEnv.workingDir", spec.runtime_env.working_dir if spec.runtime_env else None),
         ]
     )
@@ -335,15 +368,10 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
         result.requeue_after = OLD_OBJECTS_RECHECK_SECONDS
         return
 
-    # The primary: the spec's model, a promoted canary standing in for it, or what runs while neither resolves.
     wanted = resolve(spec.model, observed.trainingjobs, observed.registry)
-    primary = wanted.target
-    if status.promoted is not None and primary is not None and status.promoted.replaces != primary.uri:
-        status.promoted = None  # spec.model moved on: the user's choice wins over an earlier promotion
-    if status.promoted is not None:
-        primary = _target(status.promoted)
-    if primary is None:
-        primary = _target(status.model)
+    primary = _primary(service, status, wanted)
+    if primary is None or wanted.target is None:
+        primary = primary or _target(status.model)
         if primary is None:
             st.set("Ready", "False", "WaitingForModel", wanted.message)
             st.set("ModelLoaded", "False", wanted.reason, wanted.message)
@@ -353,11 +381,11 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
             "ModelLoaded",
             "True",
             wanted.reason,
-            f"still serving version {status.model and status.model.version}: {wanted.message}",
+            f"still serving version {primary.version}: {wanted.message}",
         )
     result.storage_secret = (spec.storage_secret_ref.name if spec.storage_secret_ref else None) or wanted.secret
 
-    canary = _canary(service, observed, st, primary)
+    canary = _canary(service, observed, st, primary, wanted)
     result.events += canary.events
     result.canary_results += canary.results
     result.requeue_after = canary.requeue_after
@@ -371,6 +399,16 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
     result.args = args
     _mirror_rayservice(args, observed, st, primary, wanted)
     _upgrade(service, observed.rayservice, st, result)
+
+
+def _primary(service: ModelService, status: ModelServiceStatus, wanted: Resolution) -> ModelTarget | None:
+    """The spec's model, or a promoted canary standing in for it; under ``rollout: canary`` what was promoted or
+    served last (the job's newer versions must earn their place as canaries)."""
+    if _job_canary(service):
+        return job_primary(status, wanted.target)
+    if status.promoted is not None and wanted.target is not None and status.promoted.replaces != wanted.target.uri:
+        status.promoted = None  # spec.model moved on: the user's choice wins over an earlier promotion
+    return _target(status.promoted) if status.promoted is not None else wanted.target
 
 
 def _upgrade(service: ModelService, view: RayServiceView | None, st: _Status, result: ServicePlan) -> None:
@@ -402,13 +440,27 @@ def _upgrade(service: ModelService, view: RayServiceView | None, st: _Status, re
 
 
 def _model_refs(service: ModelService) -> list[ModelRef]:
-    """The spec's model references: the primary's and the canary's."""
-    return [service.spec.model, *([service.spec.canary.model] if service.spec.canary else [])]
+    """The spec's model references: the primary's and the canary's (a canary without a model has none)."""
+    canary = service.spec.canary.model if service.spec.canary is not None else None
+    return [service.spec.model, *([canary] if canary is not None else [])]
 
 
-def _canary(service: ModelService, observed: ServiceObserved, st: _Status, primary: ModelTarget) -> CanaryPlan:
+def _job_canary(service: ModelService) -> bool:
+    source = service.spec.model.from_training_job
+    return source is not None and source.rollout == "canary"
+
+
+def _canary(
+    service: ModelService, observed: ServiceObserved, st: _Status, primary: ModelTarget, wanted: Resolution
+) -> CanaryPlan:
     spec = service.spec.canary
-    found = resolve(spec.model, observed.trainingjobs, observed.registry) if spec is not None else Resolution(None)
+    if spec is not None and spec.model is None:
+        return plan_job_canary(spec, wanted.target, wanted.lineage, st, primary, observed.canary_window)
+    found = (
+        resolve(spec.model, observed.trainingjobs, observed.registry)
+        if spec is not None and spec.model
+        else Resolution(None)
+    )
     return plan_canary(spec, found.target, found.message, st, primary, observed.canary_window, found.reason)
 
 
@@ -442,9 +494,7 @@ def _mirror_rayservice(
     if failed:
         st.set("ModelLoaded", "False", "ApplicationFailed", view.message or view.app_status)
     elif view.current and view.app_status == "RUNNING":
-        status.model = _served(primary)
-        if wanted.target == primary:
-            status.model.registered = wanted.registered
+        status.model = _served(primary, status, wanted)
         if wanted.target is not None or status.promoted is not None:
             where = f"version {primary.version} from {primary.uri}" if primary.version is not None else primary.uri
             st.set("ModelLoaded", "True", "Loaded", f"serving {where}")
