@@ -9,15 +9,22 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .protocol import ProtocolError
+from .protocol import HEADER_LENGTH_HEADER, ProtocolError
 
 JSON = "application/json"
+OCTETS = "application/octet-stream"
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
     """A JSON response; numpy arrays in ``payload`` are written directly."""
     body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
     return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def binary_tensor_response(body: bytes, header_length: int, headers: dict[str, str]) -> Response:
+    """An answer with binary tensor data after its JSON part (Triton's binary tensor data extension)."""
+    headers = headers | {HEADER_LENGTH_HEADER: str(header_length)}
+    return Response(body, status_code=200, media_type=OCTETS, headers=headers)
 
 
 def error_response(status: int, message: str) -> Response:
