@@ -110,6 +110,13 @@ def test_binary_inputs_of_other_numeric_types(triton: Any, model_uri: str, datat
     assert_model_answer(result.as_numpy("predictions"), model_answers(model_uri, rows))
 
 
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_compressed_requests(triton: Any, model_uri: str, compression: str) -> None:
+    rows = digit_rows(ROWS_PER_CALL, start=80)
+    result = triton.infer("digits", [features(rows)], request_compression_algorithm=compression)
+    assert_model_answer(result.as_numpy("predictions"), model_answers(model_uri, rows))
+
+
 def test_concurrent_binary_calls_are_batched_and_each_gets_its_own_answer(triton: Any, model_uri: str) -> None:
     rows = digit_rows(400)
     calls = [triton.async_infer("digits", [features(rows[i : i + 2])]) for i in range(0, len(rows), 2)]

@@ -1,8 +1,10 @@
-"""The HTTP edge of a replica: JSON answers, the bearer-token check and the body limit (Starlette only, no Ray)."""
+"""The HTTP edge of a replica: answers, the bearer-token check and the body (its limit, compressed bodies);
+Starlette only, no Ray."""
 
 from __future__ import annotations
 
 import hmac
+import zlib
 from typing import Any
 
 import orjson
@@ -13,6 +15,9 @@ from .protocol import HEADER_LENGTH_HEADER, ProtocolError
 
 JSON = "application/json"
 OCTETS = "application/octet-stream"
+#: Compressed request bodies, as tritonclient.http sends them with ``request_compression_algorithm`` (gzip, or
+#: deflate in the zlib format: ``zlib.compress``), by their zlib window bits.
+COMPRESSED_BODIES = {"gzip": 31, "deflate": 15}
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
@@ -48,4 +53,28 @@ async def read_body(request: Request, limit: int) -> bytes:
     body = await request.body()
     if len(body) > limit:
         raise ProtocolError(413, f"request body exceeds the limit of {limit} bytes")
-    return body
+    encoding = request.headers.get("content-encoding")
+    return body if encoding is None else decompressed(body, encoding, limit)
+
+
+def decompressed(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body a ``Content-Encoding`` of gzip or deflate stands for; a 413 as soon as it outgrows ``limit``."""
+    name = encoding.strip().lower()
+    if name == "identity":
+        return body
+    if name not in COMPRESSED_BODIES:
+        raise ProtocolError(
+            415, f"Content-Encoding {encoding[:40]!r} is not supported: send the body as gzip, deflate or uncompressed"
+        )
+    inflater = zlib.decompressobj(COMPRESSED_BODIES[name])
+    try:
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as err:
+        raise ProtocolError(400, f"the request body is not valid {name} data: {err}") from None
+    if len(plain) > limit:
+        raise ProtocolError(413, f"the request body exceeds the limit of {limit} bytes once decompressed")
+    if not inflater.eof:
+        raise ProtocolError(400, f"the {name} request body ends early")
+    if inflater.unused_data:
+        raise ProtocolError(400, f"{len(inflater.unused_data)} bytes follow the end of the {name} data")
+    return plain
