@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
+import zlib
 
 import pytest
 from starlette.requests import Request
@@ -87,3 +89,29 @@ def test_errors_are_json() -> None:
     response = error_response(404, "unknown model 'x'")
     assert response.status_code == 404 and response.media_type == "application/json"
     assert response.body == b'{"error":"unknown model \'x\'"}'
+
+
+COMPRESSORS = {"gzip": gzip.compress, "deflate": zlib.compress}  # as tritonclient.http compresses request bodies
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "GZip", "identity"])
+def test_compressed_bodies_are_read_as_what_they_stand_for(encoding: str) -> None:
+    plain = b'{"instances": [[1, 2, 3]]}' * 10
+    sent = COMPRESSORS.get(encoding.lower(), lambda b: b)(plain)
+    assert asyncio.run(read_body(request({"Content-Encoding": encoding}, sent), 1024)) == plain
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "status", "words"),
+    [
+        ("br", b"x", 415, "gzip, deflate or uncompressed"),
+        ("gzip", b"not gzip at all", 400, "not valid gzip data"),
+        ("gzip", gzip.compress(b"x" * 100)[:-12], 400, "ends early"),
+        ("deflate", zlib.compress(b"x" * 100) + b"more", 400, "4 bytes follow the end"),
+        ("gzip", gzip.compress(b"0" * 5000), 413, "once decompressed"),
+    ],
+)
+def test_bad_or_oversize_compressed_bodies_say_what(encoding: str, body: bytes, status: int, words: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        asyncio.run(read_body(request({"Content-Encoding": encoding}, body), 1024))
+    assert refused.value.status == status and words in refused.value.message

@@ -27,9 +27,17 @@ from trainserve.api.serving import DEFAULT_MAX_BODY_BYTES, ServeAppArgs
 from trainserve.serveconfig import MODEL_DEPLOYMENT, REPLICA_LOGGING, STATS_DEPLOYMENT, deployment_options
 
 from .batching import DynamicBatcher
-from .edge import authorize, error_response, json_response, read_body
+from .edge import authorize, binary_tensor_response, error_response, json_response, read_body
 from .model import LoadedModel, load_model, size_thread_pools
-from .protocol import ProtocolError, parse_v1, parse_v2, v2_metadata, v2_response
+from .protocol import (
+    HEADER_LENGTH_HEADER,
+    ProtocolError,
+    parse_v1,
+    parse_v2,
+    v2_binary_response,
+    v2_metadata,
+    v2_response,
+)
 from .routes import LIVE, READY, V1_MODEL, V1_PREDICT, V2_INFER, V2_METADATA, V2_MODEL_READY, V2_STATS, Auth, resolve
 from .stats import StatsCollector
 from .telemetry import Telemetry, roles
@@ -39,6 +47,8 @@ log = logging.getLogger("trainserve.serve")
 #: (TensorFlow and TensorFlow Lite release the GIL); faster ones run inline, where the hand-off would cost more than
 #: it saves (figures: docs/performance.md#serving-model-calls-in-a-thread).
 OFFLOAD_ABOVE_S = 0.001
+#: OIP server metadata: the extensions this server has, by Triton's names.
+SERVER_EXTENSIONS = ["model_repository_stats", "binary_tensor_data"]
 
 
 @dataclass
@@ -149,7 +159,7 @@ class ModelServer:
             return json_response(200, await self.telemetry.stats.snapshot.remote())
         if endpoint is V2_METADATA:
             return json_response(200, self._metadata(slot))
-        return json_response(200, {"name": "trainserve", "version": "v2", "extensions": ["model_repository_stats"]})
+        return json_response(200, {"name": "trainserve", "version": "v2", "extensions": SERVER_EXTENSIONS})
 
     def _slot_for_version(self, version: str) -> Slot:
         for slot in (self.primary, self.canary):
@@ -181,14 +191,20 @@ class ModelServer:
 
     async def _infer_v2(self, request: Request, pinned: Slot | None, started: float) -> Response:
         slot = pinned or self._pick()
+        model = slot.model
         try:
-            parsed = parse_v2(await read_body(request, self.max_body_bytes), slot.model.inputs[0], slot.model.outputs)
+            body = await read_body(request, self.max_body_bytes)
+            parsed = parse_v2(body, model.inputs[0], model.outputs, request.headers.get(HEADER_LENGTH_HEADER))
         except ProtocolError as err:
             self.telemetry.count(slot.version_label, "v2", err.status, started, 0)
             raise
         predictions = await self._run(slot, parsed.rows, "v2", started)
-        body = v2_response(self.model_name, slot.model.version, parsed.request_id, slot.model.outputs[0], predictions)
-        return json_response(200, body, self._headers(slot))
+        output = model.outputs[0]
+        if output.name in parsed.binary_outputs:
+            content, length = v2_binary_response(self.model_name, model.version, parsed.request_id, output, predictions)
+            return binary_tensor_response(content, length, self._headers(slot))
+        answer = v2_response(self.model_name, model.version, parsed.request_id, output, predictions)
+        return json_response(200, answer, self._headers(slot))
 
     async def _run(self, slot: Slot, rows: np.ndarray, protocol: str, started: float) -> np.ndarray:
         try:
