@@ -68,7 +68,8 @@ class LocalServe:
             assert time.monotonic() < deadline, f"not ready in {timeout:.0f}s:\n{self.logs()[-3000:]}"
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/health/ready", timeout=2) as answer:
-                    if answer.status == 200:
+                    # Answering, and the command has said so: a replica may answer before `start` returns.
+                    if answer.status == 200 and "(Ctrl-C to stop)" in self.logs():
                         return
             except OSError:
                 pass
