@@ -238,6 +238,21 @@ class KubeApi:
         """Creates it; one that exists already is left alone."""
         await self._ignoring(409, self.networking.create_namespaced_network_policy, body["metadata"]["namespace"], body)
 
+    async def list_network_policies(self, namespaces: tuple[str, ...], label_selector: str) -> list[Object]:
+        """The NetworkPolicies with the label selector, in ``namespaces`` (all namespaces when empty)."""
+        if not namespaces:
+            found = await self._call(
+                self.networking.list_network_policy_for_all_namespaces, label_selector=label_selector
+            )
+            return list(self.client.sanitize_for_serialization(found).get("items") or [])
+        items: list[Object] = []
+        for namespace in namespaces:
+            page = await self._call(
+                self.networking.list_namespaced_network_policy, namespace, label_selector=label_selector
+            )
+            items += self.client.sanitize_for_serialization(page).get("items") or []
+        return items
+
     async def delete_network_policy(self, namespace: str, name: str) -> None:
         await self._ignoring(404, self.networking.delete_namespaced_network_policy, name, namespace)
 

@@ -21,7 +21,7 @@ from trainserve.builders.networkpolicy import build_network_policy, network_poli
 from trainserve.builders.rayservice import build_rayservice
 from trainserve.controllers.base import Key, KubeRayProbe, Object, Reconciler, object_key, older, stale, uid_of, utcnow
 from trainserve.controllers.canary_windows import CanaryWindows
-from trainserve.kube import MODELSERVICES, RAYSERVICES, KubeApi, controller_uid
+from trainserve.kube import MODELSERVICES, RAYSERVICES, ApiError, KubeApi, controller_uid
 from trainserve.metrics import OperatorMetrics, ServiceSample
 from trainserve.naming import KUEUE_QUEUE_LABEL, MODELSERVICE_LABEL, serve_service_name
 from trainserve.plans.modelservice import (
@@ -151,6 +151,18 @@ class ModelServiceController(Reconciler):
 
     def observe_child(self, event_type: str | None, obj: Object) -> None:
         self.observe_rayservice(event_type, obj)
+
+    async def seed_children(self) -> None:
+        """The RayServices and also the NetworkPolicies: a restarted operator must not create either again."""
+        await super().seed_children()
+        namespaces = () if self.settings.all_namespaces else self.settings.namespaces
+        try:
+            policies = await self.api.list_network_policies(namespaces, MODELSERVICE_LABEL)
+        except ApiError as err:
+            log.info("ModelService: NetworkPolicies not listed at start (%s); the watch brings them", err)
+            return
+        for policy in policies:
+            self.observe_network_policy("ADDED", policy)
 
     def observe_rayservice(self, event_type: str | None, obj: Object) -> None:
         key = self._owner_key(obj)
