@@ -96,6 +96,8 @@ class KubeRayLocal:
         self.serve_ports: dict[str, int] = {}
         self.errors: list[str] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: Stops under way: a cancelled caller must not leave one half done when the stand-in shuts down.
+        self._stopping: list[asyncio.Future[None]] = []
         self._http: aiohttp.ClientSession | None = None
 
     # --- watching -------------------------------------------------------------------------------------------
@@ -146,6 +148,7 @@ class KubeRayLocal:
                 await task
         for uid in list(self.clusters):
             await self._teardown(uid)
+        await asyncio.gather(*self._stopping, return_exceptions=True)
         if self._http is not None:
             await self._http.close()
 
@@ -188,9 +191,13 @@ class KubeRayLocal:
         return token
 
     async def _teardown(self, uid: str) -> None:
+        """Stops the cluster; the stop goes on (and :meth:`shutdown` waits for it) if the caller is cancelled, as
+        when a test ends right after the job's terminal status and before its cluster is gone."""
         cluster = self.clusters.pop(uid, None)
         if cluster is not None:
-            await asyncio.to_thread(cluster.stop)
+            stopping = asyncio.ensure_future(asyncio.to_thread(cluster.stop))
+            self._stopping.append(stopping)
+            await asyncio.shield(stopping)
 
     async def _patch_status(self, resource: str, name: str, status: Object) -> None:
         group_version, plural = resource.rsplit("/", 1)
