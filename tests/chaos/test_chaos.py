@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +42,14 @@ async def emulator() -> AsyncIterator[Emulator]:
         yield api
 
 
-@pytest.fixture()
-def operator(emulator: Emulator, tmp_path: Path) -> Iterator[OperatorProcess]:
+@pytest_asyncio.fixture()
+async def operator(emulator: Emulator, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
     process = OperatorProcess(
         write_kubeconfig(tmp_path / "kubeconfig", str(emulator.url)), free_port(), tmp_path / "operator.log"
     )
     process.start()
     yield process
-    process.stop()
+    await process.stop_serving()
 
 
 class Scrapes:

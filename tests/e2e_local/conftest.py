@@ -72,7 +72,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         try:
             yield World(api, Cluster(api), kuberay, operator, tmp_path)
         finally:
-            operator.stop()
+            await operator.stop_serving()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

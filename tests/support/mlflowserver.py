@@ -9,32 +9,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.support.processes import wait_for_http
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"mlflow server at {url} not healthy within {timeout:.0f} s")
-        time.sleep(0.5)
 
 
 @contextlib.contextmanager
@@ -48,7 +32,7 @@ def running_mlflow_server(folder: Path) -> Iterator[str]:
     with (folder / "server.log").open("wb") as log:
         process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            _wait_until_healthy(url, process, timeout=120)
+            wait_for_http(f"{url}/health", process, timeout=120)
             yield url
         finally:
             os.killpg(process.pid, signal.SIGTERM)  # the server's own group: gunicorn/uvicorn and its workers

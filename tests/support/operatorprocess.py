@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -50,6 +51,11 @@ class OperatorProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
         self.kills += 1
+
+    async def stop_serving(self) -> None:
+        """:meth:`stop` from a test whose event loop also runs the emulated API server: the loop keeps answering
+        the operator's last calls while it shuts down (blocked, it would make the operator wait until SIGKILL)."""
+        await asyncio.to_thread(self.stop)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -100,21 +100,3 @@ def s3_server() -> Iterator[dict[str, str]]:
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
-        time.sleep(0.5)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from tests.support.documents import example
-from tests.workloads.conftest import cli_env, free_port, start_trainserve, trainserve, wait_for_http, write_job
+from tests.support.processes import wait_for_http
+from tests.workloads.conftest import cli_env, free_port, start_trainserve, trainserve, write_job
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ from trainserve.api.modelservice import (
     ServedModel,
     ServiceEndpoints,
 )
-from trainserve.api.serving import ModelTarget, ServeAppArgs, serve_args
+from trainserve.api.serving import ModelTarget, ServeAppArgs, model_registries, serve_args
 from trainserve.api.trainingjob import ModelStatus, TrainingJobStatus
 from trainserve.api.validation import Problem
 from trainserve.builders.raypod import SERVE_PORT
@@ -389,7 +389,7 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
     result.events += canary.events
     result.canary_results += canary.results
     result.requeue_after = canary.requeue_after
-    intervals = [ref.registry.resolve_interval_seconds for ref in _model_refs(service) if ref.registry is not None]
+    intervals = [registry.resolve_interval_seconds for registry in model_registries(service)]
     if intervals:  # resolve the registry URIs again then: an alias may have moved
         result.requeue_after = min([float(min(intervals)), *([canary.requeue_after] if canary.requeue_after else [])])
     if status.promoted is not None:
@@ -437,12 +437,6 @@ def _upgrade(service: ModelService, view: RayServiceView | None, st: _Status, re
     st.set("Upgrading", "True", "UpgradeInProgress", f"KubeRay is moving to a new Ray cluster: {view.upgrade_progress}")
     remaining = deadline - waited
     result.requeue_after = remaining if result.requeue_after is None else min(result.requeue_after, remaining)
-
-
-def _model_refs(service: ModelService) -> list[ModelRef]:
-    """The spec's model references: the primary's and the canary's (a canary without a model has none)."""
-    canary = service.spec.canary.model if service.spec.canary is not None else None
-    return [service.spec.model, *([canary] if canary is not None else [])]
 
 
 def _job_canary(service: ModelService) -> bool:
