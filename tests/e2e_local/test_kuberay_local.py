@@ -129,9 +129,9 @@ async def test_train_serve_and_roll_a_new_version_in_place(world: World) -> None
     client = triton.InferenceServerClient(url.removeprefix("http://"))
     metadata = client.get_model_metadata("digits")
     tensor = triton.InferInput(metadata["inputs"][0]["name"], list(ROWS.shape), "FP32")
-    tensor.set_data_from_numpy(ROWS, binary_data=False)  # JSON tensors: the server has no binary extension
+    tensor.set_data_from_numpy(ROWS)  # tritonclient's default: Triton's binary tensor extension, both ways
     output = metadata["outputs"][0]["name"]
-    requested = [triton.InferRequestedOutput(output, binary_data=False)]
+    requested = [triton.InferRequestedOutput(output)]
     # gevent-based: called on this thread (the server is another process)
     answer = client.infer("digits", [tensor], outputs=requested)
     probabilities = answer.as_numpy(output)

@@ -16,6 +16,7 @@ from tests.support.documents import changed, example
 from trainserve.api.trainingjob import TrainingJob
 from trainserve.builders.rayjob import section_hashes
 from trainserve.plans.modelservice import RayServiceView, ServiceObserved, plan_service
+from trainserve.plans.podhealth import PodHealth, pod_health
 from trainserve.plans.trainingjob import Observed, RayJobView, plan
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -41,15 +42,64 @@ def job(**run_policy: Any) -> Object:
 
 
 def job_step(
-    doc: Object, *rayjobs: RayJobView, at: float = 0, kuberay: bool = True, auth_unsupported: bool = False
+    doc: Object,
+    *rayjobs: RayJobView,
+    at: float = 0,
+    kuberay: bool = True,
+    auth_unsupported: bool = False,
+    pods: list[Object] | None = None,
 ) -> Object:
-    """``doc`` with the status the plan writes for what is observed ``at`` seconds after T0."""
+    """``doc`` with the status the plan writes for what is observed ``at`` seconds after T0 (``pods``: the Ray
+    pods as the kubelet and the scheduler report them)."""
     now = T0 + timedelta(seconds=at)
     observed = Observed(
-        body=doc, rayjobs=list(rayjobs), kuberay_installed=kuberay, now=now, ray_auth_unsupported=auth_unsupported
+        body=doc,
+        rayjobs=list(rayjobs),
+        kuberay_installed=kuberay,
+        now=now,
+        ray_auth_unsupported=auth_unsupported,
+        pod_health=_pod_health(pods, now),
     )
     decision = plan(observed)
     return {**copy.deepcopy(doc), "status": decision.status.to_wire()}
+
+
+def _pod_health(pods: list[Object] | None, now: datetime) -> PodHealth | None:
+    return pod_health(pods, [], [], now) if pods is not None else None
+
+
+def unschedulable_pod(name: str = "digits-1-raycluster-x-gpu-workers-a1") -> Object:
+    """A pod the scheduler cannot place (its words, as in `kubectl describe pod`)."""
+    since = T0.isoformat().replace("+00:00", "Z")
+    message = "0/5 nodes are available: 3 Insufficient nvidia.com/gpu, 2 node(s) had untolerated taint."
+    scheduled = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+    return {
+        "metadata": {"name": name, "creationTimestamp": since},
+        "spec": {"containers": [{"name": "ray-worker", "image": "trainserve/ray:1"}]},
+        "status": {"phase": "Pending", "conditions": [scheduled | {"lastTransitionTime": since}]},
+    }
+
+
+def image_pull_pod(name: str = "digits-1-raycluster-x-head") -> Object:
+    """A pod whose image does not pull (a typo in the tag)."""
+    waiting = {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "trainserve/ray:typo"'}
+    return {
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "ray-head", "image": "trainserve/ray:typo"}]},
+        "status": {"phase": "Pending", "containerStatuses": [{"name": "ray-head", "state": {"waiting": waiting}}]},
+    }
+
+
+def crash_looping_pod(name: str = "digits-raycluster-x-workers-b2") -> Object:
+    """A replica's container that is OOM-killed and restarted again and again."""
+    last = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+    state = {"waiting": {"reason": "CrashLoopBackOff"}}
+    container = {"name": "ray-worker", "state": state, "lastState": last, "restartCount": 4}
+    return {
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "ray-worker", "image": "trainserve/ray:1"}]},
+        "status": {"phase": "Running", "containerStatuses": [container]},
+    }
 
 
 def _attempt(state: str = "", job_status: str = "", attempt: int = 1, **kw: Any) -> RayJobView:
@@ -72,6 +122,7 @@ def trainingjob_scenarios() -> list[Scenario]:
     changed_spec["metadata"]["generation"] = 2
     immutable = job_step(changed_spec, _attempt("Running", "RUNNING", spec_hashes=_hashes(running)))
     invalid = changed(job(), "spec.training.epochs", 0)
+    waiting = _attempt("Initializing")
     return [
         Scenario("not yet seen by the operator", job(), "Progressing", "Current"),
         Scenario("RayJob created", started, "Progressing", "InProgress"),
@@ -89,6 +140,21 @@ def trainingjob_scenarios() -> list[Scenario]:
         Scenario("KubeRay missing", job_step(job(), kuberay=False), "Degraded", "Failed"),
         Scenario("KubeRay without authOptions", job_step(job(), auth_unsupported=True), "Degraded", "Failed"),
         Scenario("spec edited, not yet seen", _edited(running), "Progressing", "InProgress"),
+        Scenario(
+            "waiting for GPUs",
+            job_step(started, waiting, pods=[unschedulable_pod()], at=90),
+            "Progressing",
+            "InProgress",
+        ),
+        Scenario(
+            "image does not pull", job_step(started, waiting, pods=[image_pull_pod()]), "Progressing", "InProgress"
+        ),
+        Scenario(
+            "pods recovered",
+            job_step(job_step(started, waiting, pods=[image_pull_pod()]), _attempt("Running", "RUNNING"), pods=[]),
+            "Progressing",
+            "InProgress",
+        ),
     ]
 
 
@@ -164,17 +230,20 @@ def service_step(
     kuberay: bool = True,
     foreign: bool = False,
     auth_unsupported: bool = False,
+    pods: list[Object] | None = None,
 ) -> Object:
     """``doc`` with the status the plan writes, seeing the RayService ``ray`` (as KubeRay wrote it) ``at`` s after T0."""
     view = RayServiceView.from_object(ray, "digits") if ray is not None else None
+    now = T0 + timedelta(seconds=at)
     observed = ServiceObserved(
         body=doc,
         trainingjobs={"digits": succeeded_job()} if jobs is None else jobs,
         rayservice=view,
         kuberay_installed=kuberay,
-        now=T0 + timedelta(seconds=at),
+        now=now,
         foreign_rayservice=foreign,
         ray_auth_unsupported=auth_unsupported,
+        pod_health=_pod_health(pods, now),
     )
     return {**copy.deepcopy(doc), "status": plan_service(observed).status.to_wire()}
 
@@ -224,6 +293,24 @@ def modelservice_scenarios() -> list[Scenario]:
             "InProgress",
         ),
         Scenario("spec edited, not yet seen", _edited(serving), "Progressing", "InProgress"),
+        Scenario(
+            "replicas crash-looping, nothing serves",
+            service_step(service(), rayservice(ready=False, app="DEPLOYING"), pods=[crash_looping_pod()]),
+            "Progressing",
+            "InProgress",
+        ),
+        Scenario(
+            "serving while a replica crash-loops",
+            service_step(serving, rayservice(), pods=[crash_looping_pod()]),
+            "Healthy",
+            "Current",
+        ),
+        Scenario(
+            "waiting for a node",
+            service_step(service(), rayservice(ready=False, app="DEPLOYING"), pods=[unschedulable_pod("digits-w")]),
+            "Progressing",
+            "InProgress",
+        ),
     ]
 
 

@@ -121,3 +121,21 @@ def test_kstatus_helper_follows_cli_utils_rules_in_order() -> None:
     assert reads(obj(("Stalled", "False"), ("Ready", "True"))) == "Current"
     assert reads(obj(("Ready", "False"))) == reads(obj(("Ready", "Unknown"))) == "InProgress"
     assert reads(obj(("Suspended", "True"))) == reads({"metadata": {}}) == "Current"
+
+
+def test_argo_cd_says_what_holds_the_pods_up() -> None:
+    """A job or a service held up by its Ray pods shows the pods' problem (an image that does not pull, a crash
+    loop, no node with free GPUs) instead of the last step the operator took; a service that answers says it too."""
+    held_up = 0
+    for scenario in SCENARIOS:
+        conditions = {c["type"]: c for c in scenario.obj.get("status", {}).get("conditions", [])}
+        problems = [
+            conditions[t] for t in ("PodsHealthy", "Scheduled") if conditions.get(t, {}).get("status") == "False"
+        ]
+        if not problems:
+            continue
+        held_up += 1
+        health = CHECKS[scenario.obj["kind"]](scenario.obj)
+        assert health["message"].count(problems[0]["message"]) == 1, (scenario.name, health)
+        assert health["message"].startswith(problems[0]["reason"]) or health["status"] == "Healthy", health
+    assert held_up >= 5

@@ -1,7 +1,10 @@
 -- Argo CD health check of trainserve.io/TrainingJob (Argo CD's contract: the resource is the global `obj`; the
 -- script returns a table with `status` and `message`; docs/operator-manual/health.md). It reads what trainserve
 -- writes for kstatus: status.observedGeneration and the conditions Stalled, Ready, Reconciling and Suspended. A job
--- suspended by runPolicy.suspend or waiting in a Kueue queue is Suspended, as Argo CD shows a suspended Job.
+-- suspended by runPolicy.suspend or waiting in a Kueue queue is Suspended, as Argo CD shows a suspended Job. While it
+-- runs, PodsHealthy=False (an image that does not pull, a crash loop, an OOM kill) or Scheduled=False (waiting for
+-- GPUs, a refused pod) is Progressing with what the pods say, as Argo CD shows a Deployment whose pods fail to start
+-- (Degraded comes from the operator's Stalled, as for kstatus).
 -- Only Lua's base and table libraries are used: Argo CD opens no others unless useOpenLibs is set.
 local hs = {}
 local function condition(conditions, wanted)
@@ -36,6 +39,8 @@ local stalled = condition(conditions, "Stalled")
 local ready = condition(conditions, "Ready")
 local reconciling = condition(conditions, "Reconciling")
 local suspended = condition(conditions, "Suspended")
+local pods_healthy = condition(conditions, "PodsHealthy")
+local scheduled = condition(conditions, "Scheduled")
 if is_true(stalled) then
   hs.status = "Degraded"
   hs.message = text(stalled)
@@ -45,6 +50,12 @@ elseif is_true(ready) then
 elseif is_true(suspended) then
   hs.status = "Suspended"
   hs.message = text(suspended)
+elseif pods_healthy ~= nil and pods_healthy.status == "False" then
+  hs.status = "Progressing"
+  hs.message = text(pods_healthy)
+elseif scheduled ~= nil and scheduled.status == "False" then
+  hs.status = "Progressing"
+  hs.message = text(scheduled)
 elseif is_true(reconciling) then
   hs.status = "Progressing"
   hs.message = text(reconciling)
