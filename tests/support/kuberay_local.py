@@ -96,7 +96,8 @@ class KubeRayLocal:
         self.serve_ports: dict[str, int] = {}
         self.errors: list[str] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        #: Stops under way: a cancelled caller must not leave one half done when the stand-in shuts down.
+        #: Starts and stops under way: a cancelled caller must not leave one half done when the stand-in shuts down.
+        self._starting: dict[int, asyncio.Future[None]] = {}
         self._stopping: list[asyncio.Future[None]] = []
         self._http: aiohttp.ClientSession | None = None
 
@@ -172,7 +173,9 @@ class KubeRayLocal:
         self.tokens[id(cluster)] = token
         self.clusters[uid] = cluster
         self.started.append(cluster)
-        await asyncio.to_thread(cluster.start)
+        starting = asyncio.ensure_future(asyncio.to_thread(cluster.start))
+        self._starting[id(cluster)] = starting
+        await asyncio.shield(starting)
         return cluster
 
     async def _auth_token(self, cluster: str) -> str:
@@ -195,9 +198,16 @@ class KubeRayLocal:
         when a test ends right after the job's terminal status and before its cluster is gone."""
         cluster = self.clusters.pop(uid, None)
         if cluster is not None:
-            stopping = asyncio.ensure_future(asyncio.to_thread(cluster.stop))
+            stopping = asyncio.ensure_future(self._stop_once_started(cluster))
             self._stopping.append(stopping)
             await asyncio.shield(stopping)
+
+    async def _stop_once_started(self, cluster: LocalRayCluster) -> None:
+        """A start under way ends first (its processes would outlive a stop that ran before they exist)."""
+        starting = self._starting.pop(id(cluster), None)
+        if starting is not None:
+            await asyncio.gather(starting, return_exceptions=True)
+        await asyncio.to_thread(cluster.stop)
 
     async def _patch_status(self, resource: str, name: str, status: Object) -> None:
         group_version, plural = resource.rsplit("/", 1)
