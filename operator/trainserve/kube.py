@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import kubernetes  # type: ignore[import-untyped]
+import urllib3
 from kubernetes.client.exceptions import ApiException  # type: ignore[import-untyped]
 
 from trainserve.api.base import GROUP, VERSION
@@ -29,6 +30,9 @@ TRAININGJOBS, MODELSERVICES = "trainingjobs", "modelservices"
 TRANSIENT = frozenset({0, 429, 500, 502, 503, 504})
 #: Tries of one call before its error reaches the reconcile (which is then retried with the queue's backoff).
 CALL_TRIES = 4
+#: Seconds to connect and to wait for an answer, per call: a connection that the API server or a proxy dropped
+#: without a word must not hold a worker thread for ever (client-go finds those with HTTP/2 pings).
+REQUEST_TIMEOUT_SECONDS = (10.0, 60.0)
 CALL_BACKOFF_SECONDS = 0.2
 #: The longest ``Retry-After`` honoured; a server asking for more is asked again sooner by the queue.
 MAX_RETRY_AFTER_SECONDS = 10.0
@@ -121,10 +125,10 @@ class KubeApi:
 
         def call() -> T:
             try:
-                return fn(*args, **kwargs)
+                return fn(*args, **{"_request_timeout": REQUEST_TIMEOUT_SECONDS, **kwargs})
             except ApiException as err:
                 raise _api_error(err) from None
-            except OSError as err:  # connection refused, reset, DNS...
+            except (OSError, urllib3.exceptions.HTTPError) as err:  # refused, reset, timed out, DNS...
                 raise ApiError(0, type(err).__name__, str(err)) from None
 
         for tried in range(1, CALL_TRIES + 1):

@@ -7,6 +7,7 @@ or status. Whatever happens in between, the end state is right and the operator 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 from collections.abc import AsyncIterator
@@ -71,16 +72,20 @@ class Scrapes:
 
 
 async def play_kuberay(cluster: Cluster) -> None:
-    """What KubeRay does, quickly: every RayJob starts running, every RayService becomes ready."""
+    """What KubeRay does, quickly: every RayJob starts running, every RayService becomes ready. A status write
+    that fails (its connection dropped, the object deleted meanwhile: a 404) is tried again on the next round, as
+    KubeRay's reconciler would, without holding up the other objects."""
     while True:
         for name, rayjob in cluster.rayjobs().items():
             if not rayjob.get("status"):
-                await cluster.run_rayjob(name)
+                with contextlib.suppress(aiohttp.ClientError, AssertionError):
+                    await cluster.run_rayjob(name)
         for name in cluster.objects_of(RAYSERVICES):
             rayservice = cluster.get(RAYSERVICES, name) or {}
             status = rayservice.get("status") or {}
             if status.get("observedGeneration") != rayservice.get("metadata", {}).get("generation"):
-                await cluster.rayservice_ready(name)
+                with contextlib.suppress(aiohttp.ClientError, AssertionError):
+                    await cluster.rayservice_ready(name)
         await asyncio.sleep(0.2)
 
 
@@ -123,8 +128,10 @@ async def test_the_operator_converges_through_faults_and_kills(
         writes = [f"{r.method} {r.url} {r.data}" for r in emulator.writes(since)]
         assert writes == [], "a converged operator is quiet"
     finally:
+        died = [task.exception() for task in background if task.done() and not task.cancelled()]
         for task in background:
             task.cancel()
+    assert not died, f"a background task of the test died: {died}"
     assert operator.kills == 3 and operator.alive()
     assert scrapes.statuses and set(scrapes.statuses) == {200}, "/metrics answers 200 whenever it answers"
 
