@@ -32,6 +32,7 @@ from .errors import WorkloadError
 from .models import INPUT_NAME, OUTPUT_NAME, build_model, compile_model
 from .run_tracking import RunTracking
 from .storage import locate
+from .tf_threads import size_thread_pools
 
 SAMPLE_ROWS = 5
 
@@ -221,6 +222,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
     spec = TrainingJobSpec.model_validate(config["spec"])
     context = ray.train.get_context()
+    size_thread_pools(_cpu_share(spec, context.get_local_world_size()))
     chief = context.get_world_rank() == 0
     relay = _Relay(config.get("relay") if chief else None, config.get("ledger"), spec.training.epochs)
     try:
@@ -228,6 +230,16 @@ def train_worker(config: dict[str, Any]) -> None:
     except WorkloadError as err:
         relay.send("failed", reason="InvalidSpec", message=str(err))
         raise
+
+
+def _cpu_share(spec: TrainingJobSpec, workers_here: int) -> float:
+    """This worker's CPUs: its Ray node's divided among the workers on it (a local run shares the whole machine),
+    never fewer than it asked for."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    cpus = next((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["NodeID"] == node), 0.0)
+    return max(spec.resources.cpus_per_worker.cpus, math.floor(cpus / max(1, workers_here)))
 
 
 def _train(spec: TrainingJobSpec, config: dict[str, Any], chief: bool, workers: int, relay: _Relay) -> None:
