@@ -30,7 +30,7 @@ from trainserve.api.validation import InvalidResource, parse
 from trainserve.naming import ATTEMPT_ENV, JOB_UID_ENV
 
 from . import checkpoints
-from .datasets import load_dataset
+from .datasets import dataset_size
 from .errors import WorkloadError
 from .ledger import WorkerGroupLedger
 from .lifecycle import handle_stop_signals
@@ -73,7 +73,7 @@ def _check_writable(uri: str, field: str) -> None:
 
 def preflight(spec: TrainingJobSpec) -> checkpoints.CheckpointRecord | None:
     """Every check that can fail before a worker starts; returns the checkpoint to resume from, if any."""
-    data = load_dataset(spec.dataset, spec.training.loss)
+    n_features, n_classes = dataset_size(spec.dataset, spec.training.loss)
     if spec.training.batch_size < spec.resources.workers:
         raise WorkloadError(
             "spec.training.batchSize",
@@ -83,12 +83,12 @@ def preflight(spec: TrainingJobSpec) -> checkpoints.CheckpointRecord | None:
     if spec.model.entrypoint is not None:
         from .models import build_entrypoint, output_units
 
-        units, _ = output_units(spec.training.loss, len(data.classes))
-        build_entrypoint(spec.model.entrypoint, spec.training.hyperparameters, data.n_features, units)
+        units, _ = output_units(spec.training.loss, n_classes)
+        build_entrypoint(spec.model.entrypoint, spec.training.hyperparameters, n_features, units)
     elif spec.model.builtin is not None and spec.model.builtin.name == "cnn":
         from .models import cnn_input_shape
 
-        cnn_input_shape(spec.model.builtin, data.n_features)
+        cnn_input_shape(spec.model.builtin, n_features)
     _check_writable(spec.output.uri, "spec.output.uri")
     _check_writable(spec.checkpoint_uri, "spec.checkpoint.uri")
     root = locate(spec.checkpoint_uri)
