@@ -61,8 +61,10 @@ def build_builtin(spec: BuiltinModel, n_features: int, units: int, activation: s
     inputs = keras.Input(shape=(n_features,), name=INPUT_NAME)
     hidden = inputs
     if spec.normalize:
-        normalization = keras.layers.Normalization(name="normalize")
-        normalization.adapt(x_train)
+        # The statistics `adapt` learns, from the arrays at once: `adapt` runs a dataset pass, under a distribution
+        # strategy a collective one per batch.
+        mean, variance = x_train.mean(axis=0), x_train.var(axis=0)
+        normalization = keras.layers.Normalization(mean=mean, variance=variance, name="normalize")
         hidden = normalization(hidden)
     if spec.name == "cnn":
         hidden = keras.layers.Reshape(cnn_input_shape(spec, n_features))(hidden)
