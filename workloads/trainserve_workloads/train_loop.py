@@ -257,7 +257,7 @@ def _train_tracked(
     if spec.training.seed is not None:
         keras.utils.set_random_seed(spec.training.seed)
     # One worker needs no collectives, nor the gRPC server (on every interface) that the strategy starts.
-    strategy = tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else tf.distribute.get_strategy()
+    strategy = _multi_worker_strategy() if workers > 1 else tf.distribute.get_strategy()
     data = load_dataset(spec.dataset, spec.training.loss)
     # The optimizer's slots are restored lazily, at the first step: the files must outlive `fit`.
     restored = tempfile.mkdtemp(prefix="trainserve-resume-")
@@ -294,6 +294,16 @@ def _train_tracked(
         relay.send("completed", epoch=spec.training.epochs, metrics=metrics, model=model_status)
     else:
         _export_to_nowhere(model, data.n_features)
+
+
+#: Gradients packed into all-reduces of up to this size: one collective a step for a model of this size or less,
+#: instead of one per variable (each one a round of messages between the workers).
+ALL_REDUCE_PACK_BYTES = 64 * 1024 * 1024
+
+
+def _multi_worker_strategy() -> tf.distribute.Strategy:
+    options = tf.distribute.experimental.CommunicationOptions(bytes_per_pack=ALL_REDUCE_PACK_BYTES)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
 def _latest_checkpoint(spec: TrainingJobSpec, fingerprint: str) -> dict[str, Any] | None:
