@@ -346,9 +346,10 @@ def _measure_scenario(
 
 def _describe(scenario: Scenario) -> str:
     rows = f"{scenario.rows:,} augmented digits rows" if scenario.rows else "digits (1,797 rows)"
+    model = scenario.model
+    layers = f"filters {model['filters']}, dense {model['hiddenUnits']}" if "filters" in model else model["hiddenUnits"]
     return (
-        f"{scenario.name}: {scenario.model['name']} {scenario.model.get('filters', '')}"
-        f"{scenario.model['hiddenUnits']} on {rows} of 64 features (80/20 split), batch {scenario.batch}, "
+        f"{scenario.name}: {model['name']} {layers} on {rows} of 64 features (80/20 split), batch {scenario.batch}, "
         f"{scenario.epochs} epochs; target validation accuracy {scenario.target_accuracy}"
     )
 
