@@ -36,6 +36,7 @@ from .ledger import WorkerGroupLedger
 from .lifecycle import handle_stop_signals
 from .progress import FanOut, JsonLinesSink, KubernetesStatusSink, ProgressSink
 from .storage import locate, volumes_root
+from .tf_cluster import TensorflowCluster
 
 log = logging.getLogger("trainserve.train")
 
@@ -190,7 +191,7 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
 
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
-    from ray.train.tensorflow import TensorflowTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
     from ray.util.queue import Queue
 
     queue = Queue(actor_options={"num_cpus": 0})
@@ -204,9 +205,12 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
         "ledger": ledger,
     }
     gpus = spec.resources.gpus_per_worker
-    trainer = TensorflowTrainer(
+    # Ray's TensorflowTrainer is this trainer with a TensorFlow backend that imports TensorFlow in this process and
+    # in the Train controller: TensorflowCluster does the same set-up without it.
+    trainer = DataParallelTrainer(
         _worker,
         train_loop_config=config,
+        backend_config=TensorflowCluster(),
         scaling_config=ScalingConfig(
             num_workers=spec.resources.workers,
             use_gpu=gpus > 0,
