@@ -12,6 +12,7 @@ seconds to a target validation accuracy, wall time.
 
     python -m benchmarks.training [--quick] [--repeats 3] [--workers 1 2] [--scenarios mlp-200k]
         [--compare REF]   # also run the workloads of git REF, side by side in the same run
+        [--gpus 1] [--mixed-precision]   # benchmarks/gpu.sh
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ def augmented_digits(rows: int, folder: Path, seed: int = 0) -> Path:
     return path
 
 
-def _spec(scenario: Scenario, workers: int, output: str, data: Path | None) -> dict[str, Any]:
+def _spec(
+    scenario: Scenario, workers: int, output: str, data: Path | None, gpus: int = 0, mixed: bool = False
+) -> dict[str, Any]:
     document = yaml.safe_load((REPO / "examples" / "digits-trainingjob.yaml").read_text())
     spec = document["spec"]
     spec["model"] = {"builtin": scenario.model}
@@ -100,6 +103,9 @@ def _spec(scenario: Scenario, workers: int, output: str, data: Path | None) -> d
     spec["training"]["epochs"] = scenario.epochs
     spec["training"]["batchSize"] = scenario.batch
     spec["resources"]["workers"] = workers
+    spec["resources"]["gpusPerWorker"] = gpus
+    if mixed:
+        spec["training"]["mixedPrecision"] = True
     spec["output"]["uri"] = output
     spec["checkpoint"] = {"everyEpochs": 1, "keep": 2}
     return document
@@ -113,6 +119,9 @@ from trainserve.api.trainingjob import TrainingJobSpec
 from trainserve_workloads.datasets import load_dataset
 from trainserve_workloads.models import build_model, compile_model
 spec = TrainingJobSpec.model_validate(json.loads(sys.argv[1]))
+if spec.training.mixed_precision:
+    from trainserve_workloads.train_loop import _mixed_policy
+    keras.mixed_precision.set_global_policy(_mixed_policy())
 data = load_dataset(spec.dataset, spec.training.loss)
 keras.utils.set_random_seed(7)
 model = build_model(spec, data.n_features, len(data.classes), data.x_train)
@@ -173,8 +182,8 @@ def _train_rows(scenario: Scenario) -> int:
     return total - round(total * 0.2)
 
 
-def plain_fit(scenario: Scenario, data: Path | None) -> dict[str, float]:
-    spec = _spec(scenario, 1, "/unused", data)["spec"]
+def plain_fit(scenario: Scenario, data: Path | None, gpus: int = 0, mixed: bool = False) -> dict[str, float]:
+    spec = _spec(scenario, 1, "/unused", data, gpus, mixed)["spec"]
     started = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-c", PLAIN_FIT, json.dumps(spec)],
@@ -189,13 +198,19 @@ def plain_fit(scenario: Scenario, data: Path | None) -> dict[str, float]:
 
 
 def trainserve_run(
-    scenario: Scenario, workers: int, data: Path | None, tree: Path = REPO, profile_to: Path | None = None
+    scenario: Scenario,
+    workers: int,
+    data: Path | None,
+    tree: Path = REPO,
+    profile_to: Path | None = None,
+    gpus: int = 0,
+    mixed: bool = False,
 ) -> dict[str, Any]:
     """One `trainserve local train`-equivalent run of the workloads in ``tree``, timing epochs by their progress
     events; with ``profile_to``, py-spy records the first Ray Train worker for its whole life."""
     with tempfile.TemporaryDirectory() as folder:
         job = Path(folder) / "job.yaml"
-        job.write_text(yaml.safe_dump(_spec(scenario, workers, str(Path(folder) / "models"), data)))
+        job.write_text(yaml.safe_dump(_spec(scenario, workers, str(Path(folder) / "models"), data, gpus, mixed)))
         started = time.monotonic()
         process = subprocess.Popen(
             [sys.executable, "-c", TRAINSERVE_RUN, str(job)],
@@ -257,6 +272,8 @@ class TrainingPlan:
     #: Git refs whose workloads run too, side by side (the "before" of a change).
     compare: list[str] = field(default_factory=list)
     profile: bool = False  # one more run of the largest scenario with the most workers, py-spy on a worker
+    gpus: int = 0  # GPUs per worker (and plain fit on the GPU): benchmarks/gpu.sh
+    mixed_precision: bool = False
 
     @classmethod
     def quick(cls) -> TrainingPlan:
@@ -336,11 +353,13 @@ def _measure_scenario(
         progress(
             f"training {scenario.name}, repeat {index + 1}/{plan.repeats}: plain fit, then {plan.workers} worker(s)"
         )
-        runs[PLAIN].append(plain_fit(scenario, data))
+        gpus, mixed = plan.gpus, plan.mixed_precision
+        runs[PLAIN].append(plain_fit(scenario, data, gpus, mixed))
         for workers in plan.workers:
             for ref, tree in trees.items():
-                runs.setdefault(label(workers, ref), []).append(trainserve_run(scenario, workers, data, tree))
-            runs.setdefault(label(workers), []).append(trainserve_run(scenario, workers, data))
+                result = trainserve_run(scenario, workers, data, tree, gpus=gpus, mixed=mixed)
+                runs.setdefault(label(workers, ref), []).append(result)
+            runs.setdefault(label(workers), []).append(trainserve_run(scenario, workers, data, gpus=gpus, mixed=mixed))
     return {name: {key: summarize([r[key] for r in results]) for key in KEYS} for name, results in runs.items()}
 
 
@@ -416,6 +435,8 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=None)
     parser.add_argument("--compare", nargs="+", default=[], metavar="REF", help="git refs to run side by side")
     parser.add_argument("--profile", action="store_true", help="py-spy a worker of one more run")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs per worker (benchmarks/gpu.sh)")
+    parser.add_argument("--mixed-precision", action="store_true", help="training.mixedPrecision, plain fit too")
     args = parser.parse_args()
     plan = TrainingPlan.quick() if args.quick else TrainingPlan.full()
     plan.repeats = args.repeats or plan.repeats
@@ -425,6 +446,7 @@ def main() -> None:
     plan.scenarios = args.scenarios or plan.scenarios
     plan.compare = args.compare
     plan.profile = args.profile
+    plan.gpus, plan.mixed_precision = args.gpus, args.mixed_precision
     section = measure(plan, f"{stamp()}-")
     path = write_results("training", section.figures, section.markdown())
     print(section.markdown())

@@ -77,7 +77,8 @@ def build_builtin(spec: BuiltinModel, n_features: int, units: int, activation: s
         hidden = keras.layers.Dense(width, activation=spec.activation)(hidden)
         if spec.dropout > 0:
             hidden = keras.layers.Dropout(spec.dropout)(hidden)
-    outputs = keras.layers.Dense(units, activation=activation, name=OUTPUT_NAME)(hidden)
+    # float32 outputs under a mixed precision policy too: a softmax in 16 bits loses the small probabilities.
+    outputs = keras.layers.Dense(units, activation=activation, name=OUTPUT_NAME, dtype="float32")(hidden)
     return keras.Model(inputs, outputs, name=f"trainserve_{spec.name}")
 
 

@@ -256,6 +256,8 @@ def _train_tracked(
     first_epoch = int(resume["epoch"]) if resume else 0
     if spec.training.seed is not None:
         keras.utils.set_random_seed(spec.training.seed)
+    if spec.training.mixed_precision:
+        keras.mixed_precision.set_global_policy(_mixed_policy())
     # One worker needs no collectives, nor the gRPC server (on every interface) that the strategy starts.
     strategy = _multi_worker_strategy() if workers > 1 else tf.distribute.get_strategy()
     data = load_dataset(spec.dataset, spec.training.loss)
@@ -294,6 +296,11 @@ def _train_tracked(
         relay.send("completed", epoch=spec.training.epochs, metrics=metrics, model=model_status)
     else:
         _export_to_nowhere(model, data.n_features)
+
+
+def _mixed_policy() -> str:
+    """float16 on a GPU (Keras' compile then scales the loss), bfloat16 on CPUs (no loss scaling needed)."""
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
 #: Gradients packed into all-reduces of up to this size: one collective a step for a model of this size or less,
