@@ -259,7 +259,7 @@ def _train_tracked(
     if spec.training.mixed_precision:
         keras.mixed_precision.set_global_policy(_mixed_policy())
     # One worker needs no collectives, nor the gRPC server (on every interface) that the strategy starts.
-    strategy = _multi_worker_strategy() if workers > 1 else tf.distribute.get_strategy()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else tf.distribute.get_strategy()
     data = load_dataset(spec.dataset, spec.training.loss)
     # The optimizer's slots are restored lazily, at the first step: the files must outlive `fit`.
     restored = tempfile.mkdtemp(prefix="trainserve-resume-")
@@ -301,16 +301,6 @@ def _train_tracked(
 def _mixed_policy() -> str:
     """float16 on a GPU (Keras' compile then scales the loss), bfloat16 on CPUs (no loss scaling needed)."""
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-
-
-#: Gradients packed into all-reduces of up to this size: one collective a step for a model of this size or less,
-#: instead of one per variable (each one a round of messages between the workers).
-ALL_REDUCE_PACK_BYTES = 64 * 1024 * 1024
-
-
-def _multi_worker_strategy() -> tf.distribute.Strategy:
-    options = tf.distribute.experimental.CommunicationOptions(bytes_per_pack=ALL_REDUCE_PACK_BYTES)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
 def _latest_checkpoint(spec: TrainingJobSpec, fingerprint: str) -> dict[str, Any] | None:
@@ -373,8 +363,8 @@ def _fit(
     y_train, y_val = data.y_train, data.y_val
     if spec.training.loss == "categorical_crossentropy":
         y_train, y_val = (keras.utils.to_categorical(y, len(data.classes)) for y in (y_train, y_val))
-    # Arrays, as a plain `fit` takes them: Keras shuffles and slices whole batches (a tf.data pipeline shuffling row
-    # by row costs more than a small model's step), and under MultiWorkerMirroredStrategy shards them by batch.
+    # Arrays, as a plain `fit` takes them: Keras shuffles whole batches of indices (not rows one by one through a
+    # tf.data shuffle buffer) and, under MultiWorkerMirroredStrategy, shards every global batch across the workers.
     history = model.fit(
         data.x_train,
         y_train,
