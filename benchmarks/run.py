@@ -65,19 +65,19 @@ def headline(sections: dict[str, Section]) -> str:
                 )
     training = sections.get("training")
     if training is not None:
-        figures = training.figures["figures"]
-        base = figures["plain model.fit"]["rate"]["median"]
-        for name, figure in figures.items():
-            if name == "plain model.fit":
-                continue
-            rows.append(
-                [
-                    f"training {name}: samples/s",
-                    f"{figure['rate']['median']:.0f}",
-                    f"plain model.fit {base:.0f}",
-                    f"{figure['rate']['median'] / base:.2f}x",
-                ]
-            )
+        for scenario, runs in training.figures["figures"].items():
+            base = runs["plain model.fit"]["rate"]["median"]
+            for name, figure in runs.items():
+                if name == "plain model.fit":
+                    continue
+                rows.append(
+                    [
+                        f"training {scenario}, {name}: samples/s",
+                        f"{figure['rate']['median']:.0f}; 1st epoch at {figure['first_epoch_s']['median']:.1f} s",
+                        f"plain model.fit {base:.0f}",
+                        f"{figure['rate']['median'] / base:.2f}x",
+                    ]
+                )
     autoscaling = sections.get("autoscaling")
     if autoscaling is not None:
         summary = autoscaling.figures["summary"]
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         parts: dict[str, Callable[[], Section]] = {
             "serving": serving_part,
             "autoscaling": autoscaling_part,
-            "training": lambda: training.measure(training_plan, prefix),
+            "training": lambda: training.measure(training_plan, prefix, work),
             "reliability": lambda: reliability.measure(reliability_plan, need("heavy")["heavy"], work),
             "operator": lambda: operator_scale.measure(operator_plan, work, prefix),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,26 @@ def test_operator_helpers() -> None:
     assert agent_of("OpenAPI-Generator/36.0.3/python") == "client"
     stats = latency_stats([0.1, 0.2, 0.3])
     assert stats["count"] == 3 and stats["p50"] == 0.2 and stats["max"] == 0.3
+
+
+def test_training_figures_time_the_target_and_the_fixed_cost() -> None:
+    from benchmarks.training import _figures
+
+    # launched at 100; epochs end at 110, 112, 114 over 1,000 rows: 500 samples/s, 2 s an epoch
+    result = {"ends": [110.0, 112.0, 114.0], "accuracy": [0.5, 0.92, 0.95]}
+    figures = _figures(result, 1000, 100.0, wall=20.0, target=0.9)
+    assert figures["rate"] == 500 and figures["epoch_seconds"] == 2
+    assert figures["first_epoch_s"] == 10 and figures["target_s"] == 12
+    assert figures["fixed_s"] == 14  # 20 s wall less 3 epochs of 2 s
+    assert math.isnan(_figures(result, 1000, 100.0, 20.0, target=0.99)["target_s"])
+
+
+def test_the_generated_training_data_is_the_same_every_time(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from benchmarks.training import augmented_digits
+
+    first = pq.read_table(augmented_digits(300, tmp_path / "a"))
+    second = pq.read_table(augmented_digits(300, tmp_path / "b"))
+    assert first.equals(second) and first.num_rows == 300 and first.num_columns == 65
+    assert set(first.column("label").to_pylist()) == set(range(10))

@@ -55,6 +55,19 @@ def test_feature_column_not_in_table(tmp_path: Path, table_file: Path) -> None:
     assert error.path == "spec.dataset.featureColumns" and "'c'" in error.message
 
 
+def test_text_feature_column_in_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "words.parquet"
+    pq.write_table(pa.table({"a": [1.0, 2.0, 3.0], "word": ["x", "y", "z"], "label": [0, 1, 0]}), path)
+    error = failure(spec_with(tmp_path, dataset={"uri": str(path), "format": "parquet"}))
+    assert error.path == "spec.dataset.featureColumns" and "not numeric" in error.message
+
+
+def test_cnn_shape_is_checked_against_a_parquet_files_columns(tmp_path: Path, table_file: Path) -> None:
+    dataset = {"uri": str(table_file), "format": "parquet", "labelColumn": "target"}
+    error = failure(spec_with(tmp_path, dataset=dataset, model={"builtin": {"name": "cnn", "inputShape": [3, 1]}}))
+    assert error.path == "spec.model.builtin.inputShape" and "2 features" in error.message
+
+
 def test_npz_without_the_expected_arrays(tmp_path: Path) -> None:
     path = tmp_path / "data.npz"
     np.savez(path, features=np.zeros((4, 2)), labels=np.zeros(4))

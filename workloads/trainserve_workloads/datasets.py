@@ -127,6 +127,28 @@ def check_dataset(spec: DatasetSpec) -> None:
         _load_npz(spec, location)
 
 
+def dataset_size(spec: DatasetSpec, loss: LossName) -> tuple[int, int]:
+    """Features per row and classes (0 unless classification), checking the data as :func:`load_dataset` would;
+    a parquet file is read no further than its schema and label column (the workers read it whole)."""
+    if spec.builtin is not None or spec.format != "parquet":
+        data = load_dataset(spec, loss)
+        return data.n_features, len(data.classes)
+    check_dataset(spec)
+    location = _location(spec)
+    with location.fs.open_input_file(location.path) as handle:
+        parquet = pq.ParquetFile(handle)
+        features, label = _table_columns(spec, parquet.schema_arrow.names)
+        schema = parquet.schema_arrow
+        odd = [c for c in features if not pa.types.is_integer(schema.field(c).type)]
+        odd = [c for c in odd if not pa.types.is_floating(schema.field(c).type)]
+        if odd:  # text, decimals, ...: converted as the workers will
+            _feature_matrix(parquet.read(columns=odd), odd)
+        if parquet.metadata.num_rows < 2:
+            raise WorkloadError("spec.dataset.uri", f"only {parquet.metadata.num_rows} row(s)", "provide more data")
+        labels = parquet.read(columns=[label]).column(0) if loss in CLASSIFICATION_LOSSES else None
+    return len(features), len(np.unique(labels.to_numpy(zero_copy_only=False))) if labels is not None else 0
+
+
 def _load_npz(spec: DatasetSpec, location: Location) -> tuple[np.ndarray, np.ndarray]:
     try:
         archive = np.load(io.BytesIO(location.read_bytes()), allow_pickle=False)
@@ -155,13 +177,16 @@ def _raw_arrays(spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray, list[str]]:
         return x, y, [f"x_{i}" for i in range(x.shape[1])]
     table = _read_table(spec, location)
     features, label = _table_columns(spec, table.column_names)
+    return _feature_matrix(table, features), table.column(label).to_numpy(zero_copy_only=False), features
+
+
+def _feature_matrix(table: pa.Table, features: list[str]) -> np.ndarray:
     try:
-        x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype("float32") for c in features])
+        return np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype("float32") for c in features])
     except (ValueError, TypeError) as err:
         raise WorkloadError(
             "spec.dataset.featureColumns", f"a feature column is not numeric: {err}", "use numeric feature columns"
         ) from None
-    return x, table.column(label).to_numpy(zero_copy_only=False), features
 
 
 def load_dataset(spec: DatasetSpec, loss: LossName) -> Dataset:

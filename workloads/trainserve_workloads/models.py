@@ -61,8 +61,10 @@ def build_builtin(spec: BuiltinModel, n_features: int, units: int, activation: s
     inputs = keras.Input(shape=(n_features,), name=INPUT_NAME)
     hidden = inputs
     if spec.normalize:
-        normalization = keras.layers.Normalization(name="normalize")
-        normalization.adapt(x_train)
+        # The statistics `adapt` learns, from the arrays at once: `adapt` runs a dataset pass, under a distribution
+        # strategy a collective one per batch.
+        mean, variance = x_train.mean(axis=0), x_train.var(axis=0)
+        normalization = keras.layers.Normalization(mean=mean, variance=variance, name="normalize")
         hidden = normalization(hidden)
     if spec.name == "cnn":
         hidden = keras.layers.Reshape(cnn_input_shape(spec, n_features))(hidden)
@@ -75,7 +77,8 @@ def build_builtin(spec: BuiltinModel, n_features: int, units: int, activation: s
         hidden = keras.layers.Dense(width, activation=spec.activation)(hidden)
         if spec.dropout > 0:
             hidden = keras.layers.Dropout(spec.dropout)(hidden)
-    outputs = keras.layers.Dense(units, activation=activation, name=OUTPUT_NAME)(hidden)
+    # float32 outputs under a mixed precision policy too: a softmax in 16 bits loses the small probabilities.
+    outputs = keras.layers.Dense(units, activation=activation, name=OUTPUT_NAME, dtype="float32")(hidden)
     return keras.Model(inputs, outputs, name=f"trainserve_{spec.name}")
 
 

@@ -30,12 +30,13 @@ from trainserve.api.validation import InvalidResource, parse
 from trainserve.naming import ATTEMPT_ENV, JOB_UID_ENV
 
 from . import checkpoints
-from .datasets import load_dataset
+from .datasets import dataset_size
 from .errors import WorkloadError
 from .ledger import WorkerGroupLedger
 from .lifecycle import handle_stop_signals
 from .progress import FanOut, JsonLinesSink, KubernetesStatusSink, ProgressSink
 from .storage import locate, volumes_root
+from .tf_cluster import TensorflowCluster
 
 log = logging.getLogger("trainserve.train")
 
@@ -73,7 +74,7 @@ def _check_writable(uri: str, field: str) -> None:
 
 def preflight(spec: TrainingJobSpec) -> checkpoints.CheckpointRecord | None:
     """Every check that can fail before a worker starts; returns the checkpoint to resume from, if any."""
-    data = load_dataset(spec.dataset, spec.training.loss)
+    n_features, n_classes = dataset_size(spec.dataset, spec.training.loss)
     if spec.training.batch_size < spec.resources.workers:
         raise WorkloadError(
             "spec.training.batchSize",
@@ -83,12 +84,12 @@ def preflight(spec: TrainingJobSpec) -> checkpoints.CheckpointRecord | None:
     if spec.model.entrypoint is not None:
         from .models import build_entrypoint, output_units
 
-        units, _ = output_units(spec.training.loss, len(data.classes))
-        build_entrypoint(spec.model.entrypoint, spec.training.hyperparameters, data.n_features, units)
+        units, _ = output_units(spec.training.loss, n_classes)
+        build_entrypoint(spec.model.entrypoint, spec.training.hyperparameters, n_features, units)
     elif spec.model.builtin is not None and spec.model.builtin.name == "cnn":
         from .models import cnn_input_shape
 
-        cnn_input_shape(spec.model.builtin, data.n_features)
+        cnn_input_shape(spec.model.builtin, n_features)
     _check_writable(spec.output.uri, "spec.output.uri")
     _check_writable(spec.checkpoint_uri, "spec.checkpoint.uri")
     root = locate(spec.checkpoint_uri)
@@ -190,7 +191,7 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
 
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
-    from ray.train.tensorflow import TensorflowTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
     from ray.util.queue import Queue
 
     queue = Queue(actor_options={"num_cpus": 0})
@@ -204,9 +205,12 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
         "ledger": ledger,
     }
     gpus = spec.resources.gpus_per_worker
-    trainer = TensorflowTrainer(
+    # Ray's TensorflowTrainer is this trainer with a TensorFlow backend that imports TensorFlow in this process and
+    # in the Train controller: TensorflowCluster does the same set-up without it.
+    trainer = DataParallelTrainer(
         _worker,
         train_loop_config=config,
+        backend_config=TensorflowCluster(),
         scaling_config=ScalingConfig(
             num_workers=spec.resources.workers,
             use_gpu=gpus > 0,

@@ -32,23 +32,13 @@ from .errors import WorkloadError
 from .models import INPUT_NAME, OUTPUT_NAME, build_model, compile_model
 from .run_tracking import RunTracking
 from .storage import locate
+from .tf_threads import size_thread_pools
 
 SAMPLE_ROWS = 5
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _input_pipeline(x: np.ndarray, y: np.ndarray, global_batch: int, seed: int | None, shuffle: bool) -> Any:
-    """An endless batched dataset that MultiWorkerMirroredStrategy splits by element across workers."""
-    dataset = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.repeat().batch(global_batch)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
 
 
 def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
@@ -221,6 +211,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
     spec = TrainingJobSpec.model_validate(config["spec"])
     context = ray.train.get_context()
+    size_thread_pools(_cpu_share(spec, context.get_local_world_size()))
     chief = context.get_world_rank() == 0
     relay = _Relay(config.get("relay") if chief else None, config.get("ledger"), spec.training.epochs)
     try:
@@ -228,6 +219,16 @@ def train_worker(config: dict[str, Any]) -> None:
     except WorkloadError as err:
         relay.send("failed", reason="InvalidSpec", message=str(err))
         raise
+
+
+def _cpu_share(spec: TrainingJobSpec, workers_here: int) -> float:
+    """This worker's CPUs: its Ray node's divided among the workers on it (a local run shares the whole machine),
+    never fewer than it asked for."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    cpus = next((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["NodeID"] == node), 0.0)
+    return max(spec.resources.cpus_per_worker.cpus, math.floor(cpus / max(1, workers_here)))
 
 
 def _train(spec: TrainingJobSpec, config: dict[str, Any], chief: bool, workers: int, relay: _Relay) -> None:
@@ -255,6 +256,8 @@ def _train_tracked(
     first_epoch = int(resume["epoch"]) if resume else 0
     if spec.training.seed is not None:
         keras.utils.set_random_seed(spec.training.seed)
+    if spec.training.mixed_precision:
+        keras.mixed_precision.set_global_policy(_mixed_policy())
     # One worker needs no collectives, nor the gRPC server (on every interface) that the strategy starts.
     strategy = tf.distribute.MultiWorkerMirroredStrategy() if workers > 1 else tf.distribute.get_strategy()
     data = load_dataset(spec.dataset, spec.training.loss)
@@ -293,6 +296,11 @@ def _train_tracked(
         relay.send("completed", epoch=spec.training.epochs, metrics=metrics, model=model_status)
     else:
         _export_to_nowhere(model, data.n_features)
+
+
+def _mixed_policy() -> str:
+    """float16 on a GPU (Keras' compile then scales the loss), bfloat16 on CPUs (no loss scaling needed)."""
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
 def _latest_checkpoint(spec: TrainingJobSpec, fingerprint: str) -> dict[str, Any] | None:
@@ -355,18 +363,16 @@ def _fit(
     y_train, y_val = data.y_train, data.y_val
     if spec.training.loss == "categorical_crossentropy":
         y_train, y_val = (keras.utils.to_categorical(y, len(data.classes)) for y in (y_train, y_val))
-    batch = spec.training.batch_size
-    fit_args: dict[str, Any] = {}
-    if len(data.x_val):
-        fit_args["validation_data"] = _input_pipeline(data.x_val, y_val, batch, None, shuffle=False)
-        fit_args["validation_steps"] = math.ceil(len(data.x_val) / batch)
+    # Arrays, as a plain `fit` takes them: Keras shuffles whole batches of indices (not rows one by one through a
+    # tf.data shuffle buffer) and, under MultiWorkerMirroredStrategy, shards every global batch across the workers.
     history = model.fit(
-        _input_pipeline(data.x_train, y_train, batch, spec.training.seed, shuffle=True),
+        data.x_train,
+        y_train,
+        batch_size=spec.training.batch_size,
         epochs=spec.training.epochs,
         initial_epoch=first_epoch,
-        steps_per_epoch=math.ceil(len(data.x_train) / batch),
+        validation_data=(data.x_val, y_val) if len(data.x_val) else None,
         callbacks=[_EpochEnd(spec, chief, relay, fingerprint, tracking, len(data.x_train))],
         verbose=0,
-        **fit_args,
     )
     return {k: float(v[-1]) for k, v in history.history.items() if v}

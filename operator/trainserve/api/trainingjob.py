@@ -212,6 +212,11 @@ class TrainingSpec(ApiModel):
         description="Free-form values passed to an `entrypoint` model function and recorded in the model card.",
     )
     seed: int | None = Field(None, ge=0, description="Seed for weight initialisation and dropout; unset: random.")
+    mixed_precision: bool | None = Field(
+        None,
+        description="Compute in 16-bit floats, keep the weights in 32-bit: float16 with loss scaling on GPUs, "
+        "bfloat16 on CPUs. Unset or false: 32-bit throughout.",
+    )
 
 
 class ResourcesSpec(ApiModel):
