@@ -4,6 +4,11 @@ The client only ever gets the primary's answer. After it, a sampled share of the
 own batch queue on a task of its own, and the replica counts whether the two agree and how long the candidate took.
 The work is bounded: while the candidate holds ``max_in_flight`` requests, further ones are dropped (and counted)
 rather than queued, so a slower candidate costs the primary at most its share of the replica, never a growing queue.
+
+As Istio's mirroring (a share of live requests, out of band of the primary's path: istio.io/docs/tasks/
+traffic-management/mirroring) and Seldon Core's shadow deployments (the shadow's answer discarded: docs.seldon.ai,
+seldon-core-1 tutorials/notebooks/ambassador_shadow), but inside the replica that already holds both models, so the
+request is neither sent nor parsed twice, and the two answers can be compared.
 """
 
 from __future__ import annotations
