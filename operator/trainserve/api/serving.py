@@ -72,11 +72,16 @@ class ServeAppArgs(ApiModel):
 
     def dynamic_config(self) -> dict[str, Any]:
         """What replicas apply in place on a change (Serve ``user_config``): models, split, batching, runtime, auth."""
-        return self.model_dump(
+        config = self.model_dump(
             mode="json",
             by_alias=True,
             include={"model_name", "primary", "canary", "batching", "runtime", "auth_token_env"},
         )
+        canary = config.get("canary")
+        if canary is not None and canary["mode"] == "split":  # as before shadow mode: no change for split canaries
+            for key in ("mode", "shadowPercent", "agreementTolerance"):
+                del canary[key]
+        return config
 
 
 def serve_args(
