@@ -5,13 +5,15 @@ Two models (the digits mlp; a compute-heavy dense network), several concurrency 
 own process (POST bodies from a Lua script). One server runs at a time. Figures per run: requests/second, p50
 and p99 latency, non-2xx and socket errors; each the median (min-max) over the repeats. With ``--profile``, one
 more c=1 run of the digits model measures CPU per request by process and thread (/proc), and one more is recorded
-with py-spy, on the serving replica and on the baseline server.
+with py-spy, on the serving replica and on the baseline server. Then, per model, the primary's p99 at c=32 alone and
+with a shadow candidate scoring every request (``serving_shadow``).
 
 The ModelService runs in ``benchmarks.serve_driver``: the calls `trainserve local serve -f FILE` makes
 (``local_serve.start`` with the resolved arguments), plus commands on stdin, so that the autoscaling benchmark can
 take the running service over and change it in place.
 
     python -m benchmarks.serving [--quick] [--models digits heavy] [--repeats N] [--duration S] [--profile]
+                                 [--no-shadow]
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from .harness import (
     write_results,
 )
 from .models import FEATURES as ROWS
+from .serving_shadow import measure_shadow, shadow_rows
 
 MODELS = ("digits", "heavy")
 SERVERS = ("FastAPI baseline", "trainserve")
@@ -70,6 +73,7 @@ class ServingPlan:
     in_process_seconds: float = 3.0
     profile_seconds: float = 0.0  # > 0: py-spy the digits servers during an extra c=1 run
     runtime: str = "auto"  # the ModelService's spec.runtime: "tensorflow" measures the serving path alone
+    shadow: bool = True  # also the primary's p99 at c=32 with a shadow candidate scoring every request
 
     @classmethod
     def quick(cls) -> ServingPlan:
@@ -275,6 +279,9 @@ def measure(
     for position, name in enumerate(plan.models):
         model_dir = models[name]
         runs: dict[str, list[dict[int, dict[str, float]]]] = {server: [] for server in SERVERS}
+        shadow = None  # first: the last server of the loop below may be handed over, still running
+        if plan.shadow:
+            shadow = measure_shadow(name, model_dir, plan.runtime, plan.repeats, plan.duration, plan.warmup, work)
         for index in range(plan.repeats):
             profiling = name == "digits" and index == 0 and plan.profile_seconds > 0
             progress(f"serving {name}, repeat {index + 1}/{plan.repeats}: FastAPI baseline, then trainserve")
@@ -305,6 +312,8 @@ def measure(
         figures[name]["in-process"] = {
             k: summarize([r[k] for r in limits.get(name, [])]) for k in ("rps", "p50", "p99")
         }
+        if shadow is not None:
+            figures[name]["shadow"] = shadow
 
     table = _table(figures, plan)
     targets = _targets(figures)
@@ -316,6 +325,12 @@ def measure(
         f"{_x(targets.get('heavy_c32_ratio'), 5.0)}, p99 lower: {targets.get('heavy_c32_p99_lower', 'n/a')}); "
         f"digits c=1 >= 0.85x (measured {_x(targets.get('digits_c1_ratio'), 0.85)}).",
     ]
+    if plan.shadow:
+        notes.append(
+            "rows `32, shadow 100%`: the same service with a copy of the model as a shadow candidate scoring every "
+            "request after the primary answered (`canary.mode: shadow`); next to `32, no shadow`, what shadow "
+            "evaluation costs the primary's clients. The candidate drops what it cannot keep up with."
+        )
     if profiles:
         notes += profile_notes(profiles)
     png = RESULTS / f"{prefix}serving{'' if plan.runtime == 'auto' else '-' + plan.runtime}.png"
@@ -371,6 +386,8 @@ def _table(figures: dict[str, Any], plan: ServingPlan) -> str:
                 "",
             ]
         )
+        if "shadow" in figures[name]:
+            rows += shadow_rows(name, figures[name]["shadow"])
     return markdown_table(
         [
             "model",
@@ -452,6 +469,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", help="override the connection counts")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--profile", action="store_true", help="py-spy both digits servers during a c=1 run")
+    parser.add_argument("--no-shadow", action="store_true", help="skip the c=32 runs with a shadow candidate")
     parser.add_argument(
         "--runtime",
         choices=("auto", "tensorflow"),
@@ -468,6 +486,7 @@ def main() -> None:
     plan.duration = args.duration or plan.duration
     plan.profile_seconds = 10.0 if args.profile and "digits" in plan.models else 0.0
     plan.runtime = args.runtime
+    plan.shadow = not args.no_shadow
 
     from .models import build
 

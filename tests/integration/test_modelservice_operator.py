@@ -23,6 +23,7 @@ from tests.support.kubesim import (
 )
 from tests.support.schemas import kuberay_schema, schema_errors
 from tests.support.servestats import FakeServeStats
+from trainserve.runner import Operator
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 
@@ -205,6 +206,91 @@ async def test_canary_is_rolled_back_on_errors(
         )
         share = {"namespace": "ml", "modelservice": "digits"}
         await eventually(lambda: operator.metrics.sample("trainserve_canary_traffic_percent", share) == 0)
+
+
+def shadow_service(after_shadow: str | None = None) -> dict[str, Any]:
+    policy = {"stepPercent": 50, "intervalSeconds": 5, "minRequests": 20, "maxErrorRate": 0.05, "minAgreement": 0.9}
+    canary = {
+        "model": {"uri": "s3://models/digits/2"},
+        "mode": "shadow",
+        "shadowPercent": 100,
+        "trafficPercent": 50,
+        "autoPromote": policy | ({"afterShadow": after_shadow} if after_shadow else {}),
+    }
+    return from_uri(canary=canary)
+
+
+async def shadow_window_begins(operator: Operator, cluster: Cluster) -> None:
+    """The candidate scores in shadow mode, and the operator took the figures its window starts from."""
+    await eventually(lambda: cluster.service_status("digits").get("canary", {}).get("mode") == "shadow")
+    baselines = operator.modelservices.canary.baselines
+    await eventually(lambda: any(b.uri == "s3://models/digits/2" for b in baselines.values()), timeout=30)
+
+
+def served_canary(cluster: Cluster) -> dict[str, Any]:
+    return dict(cluster.served("digits").get("user_config", {}).get("canary") or {})
+
+
+def reasons(cluster: Cluster) -> list[str]:
+    return [e["reason"] for e in cluster.events("digits")]
+
+
+async def test_a_shadow_candidate_that_agrees_moves_into_split_mode_then_is_promoted(
+    emulator: Emulator, cluster: Cluster, stats: tuple[FakeServeStats, str]
+) -> None:
+    fake, url = stats
+    async with running_operator(operator_settings(emulator, serve_stats_url=url)) as operator:
+        fake.shadow("2", "s3://models/digits/2", scored=0, rows=0, agreed=0)
+        await cluster.create_modelservice(shadow_service(after_shadow="split"))
+        canary = await eventually(lambda: cluster.served("digits").get("user_config", {}).get("canary"))
+        assert (canary["mode"], canary["trafficPercent"], canary["shadowPercent"]) == ("shadow", 0, 100)
+        await shadow_window_begins(operator, cluster)
+        fake.shadow("2", "s3://models/digits/2", scored=30, rows=60, agreed=58)  # 96.67% agreement
+        await eventually(lambda: served_canary(cluster).get("trafficPercent") == 50, timeout=20)
+        assert "mode" not in served_canary(cluster)  # a split canary's config, as before shadow mode existed
+        passed = await eventually(lambda: [e for e in cluster.events("digits") if e["reason"] == "CanaryShadowPassed"])
+        assert "version 2 passed its shadow evaluation against version 1" in passed[0]["message"]
+        assert "96.67% agreement (58/60 rows)" in passed[0]["message"]
+        # Split mode from here: the canary's own answered requests decide, as for any canary.
+        baselines = operator.modelservices.canary.baselines
+        fake.serve("2", "s3://models/digits/2", "canary", requests=5)
+        await eventually(lambda: any(b.share == 50 for b in baselines.values()), timeout=30)
+        fake.serve("2", "s3://models/digits/2", "canary", requests=105)
+        await eventually(lambda: cluster.served("digits")["user_config"]["primary"]["uri"] == "s3://models/digits/2")
+        assert cluster.served("digits")["user_config"].get("canary") is None
+        await eventually(lambda: "CanaryPromoted" in reasons(cluster))
+
+
+async def test_a_shadow_candidate_that_disagrees_is_rolled_back_without_ever_answering(
+    emulator: Emulator, cluster: Cluster, stats: tuple[FakeServeStats, str]
+) -> None:
+    fake, url = stats
+    async with running_operator(operator_settings(emulator, serve_stats_url=url)) as operator:
+        fake.shadow("2", "s3://models/digits/2", scored=0, rows=0, agreed=0)
+        await cluster.create_modelservice(shadow_service())
+        await shadow_window_begins(operator, cluster)
+        fake.shadow("2", "s3://models/digits/2", scored=10, rows=10, agreed=0)  # too few scored: no verdict yet
+        await asyncio.sleep(6)
+        assert cluster.service_status("digits")["canary"]["state"] == "Progressing"
+        fake.shadow("2", "s3://models/digits/2", scored=40, rows=80, agreed=40)
+        await eventually(
+            lambda: cluster.service_status("digits").get("canary", {}).get("state") == "RolledBack", timeout=20
+        )
+        status = cluster.service_status("digits")
+        assert status["canary"]["shadow"]["agreement"] == 0.5 and "promoted" not in status
+        server = cluster.served("digits")["user_config"]
+        assert server["primary"]["uri"] == "s3://models/digits/1"
+        assert "mode" not in server["canary"] and server["canary"]["trafficPercent"] == 0  # split at 0: scores no more
+        warnings = await eventually(lambda: [e for e in cluster.events("digits") if e["reason"] == "CanaryRolledBack"])
+        assert warnings[0]["type"] == "Warning"
+        assert (
+            "rolled back version 2 in shadow mode, version 1 keeps serving: agreement 50.00% < 90.00%"
+            in warnings[0]["message"]
+        )
+        assert "40 requests scored" in warnings[0]["message"]
+        await eventually(
+            lambda: operator.metrics.sample("trainserve_canary_promotions_total", {"result": "rolled_back"}) == 1
+        )
 
 
 async def test_operator_restart_changes_nothing(emulator: Emulator, cluster: Cluster) -> None:

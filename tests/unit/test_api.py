@@ -57,6 +57,7 @@ def test_wire_form_round_trips_in_camel_case() -> None:
 TJ = example("digits-trainingjob")
 MS = example("digits-modelservice")
 MS_GPU = example("digits-gpu-modelservice")
+SHADOW = example("digits-shadow-modelservice")
 NPZ = changed(
     changed(changed(TJ, "spec.dataset.builtin", None, delete=True), "spec.dataset.uri", "/d.npz"),
     "spec.dataset.format",
@@ -144,6 +145,51 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
         changed(MS_GPU, "spec.canary.trafficPercent", 150),
         "spec.canary.trafficPercent",
         "<= 100",
+    ),
+    (
+        "shadow share with mode split",
+        changed(MS_GPU, "spec.canary.shadowPercent", 50),
+        "spec.canary.shadowPercent",
+        "set `mode: shadow`",
+    ),
+    (
+        "agreement tolerance with mode split",
+        changed(MS_GPU, "spec.canary.agreementTolerance", 0.1),
+        "spec.canary.agreementTolerance",
+        "applies only to mode shadow",
+    ),
+    (
+        "minAgreement with mode split",
+        changed(MS_GPU, "spec.canary.autoPromote.minAgreement", 0.9),
+        "spec.canary.autoPromote.minAgreement",
+        "remove `autoPromote.minAgreement`",
+    ),
+    (
+        "afterShadow with mode split",
+        changed(MS_GPU, "spec.canary.autoPromote.afterShadow", "split"),
+        "spec.canary.autoPromote.afterShadow",
+        "set `mode: shadow`",
+    ),
+    (
+        "shadow mode promoted without minAgreement",
+        changed(SHADOW, "spec.canary.autoPromote.minAgreement", None, delete=True),
+        "spec.canary.autoPromote.minAgreement",
+        "add `minAgreement`",
+    ),
+    ("shadow share of 0", changed(SHADOW, "spec.canary.shadowPercent", 0), "spec.canary.shadowPercent", ">= 1"),
+    ("shadow share over 100", changed(SHADOW, "spec.canary.shadowPercent", 101), "spec.canary.shadowPercent", "<= 100"),
+    (
+        "minAgreement over 1",
+        changed(SHADOW, "spec.canary.autoPromote.minAgreement", 1.5),
+        "spec.canary.autoPromote.minAgreement",
+        "<= 1",
+    ),
+    ("unknown canary mode", changed(SHADOW, "spec.canary.mode", "mirror"), "spec.canary.mode", "shadow"),
+    (
+        "unknown afterShadow",
+        changed(SHADOW, "spec.canary.autoPromote.afterShadow", "canary"),
+        "spec.canary.autoPromote.afterShadow",
+        "split",
     ),
     ("negative replicas", changed(MS, "spec.replicas", -1), "spec.replicas", ">= 0"),
     (

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,7 @@ from benchmarks.harness import (
     wrk_ms,
 )
 from benchmarks.operator_scale import agent_of, latency_stats
+from benchmarks.serving_shadow import candidate_copy, shadow_rows
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:8000/v1/models/digits:predict
   1 threads and 32 connections
@@ -173,3 +176,25 @@ def test_the_generated_training_data_is_the_same_every_time(tmp_path: Path) -> N
     second = pq.read_table(augmented_digits(300, tmp_path / "b"))
     assert first.equals(second) and first.num_rows == 300 and first.num_columns == 65
     assert set(first.column("label").to_pylist()) == set(range(10))
+
+
+def test_the_shadow_candidate_is_the_served_model_published_as_version_2(tmp_path: Any) -> None:
+    served = tmp_path / "models" / "digits" / "1"
+    served.mkdir(parents=True)
+    (served / "model.json").write_text(json.dumps({"version": 1, "task": "classification"}))
+    (served / "saved_model.pb").write_bytes(b"weights")
+    candidate = Path(candidate_copy(str(served), tmp_path, "digits"))
+    assert candidate.name == "2" and (candidate / "saved_model.pb").read_bytes() == b"weights"
+    assert json.loads((candidate / "model.json").read_text()) == {"version": 2, "task": "classification"}
+    assert json.loads((served / "model.json").read_text())["version"] == 1
+
+
+def test_the_shadow_rows_sit_next_to_each_other_with_the_candidate_counts() -> None:
+    def run(p99: float) -> dict[str, Any]:
+        return {key: summarize([value]) for key, value in {"rps": 900.0, "p50": 30.0, "p99": p99, "errors": 0}.items()}
+
+    figures = {"alone": run(41.0), "shadow": run(55.5), "candidate": {"scored": 9000, "dropped": 12}}
+    alone, shadow = shadow_rows("digits", figures)
+    assert alone[:2] == ["digits", "32, no shadow"] and alone[3] == "900 / 30.0 / 41.0"
+    assert shadow[:2] == ["digits", "32, shadow 100%"] and shadow[3] == "900 / 30.0 / 55.5"
+    assert shadow[4] == "shadow scored 9000, dropped 12"

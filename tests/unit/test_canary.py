@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from trainserve.api.figures import LATENCY_BUCKETS_MS, Figures
+from trainserve.api.figures import LATENCY_BUCKETS_MS, Figures, ShadowCounts
 from trainserve.api.modelservice import AutoPromote
 from trainserve.controllers.canary_windows import CanaryWindows
-from trainserve.plans.canary import Verdict, judge
+from trainserve.plans.canary import Verdict, judge, judge_shadow
 
 CANARY = "s3://m/digits/2"
 INTERVAL = 30
@@ -200,3 +200,42 @@ def test_latency_is_not_checked_without_a_limit() -> None:
 @pytest.mark.parametrize("share", [75, 90])
 def test_reaching_100_percent_promotes(share: int) -> None:
     assert judge(figures(100), POLICY, share) == Verdict("promote", 100)
+
+
+# --- judge_shadow ----------------------------------------------------------------------------------------
+
+SHADOW_POLICY = POLICY.model_copy(update={"min_agreement": 0.9})
+
+
+def shadow(requests: int, rows: int, agreed: int, errors: int = 0, latency_ms: float = 10) -> ShadowCounts:
+    counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    counts[LATENCY_BUCKETS_MS.index(latency_ms)] = requests
+    return ShadowCounts(requests, rows, agreed, errors, 0, tuple(counts))
+
+
+def test_a_shadow_waits_for_min_requests_scored() -> None:
+    assert judge_shadow(shadow(99, 99, 0), SHADOW_POLICY, 10) == Verdict("wait", 0)
+    assert judge_shadow(None, SHADOW_POLICY, 10) == Verdict("wait", 0)
+
+
+def test_a_shadow_that_agrees_is_promoted_or_moved_to_split_as_the_policy_says() -> None:
+    assert judge_shadow(shadow(100, 200, 180), SHADOW_POLICY, 10) == Verdict("promote", 100)
+    split = SHADOW_POLICY.model_copy(update={"after_shadow": "split"})
+    assert judge_shadow(shadow(100, 200, 180), split, 10) == Verdict("split", 10)
+
+
+def test_a_shadow_below_min_agreement_or_over_its_limits_is_rolled_back_with_each_breach_named() -> None:
+    verdict = judge_shadow(shadow(100, 200, 179, errors=6, latency_ms=500), SHADOW_POLICY, 10)
+    assert verdict.action == "rollback"
+    assert verdict.breaches[0] == "agreement 89.50% < 90.00%"
+    assert verdict.breaches[1] == "shadow error rate 6.00% > 5.00%"
+    assert verdict.breaches[2].startswith("shadow p95 ") and verdict.breaches[2].endswith("> 250.0 ms")
+
+
+def test_shadow_figures_window_like_request_figures() -> None:
+    later = Figures(10, 0, figures(10).latency_counts, shadow(30, 60, 50))
+    window = later.since(Figures(4, 0, figures(4).latency_counts, shadow(10, 20, 20)))
+    assert (window.requests, window.shadow.requests, window.shadow.rows, window.shadow.agreed) == (6, 20, 40, 30)
+    assert window.shadow.agreement == 0.75
+    restarted = Figures(2, 0, figures(2).latency_counts, shadow(3, 3, 3)).since(later)
+    assert restarted.shadow.requests == 3

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.support.documents import changed, example
-from trainserve.api.figures import LATENCY_BUCKETS_MS, Figures
+from trainserve.api.figures import LATENCY_BUCKETS_MS, Figures, ShadowCounts
 from trainserve.plans.modelservice import RayServiceView, ServiceObserved, plan_service, service_status_patch
 from trainserve.registry import RegisteredVersion, RegistryError
 
@@ -296,3 +296,63 @@ def test_rollout_canary_remembers_a_rollback_with_its_figures() -> None:
     listed = rolled.status.model.rejected_versions
     assert len(listed) == 20 and listed[-1].version == 121 and listed[0].version == 101  # the oldest went first
     assert "rolled back version 121 at 20%, version 3 keeps serving: error rate 20.00% > 1.00%" in listed[-1].figures
+
+
+def _shadow_doc(after: str | None = None, min_agreement: float = 0.9) -> dict[str, Any]:
+    doc = _canary_doc(start=20)
+    auto = doc["spec"]["canary"]["autoPromote"] | {"minAgreement": min_agreement}
+    doc["spec"]["canary"] |= {
+        "mode": "shadow",
+        "shadowPercent": 40,
+        "autoPromote": auto | ({"afterShadow": after} if after else {}),
+    }
+    return doc
+
+
+def _shadow_window(scored: int, rows: int, agreed: int) -> Figures:
+    counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+    counts[3] = scored
+    return Figures(shadow=ShadowCounts(scored, rows, agreed, latency_counts=tuple(counts)))
+
+
+def test_a_shadow_candidate_answers_nothing_and_is_promoted_on_agreement() -> None:
+    doc = _shadow_doc()
+    first = _advance(doc, None)
+    canary = first.args.canary
+    assert (canary.mode, canary.traffic_percent, canary.shadow_percent) == ("shadow", 0, 40)
+    assert [e.message for e in first.events if e.reason == "CanaryStarted"] == [
+        "candidate version 2 scores 40% of the requests in the shadow of version 1"
+    ]
+    assert doc["status"]["canary"]["mode"] == "shadow" and doc["status"]["canary"]["trafficPercent"] == 0
+    waiting = _advance(doc, _shadow_window(50, 100, 100))  # fewer than minRequests scored: no judgement
+    assert waiting.args.canary.mode == "shadow" and doc["status"]["canary"]["shadow"]["scored"] == 50
+    promoted = _advance(doc, _shadow_window(150, 300, 291))
+    assert promoted.canary_results == ["promoted"] and promoted.args.canary is None
+    assert promoted.args.primary.uri == "s3://m/digits/2"
+    message = next(e.message for e in promoted.events if e.reason == "CanaryPromoted")
+    assert "promoted version 2 over version 1 after its shadow evaluation" in message
+    assert "97.00% agreement (291/300 rows)" in message
+
+
+def test_a_disagreeing_shadow_candidate_is_rolled_back_and_stops_scoring() -> None:
+    doc = _shadow_doc()
+    _advance(doc, None)
+    rolled = _advance(doc, _shadow_window(150, 300, 120))
+    assert rolled.canary_results == ["rolled_back"]
+    assert rolled.args.canary.mode == "split" and rolled.args.canary.traffic_percent == 0
+    warning = next(e for e in rolled.events if e.reason == "CanaryRolledBack")
+    assert warning.type == "Warning"
+    assert "rolled back version 2 in shadow mode, version 1 keeps serving: agreement 40.00% < 90.00%" in warning.message
+    assert doc["status"]["canary"]["state"] == "RolledBack"
+    assert _advance(doc, None).args.canary.mode == "split"
+
+
+def test_after_shadow_split_moves_the_candidate_into_split_mode_then_steps() -> None:
+    doc = _shadow_doc(after="split")
+    _advance(doc, None)
+    passed = _advance(doc, _shadow_window(150, 300, 300))
+    assert (passed.args.canary.mode, passed.args.canary.traffic_percent) == ("split", 20)
+    assert [e.reason for e in passed.events] == ["CanaryShadowPassed"]
+    assert doc["status"]["canary"]["mode"] == "split"
+    step = _advance(doc, _figures(200))
+    assert (step.args.canary.mode, step.args.canary.traffic_percent) == ("split", 45)

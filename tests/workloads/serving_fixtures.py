@@ -6,12 +6,17 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from tests.support.documents import example
 from trainserve.api.trainingjob import ModelStatus, TrainingJobSpec
 
 
-def publish_digits_model(output: Path, *, epochs: int, seed: int, hidden: list[int]) -> ModelStatus:
-    """Train the built-in mlp on digits in this process (seconds) and publish it as the next version."""
+def publish_digits_model(
+    output: Path, *, epochs: int, seed: int, hidden: list[int], shuffled_labels: bool = False
+) -> ModelStatus:
+    """Train the built-in mlp on digits in this process (seconds) and publish it as the next version;
+    ``shuffled_labels``: on labels shuffled against the images, so it learns nothing that holds."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tf_keras as keras
 
@@ -26,6 +31,8 @@ def publish_digits_model(output: Path, *, epochs: int, seed: int, hidden: list[i
     spec = TrainingJobSpec.model_validate(document)
     data = load_dataset(spec.dataset, spec.training.loss)
     keras.utils.set_random_seed(seed)
+    if shuffled_labels:
+        data.y_train = np.random.default_rng(seed).permutation(data.y_train)
     model = build_model(spec, data.n_features, len(data.classes), data.x_train)
     compile_model(model, spec.training)
     history = model.fit(

@@ -61,7 +61,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     output = tmp_path_factory.mktemp("served") / "digits"
     first = publish_digits_model(output, epochs=8, seed=1, hidden=[64])
     second = publish_digits_model(output, epochs=4, seed=2, hidden=[32])
-    return {"output": output, "v1": first, "v2": second}
+    shuffled = publish_digits_model(output, epochs=2, seed=3, hidden=[16], shuffled_labels=True)
+    return {"output": output, "v1": first, "v2": second, "shuffled": shuffled}
 
 
 def base_args(models: dict[str, Any]) -> ServeAppArgs:
@@ -459,5 +460,84 @@ def test_local_rollout_canary_tries_a_new_version_of_the_local_job(
         assert reasons[0] == "CanaryStarted" and "CanaryPromoted" in reasons, reasons
         versions = Counter(client.post("/v1/models/digits:predict", request)[1]["x-model-version"] for _ in range(30))
         assert versions == Counter({"2": 30})
+    finally:
+        service.update(base_args(models))
+
+
+def shadow_service(models: dict[str, Any], candidate: str, version: int) -> tuple[Any, ServeAppArgs]:
+    """A ModelService with ``candidate`` scored in the shadow of version 1, promoted straight on agreement."""
+    from trainserve.api.modelservice import ModelService
+    from trainserve.api.serving import serve_args
+
+    spec = base_args(models).model_dump(mode="json", by_alias=True, include={"modelName", "batching", "resources"})
+    policy = {"intervalSeconds": 5, "minRequests": 40, "maxErrorRate": 0.01, "minAgreement": 0.8}
+    spec |= {
+        "model": {"uri": models["v1"].uri},
+        "canary": {"model": {"uri": models[candidate].uri}, "mode": "shadow", "autoPromote": policy},
+    }
+    document = {"apiVersion": "trainserve.io/v1alpha1", "kind": "ModelService", "metadata": {"name": "digits"}}
+    ms = ModelService.model_validate(document | {"spec": spec})
+    primary = ModelTarget(uri=models["v1"].uri, version=1)
+    return ms, serve_args(ms, primary, ModelTarget(uri=models[candidate].uri, version=version))
+
+
+def test_local_shadow_candidates_are_judged_on_agreement_while_clients_get_the_primary_only(
+    client: Client, service: Any, models: dict[str, Any]
+) -> None:
+    """Shadow mode on the real application with real traffic: a candidate trained on shuffled labels is rolled back,
+    a good one promoted; until then every answer is the primary's."""
+    from trainserve_workloads.local_canary import LocalPromoter
+
+    x, _ = digits()
+    rows = x[:240]
+    expected = in_process(models["v1"].uri, rows)
+    chunks = [(rows[i : i + 4], expected[i : i + 4]) for i in range(0, len(rows), 4)]
+
+    def run(promoter: LocalPromoter) -> tuple[list[str], dict[str, Any]]:
+        reasons: list[str] = []
+        sent = 0
+        deadline = time.monotonic() + 40  # a window of 5 s, after the look that starts it
+        while time.monotonic() < deadline:
+            events, wait = promoter.tick()
+            reasons += [e.reason for e in events]
+            if {"CanaryPromoted", "CanaryRolledBack"} & set(reasons):
+                break
+            until = time.monotonic() + min(wait or 1.0, 1.0)
+            while time.monotonic() < until:  # real traffic between looks: only the primary answers
+                chunk, answer = chunks[sent % len(chunks)]
+                status, headers, body = client.post("/v1/models/digits:predict", {"instances": chunk.tolist()})
+                assert status == 200 and headers["x-model-version"] == "1" and body["model_version"] == "1"
+                np.testing.assert_allclose(body["predictions"], answer, rtol=1e-4, atol=1e-5)
+                sent += 1
+        return reasons, promoter.body.get("status", {})
+
+    ms, args = shadow_service(models, "shuffled", 3)
+    try:
+        service.update(args)
+        reasons, status = run(LocalPromoter(ms, service, args))
+        assert "CanaryRolledBack" in reasons and "promoted" not in status, reasons
+        shadow = status["canary"]["shadow"]
+        assert shadow["scored"] >= 40 and shadow["agreement"] < 0.5 and shadow["p95Ms"] is not None, shadow
+        figures = client.request("GET", "/v2/models/digits/stats")[2]["versions"]["3"]
+        assert figures["requests"] == 0 and figures["shadow"]["requests"] >= 40, figures
+        time.sleep(1.5)  # a rolled-back candidate scores no more
+        scored = client.request("GET", "/v2/models/digits/stats")[2]["versions"]["3"]["shadow"]["requests"]
+        for chunk, _ in chunks[:10]:
+            assert client.post("/v1/models/digits:predict", {"instances": chunk.tolist()})[0] == 200
+        time.sleep(1.5)
+        assert client.request("GET", "/v2/models/digits/stats")[2]["versions"]["3"]["shadow"]["requests"] == scored
+
+        ms, args = shadow_service(models, "v2", 2)
+        service.update(args)
+        reasons, status = run(LocalPromoter(ms, service, args))
+        assert "CanaryStarted" in reasons and "CanaryPromoted" in reasons, reasons
+        assert status["promoted"]["version"] == 2
+        promotion = next(c for c in status["conditions"] if c["type"] == "Canary")["message"]
+        assert "promoted version 2 over version 1 after its shadow evaluation" in promotion, promotion
+        versions = Counter(
+            client.post("/v1/models/digits:predict", {"instances": x[:2].tolist()})[1]["x-model-version"]
+            for _ in range(20)
+        )
+        assert versions == Counter({"2": 20})
     finally:
         service.update(base_args(models))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trainserve.api.figures import Figures
-from trainserve.api.modelservice import ModelService
+from trainserve.api.modelservice import CanaryMode, ModelService
 from trainserve.api.serving import ModelTarget, ServeAppArgs, serve_args
 from trainserve.controllers.canary_windows import CanaryWindows
 from trainserve.localstate import load_job
@@ -96,4 +96,6 @@ class LocalPromoter:
         canary = status.get("canary") or {}
         if self.canary is None or "trafficPercent" not in canary:
             return self.applied
-        return serve_args(self.service, self.primary, self.canary, int(canary["trafficPercent"]))
+        shadow = canary.get("mode") == "shadow" and canary.get("state") != "RolledBack"  # a rolled-back shadow stops
+        mode: CanaryMode = "shadow" if shadow else "split"
+        return serve_args(self.service, self.primary, self.canary, int(canary["trafficPercent"]), mode)

@@ -54,32 +54,104 @@ def percentile(counts: list[int], quantile: float) -> float | None:
     return LATENCY_BUCKETS_MS[-1]
 
 
+NO_LATENCIES: tuple[int, ...] = (0,) * (len(LATENCY_BUCKETS_MS) + 1)
+
+
+def _counts(data: dict[str, Any]) -> tuple[int, ...]:
+    counts = tuple(int(c) for c in data.get("latencyCounts") or ())
+    return counts if len(counts) == len(NO_LATENCIES) else NO_LATENCIES
+
+
+def _went_down(later: tuple[int, ...], earlier: tuple[int, ...]) -> bool:
+    return any(a < b for a, b in zip(later, earlier, strict=True))
+
+
+def _minus(later: tuple[int, ...], earlier: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(a - b for a, b in zip(later, earlier, strict=True))
+
+
+@dataclass(frozen=True)
+class ShadowCounts:
+    """What a candidate did in shadow mode: requests it scored after the primary answered, rows on which it agreed
+    with the primary, failed scorings, requests dropped because it was behind, and its latency histogram."""
+
+    requests: int = 0
+    rows: int = 0
+    agreed: int = 0
+    errors: int = 0
+    dropped: int = 0
+    latency_counts: tuple[int, ...] = NO_LATENCIES
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ShadowCounts:
+        def number(key: str) -> int:
+            return int(data.get(key, 0))
+
+        return cls(
+            number("requests"), number("rows"), number("agreed"), number("errors"), number("dropped"), _counts(data)
+        )
+
+    def since(self, earlier: ShadowCounts) -> ShadowCounts:
+        """The window after ``earlier`` (from zero when a replica restarted and its totals went down)."""
+        if self.requests < earlier.requests or _went_down(self.latency_counts, earlier.latency_counts):
+            return self
+        return ShadowCounts(
+            self.requests - earlier.requests,
+            self.rows - earlier.rows,
+            self.agreed - earlier.agreed,
+            self.errors - earlier.errors,
+            self.dropped - earlier.dropped,
+            _minus(self.latency_counts, earlier.latency_counts),
+        )
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreed / self.rows if self.rows else None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p95_ms(self) -> float | None:
+        return percentile(list(self.latency_counts), 0.95)
+
+    def describe(self) -> str:
+        agreement = f"{self.agreement:.2%} agreement" if self.agreement is not None else "no agreement yet"
+        p95 = self.p95_ms
+        latency = f"p95 {p95:.1f} ms" if p95 is not None else "no latency yet"
+        return (
+            f"shadow: {self.requests} requests scored, {agreement} ({self.agreed}/{self.rows} rows), "
+            f"{self.errors} errors ({self.error_rate:.2%}), {latency}, {self.dropped} dropped"
+        )
+
+
 @dataclass(frozen=True)
 class Figures:
-    """Requests, failures (5xx) and the latency histogram of one model version, cumulative or for a window."""
+    """Requests, failures (5xx) and the latency histogram of one model version, cumulative or for a window; and
+    what it did in shadow mode."""
 
     requests: int = 0
     errors: int = 0
-    latency_counts: tuple[int, ...] = (0,) * (len(LATENCY_BUCKETS_MS) + 1)
+    latency_counts: tuple[int, ...] = NO_LATENCIES
+    shadow: ShadowCounts = ShadowCounts()
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Figures:
-        counts = tuple(int(c) for c in data.get("latencyCounts") or ())
-        if len(counts) != len(LATENCY_BUCKETS_MS) + 1:
-            counts = (0,) * (len(LATENCY_BUCKETS_MS) + 1)
-        return cls(int(data.get("requests", 0)), int(data.get("errors", 0)), counts)
+        shadow = ShadowCounts.from_wire(data.get("shadow") or {})
+        return cls(int(data.get("requests", 0)), int(data.get("errors", 0)), _counts(data), shadow)
 
     def since(self, earlier: Figures) -> Figures:
         """The figures of the window after ``earlier``; replicas that restarted reset their counts, so a
         total that went down starts the window from zero."""
-        if self.requests < earlier.requests or any(
-            a < b for a, b in zip(self.latency_counts, earlier.latency_counts, strict=True)
-        ):
-            return self
+        shadow = self.shadow.since(earlier.shadow)
+        if self.requests < earlier.requests or _went_down(self.latency_counts, earlier.latency_counts):
+            return Figures(self.requests, self.errors, self.latency_counts, shadow)
         return Figures(
             self.requests - earlier.requests,
             self.errors - earlier.errors,
-            tuple(a - b for a, b in zip(self.latency_counts, earlier.latency_counts, strict=True)),
+            _minus(self.latency_counts, earlier.latency_counts),
+            shadow,
         )
 
     @property

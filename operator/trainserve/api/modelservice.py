@@ -48,6 +48,11 @@ UpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
 DEFAULT_UPGRADE_DEADLINE_SECONDS = 600
 ModelRuntime = Literal["auto", "tensorflow"]
 Rollout = Literal["replace", "canary"]
+CanaryMode = Literal["split", "shadow"]
+AfterShadow = Literal["primary", "split"]
+#: Share of live requests a shadow candidate scores, and the regression tolerance, when the spec leaves them out.
+DEFAULT_SHADOW_PERCENT = 100
+DEFAULT_AGREEMENT_TOLERANCE = 0.01
 #: A metric name in `minMetrics`, such as `val_sparse_top_k_categorical_accuracy`.
 MAX_METRIC_NAME = 64
 #: Thresholds in one `minMetrics`.
@@ -258,18 +263,96 @@ class AutoPromote(ApiModel):
     max_latency_p95_ms: float | None = Field(
         None, gt=0.0, description="Highest acceptable canary p95 latency; unset: not checked."
     )
+    min_agreement: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Shadow mode only, and required there: the lowest share of scored rows on which the candidate "
+        "agrees with the primary (same class for classifiers, within `canary.agreementTolerance` for regressions). "
+        "The other limits apply to the candidate's shadow calls; `minRequests` counts requests it scored.",
+    )
+    after_shadow: AfterShadow | None = Field(
+        None,
+        description="Shadow mode only: where a candidate that passes goes. `primary` (default): it serves all "
+        "requests at once. `split`: it takes `canary.trafficPercent` of the requests and is promoted step by step "
+        "like a split canary.",
+    )
 
 
 class CanarySpec(ApiModel):
-    """A second model version that takes a share of the traffic."""
+    """A second model version that takes a share of the traffic, or scores it in the shadow of the primary."""
 
     model: ModelRef | None = Field(
         None,
         description="The canary model (same forms as `spec.model`). Leave it out with `spec.model.fromTrainingJob."
         "rollout: canary`: the block is then the policy for the versions that arrive from the job.",
     )
-    traffic_percent: int = Field(10, ge=0, le=100, description="Share of requests the canary answers, 0-100.")
+    traffic_percent: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="Share of requests the canary answers, 0-100 (in shadow mode: once it moves to split mode).",
+    )
     auto_promote: AutoPromote | None = Field(None, description="Promote automatically on healthy figures.")
+    mode: CanaryMode = Field(
+        "split",
+        description="`split`: the canary answers `trafficPercent` of the requests. `shadow`: the primary answers "
+        "every request; after it has answered, the candidate (loaded in the same replicas) scores `shadowPercent` "
+        "of them in the background, and the replicas count how often it agrees with the primary and how fast it is. "
+        "Shadow work is dropped, never queued without bound, when the candidate falls behind.",
+    )
+    shadow_percent: int | None = Field(
+        None,
+        ge=1,
+        le=100,
+        description=f"Shadow mode only: share of requests the candidate scores, 1-100; default {DEFAULT_SHADOW_PERCENT}.",
+    )
+    agreement_tolerance: float | None = Field(
+        None,
+        ge=0.0,
+        le=1000000.0,
+        description="Shadow mode only: how far a regression's output may be from the primary's and still agree "
+        "(|candidate - primary| <= tolerance * max(1, |primary|)); "
+        f"default {DEFAULT_AGREEMENT_TOLERANCE}. Classifiers agree on the same class.",
+    )
+
+    CEL: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "self.mode == 'shadow' || (!has(self.shadowPercent) && !has(self.agreementTolerance) && "
+            "(!has(self.autoPromote) || (!has(self.autoPromote.minAgreement) && !has(self.autoPromote.afterShadow))))",
+            "message": "shadowPercent, agreementTolerance, autoPromote.minAgreement and autoPromote.afterShadow "
+            "apply only to mode shadow",
+        },
+        {
+            "rule": "self.mode != 'shadow' || !has(self.autoPromote) || has(self.autoPromote.minAgreement)",
+            "message": "mode shadow with autoPromote needs autoPromote.minAgreement",
+        },
+    ]
+
+    @model_validator(mode="after")
+    def _shadow_fields_match_mode(self) -> CanarySpec:
+        auto = self.auto_promote
+        if self.mode != "shadow":
+            shadow_only = {
+                "shadowPercent": self.shadow_percent,
+                "agreementTolerance": self.agreement_tolerance,
+                "autoPromote.minAgreement": auto.min_agreement if auto else None,
+                "autoPromote.afterShadow": auto.after_shadow if auto else None,
+            }
+            for name, value in shadow_only.items():
+                if value is not None:
+                    raise rule_error(
+                        f"{name} applies only to mode shadow, and the mode is {self.mode}",
+                        f"remove `{name}`, or set `mode: shadow`",
+                        at=f".{name}",
+                    )
+        elif auto is not None and auto.min_agreement is None:
+            raise rule_error(
+                "mode shadow promotes on agreement, but autoPromote.minAgreement is not set",
+                "add `minAgreement` (e.g. 0.95: the share of rows on which the candidate must agree with the primary)",
+                at=".autoPromote.minAgreement",
+            )
+        return self
 
 
 class AuthSpec(ApiModel):
@@ -496,6 +579,18 @@ class PromotedModel(ServedModel):
     replaces: str | None = Field(None, description="The resolved `spec.model` location when it was promoted.")
 
 
+class ShadowFigures(StatusModel):
+    """What the candidate did in the shadow of the primary over one window."""
+
+    scored: int | None = Field(None, description="Requests the candidate scored.")
+    rows: int | None = Field(None, description="Rows in them.")
+    agreed: int | None = Field(None, description="Rows on which it agreed with the primary.")
+    agreement: float | None = Field(None, description="`agreed` / `rows`.")
+    errors: int | None = Field(None, description="Scorings that failed.")
+    dropped: int | None = Field(None, description="Requests not scored because the candidate was behind.")
+    p95_ms: float | None = Field(None, description="The candidate's p95 latency on them, in milliseconds.")
+
+
 class CanaryStatus(StatusModel):
     """The canary's current state."""
 
@@ -509,6 +604,10 @@ class CanaryStatus(StatusModel):
         "arrives from the TrainingJob).",
     )
     message: str | None = Field(None, description="The figures behind the last step, promotion or rollback.")
+    mode: CanaryMode | None = Field(
+        None, description="`split` (the canary answers its share) or `shadow` (it scores requests in the background)."
+    )
+    shadow: ShadowFigures | None = Field(None, description="Shadow mode: the figures of the last window judged.")
 
 
 class ServiceEndpoints(StatusModel):

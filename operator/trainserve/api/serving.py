@@ -12,8 +12,11 @@ from pydantic import Field
 
 from .base import ApiModel
 from .modelservice import (
+    DEFAULT_AGREEMENT_TOLERANCE,
+    DEFAULT_SHADOW_PERCENT,
     AutoscalingSpec,
     BatchingSpec,
+    CanaryMode,
     ModelRegistry,
     ModelRuntime,
     ModelService,
@@ -37,6 +40,13 @@ class ModelTarget(ApiModel):
 
 class CanaryTarget(ModelTarget):
     traffic_percent: int = Field(ge=0, le=100, description="Share of requests the canary answers.")
+    mode: CanaryMode = Field("split", description="`split`, or `shadow`: it scores requests the primary answered.")
+    shadow_percent: int = Field(
+        DEFAULT_SHADOW_PERCENT, ge=1, le=100, description="Shadow mode: share of requests the candidate scores."
+    )
+    agreement_tolerance: float = Field(
+        DEFAULT_AGREEMENT_TOLERANCE, ge=0.0, description="Shadow mode: how far a regression's output may differ."
+    )
 
 
 class ServeAppArgs(ApiModel):
@@ -62,25 +72,47 @@ class ServeAppArgs(ApiModel):
 
     def dynamic_config(self) -> dict[str, Any]:
         """What replicas apply in place on a change (Serve ``user_config``): models, split, batching, runtime, auth."""
-        return self.model_dump(
+        config = self.model_dump(
             mode="json",
             by_alias=True,
             include={"model_name", "primary", "canary", "batching", "runtime", "auth_token_env"},
         )
+        canary = config.get("canary")
+        if canary is not None and canary["mode"] == "split":  # as before shadow mode: no change for split canaries
+            for key in ("mode", "shadowPercent", "agreementTolerance"):
+                del canary[key]
+        return config
 
 
 def serve_args(
-    service: ModelService, primary: ModelTarget, canary: ModelTarget | None, canary_percent: int | None = None
+    service: ModelService,
+    primary: ModelTarget,
+    canary: ModelTarget | None,
+    canary_percent: int | None = None,
+    canary_mode: CanaryMode | None = None,
 ) -> ServeAppArgs:
     """The application arguments for a ModelService whose models are resolved to concrete locations.
 
-    ``canary_percent``: the canary's current share (automatic promotion moves it); default the spec's.
+    ``canary_percent`` and ``canary_mode``: the canary's current share and mode (automatic promotion moves them);
+    default the spec's.
     """
     spec = service.spec
     canary_target = None
     if canary is not None and spec.canary is not None:
+        mode = canary_mode or spec.canary.mode
         share = spec.canary.traffic_percent if canary_percent is None else canary_percent
-        canary_target = CanaryTarget(uri=canary.uri, version=canary.version, traffic_percent=share)
+        canary_target = CanaryTarget(
+            uri=canary.uri,
+            version=canary.version,
+            traffic_percent=0 if mode == "shadow" else share,
+            mode=mode,
+            shadow_percent=spec.canary.shadow_percent or DEFAULT_SHADOW_PERCENT,
+            agreement_tolerance=(
+                DEFAULT_AGREEMENT_TOLERANCE
+                if spec.canary.agreement_tolerance is None
+                else spec.canary.agreement_tolerance
+            ),
+        )
     return ServeAppArgs(
         model_name=spec.model_name or service.metadata.name or "model",
         primary=primary,

@@ -395,7 +395,7 @@ def _plan_valid(service: ModelService, observed: ServiceObserved, st: _Status, r
     if status.promoted is not None:
         primary = _target(status.promoted)
         assert primary is not None
-    args = serve_args(service, primary, canary.target, canary.share)
+    args = serve_args(service, primary, canary.target, canary.share, canary.mode)
     result.args = args
     _mirror_rayservice(args, observed, st, primary, wanted)
     _upgrade(service, observed.rayservice, st, result)

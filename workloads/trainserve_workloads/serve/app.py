@@ -2,7 +2,8 @@
 
 Why one deployment: on the throughput-optimized path (direct ingress behind HAProxy) every hop between
 deployments costs a round trip, so the replica that receives a request also parses it, batches it and
-runs the model. A canary is a second model loaded in the same replicas; the split, the model versions and
+runs the model. A canary is a second model loaded in the same replicas; it answers its share of the requests, or in
+shadow mode scores requests the primary answered (:mod:`.shadow`). The split, the mode, the model versions and
 batching change through ``reconfigure`` (Serve ``user_config``) without restarting replicas.
 """
 
@@ -39,6 +40,7 @@ from .protocol import (
     v2_response,
 )
 from .routes import LIVE, READY, V1_MODEL, V1_PREDICT, V2_INFER, V2_METADATA, V2_MODEL_READY, V2_STATS, Auth, resolve
+from .shadow import ShadowScorer
 from .stats import StatsCollector
 from .telemetry import Telemetry, roles
 
@@ -47,6 +49,8 @@ log = logging.getLogger("trainserve.serve")
 #: (TensorFlow and TensorFlow Lite release the GIL); faster ones run inline, where the hand-off would cost more than
 #: it saves (figures: docs/performance.md#serving-model-calls-in-a-thread).
 OFFLOAD_ABOVE_S = 0.001
+#: A shadow candidate holds at most this many batches' worth of requests; more are dropped, not queued.
+SHADOW_IN_FLIGHT_BATCHES = 2
 #: OIP server metadata: the extensions this server has, by Triton's names.
 SERVER_EXTENSIONS = ["model_repository_stats", "binary_tensor_data"]
 
@@ -71,9 +75,10 @@ class ModelServer:
         self.primary: Slot | None = None
         self.canary: Slot | None = None
         self.canary_percent = 0
+        self.shadow: ShadowScorer | None = None
         self.requested: dict[str, str] = {}
         self.loaded: dict[tuple[str, str, int | None], LoadedModel] = {}  # by (uri, runtime, version)
-        self.telemetry = Telemetry(stats, lambda: roles(self.primary, self.canary, self.requested, self.canary_percent))
+        self.telemetry = Telemetry(stats, self._roles)
         self.replica = serve.get_replica_context().replica_id.unique_id
         threads = size_thread_pools(ray.get_runtime_context().get_assigned_resources().get("CPU"))
         log.info("TensorFlow thread pools: %s", threads or "TensorFlow's own sizing")
@@ -95,17 +100,41 @@ class ModelServer:
         self.model_name = self.telemetry.model_name = args.model_name
         self.primary = self._slot(self.loaded[wanted[0]], args)
         self.canary = self._slot(self.loaded[wanted[1]], args) if args.canary else None
-        self.canary_percent = args.canary.traffic_percent if args.canary else 0
+        shadow = args.canary is not None and args.canary.mode == "shadow"
+        self.canary_percent = args.canary.traffic_percent if args.canary and not shadow else 0
+        self._shadow(args)
         self.requested = {"primary": args.primary.uri} | ({"canary": args.canary.uri} if args.canary else {})
         self.token = token.encode() if token else None
         log.info(
-            "serving %s: primary %s (%s), canary %s at %d%%",
+            "serving %s: primary %s (%s), canary %s at %d%%%s",
             self.model_name,
             self.primary.version_label,
             self.primary.model.call_path,
             self.canary.version_label if self.canary else "-",
             self.canary_percent,
+            f", scoring {self.shadow.percent}% in shadow" if self.shadow else "",
         )
+
+    def _shadow(self, args: ServeAppArgs) -> None:
+        """In shadow mode, the candidate scores a share of the requests the primary answered."""
+        if self.shadow is not None:
+            self.shadow.stop()
+            self.shadow = None
+        if self.canary is None or args.canary is None or args.canary.mode != "shadow":
+            return
+        self.shadow = ShadowScorer(
+            self.canary.run_batch,
+            self.canary.version_label,
+            self.canary.model.card,
+            self.telemetry,
+            percent=args.canary.shadow_percent,
+            tolerance=args.canary.agreement_tolerance,
+            max_in_flight=SHADOW_IN_FLIGHT_BATCHES * args.batching.max_batch_size,
+        )
+
+    def _roles(self) -> dict[str, dict[str, Any]]:
+        shadow_percent = self.shadow.percent if self.shadow is not None else None
+        return roles(self.primary, self.canary, self.requested, self.canary_percent, shadow_percent)
 
     def _slot(self, model: LoadedModel, args: ServeAppArgs) -> Slot:
         label = str(model.version) if model.version is not None else "unversioned"
@@ -214,6 +243,8 @@ class ModelServer:
             self.telemetry.count(slot.version_label, protocol, 500, started, len(rows))
             raise ProtocolError(500, f"the model failed on this request: {type(err).__name__}") from None
         self.telemetry.count(slot.version_label, protocol, 200, started, len(rows))
+        if self.shadow is not None and slot is self.primary:
+            self.shadow.offer(rows, predictions)
         return predictions
 
     def _metadata(self, slot: Slot | None) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 A request is counted in plain Python structures only. Once a second the counts go to Ray's metrics (which Ray
 exports to Prometheus), a slice of observations per event-loop turn, and the per-version deltas with the current
-roles (primary, canary) go to the StatsCollector deployment, which answers ``/v2/models/NAME/stats``.
+roles (primary, canary) go to the StatsCollector deployment, which answers ``/v2/models/NAME/stats``. A candidate in
+shadow mode is counted apart from the requests it answers: scored, agreed rows, failures, drops and its latency.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Telemetry:
         self.pending_requests: dict[tuple[str, str, str], int] = {}
         self.pending_latencies: list[tuple[str, float]] = []
         self.pending_batches: list[tuple[str, int]] = []
+        self.pending_shadow: dict[tuple[str, str, str], int] = {}  # (version, counter, outcome) -> count
+        self.pending_shadow_latencies: list[tuple[str, float]] = []
         # Ray annotates ``tag_keys`` as ``Tuple[str]`` (one string) where it takes any number: hence the ignores.
         self.requests = Counter(
             "trainserve_requests",
@@ -68,6 +71,22 @@ class Telemetry:
             boundaries=[float(b) for b in BATCH_BUCKETS],
             tag_keys=("model", "version"),  # type: ignore[arg-type]
         )
+        self.shadow_requests = Counter(
+            "trainserve_shadow_requests",
+            "Requests a shadow candidate was offered, by outcome: scored, error (its call failed) or dropped (behind).",
+            tag_keys=("model", "version", "outcome"),  # type: ignore[arg-type]
+        )
+        self.shadow_rows = Counter(
+            "trainserve_shadow_rows",
+            "Rows a shadow candidate scored, by outcome: agreed or disagreed with the primary.",
+            tag_keys=("model", "version", "outcome"),  # type: ignore[arg-type]
+        )
+        self.shadow_latency = Histogram(
+            "trainserve_shadow_latency_ms",
+            "Time a shadow candidate took to score a request, from its hand-off, in milliseconds.",
+            boundaries=list(LATENCY_BUCKETS_MS),
+            tag_keys=("model", "version"),  # type: ignore[arg-type]
+        )
         self.pusher: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -81,6 +100,25 @@ class Telemetry:
         self.pending_latencies.append((label, latency_ms))
         key = (label, protocol, str(code))
         self.pending_requests[key] = self.pending_requests.get(key, 0) + 1
+
+    def count_shadow(self, label: str, started: float, rows: int, agreed: int, error: bool) -> None:
+        """A request the candidate ``label`` scored in shadow mode (or failed to)."""
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        self.local.setdefault(label, VersionStats()).shadowed().observe(latency_ms, rows, agreed, error)
+        self.pending_shadow_latencies.append((label, latency_ms))
+        self._pend_shadow(label, "requests", "error" if error else "scored", 1)
+        if not error:
+            self._pend_shadow(label, "rows", "agreed", agreed)
+            self._pend_shadow(label, "rows", "disagreed", rows - agreed)
+
+    def count_shadow_dropped(self, label: str) -> None:
+        """A request the candidate ``label`` did not score: it had too many in hand."""
+        self.local.setdefault(label, VersionStats()).shadowed().dropped += 1
+        self._pend_shadow(label, "requests", "dropped", 1)
+
+    def _pend_shadow(self, label: str, counter: str, outcome: str, count: int) -> None:
+        key = (label, counter, outcome)
+        self.pending_shadow[key] = self.pending_shadow.get(key, 0) + count
 
     def batch_counter(self, label: str) -> Callable[[int], None]:
         """What a version's batcher calls with the size of each batch it ran."""
@@ -103,8 +141,15 @@ class Telemetry:
             self.requests.inc(
                 count, tags={"model": self.model_name, "version": label, "protocol": protocol, "code": code}
             )
+        shadow, self.pending_shadow = self.pending_shadow, {}
+        for (label, counter, outcome), count in shadow.items():
+            metric = self.shadow_requests if counter == "requests" else self.shadow_rows
+            if count:
+                metric.inc(count, tags={"model": self.model_name, "version": label, "outcome": outcome})
+        shadow_latencies, self.pending_shadow_latencies = self.pending_shadow_latencies, []
         observations = [(self.latency, label, ms) for label, ms in latencies]
         observations += [(self.batch_size, label, float(size)) for label, size in batches]
+        observations += [(self.shadow_latency, label, ms) for label, ms in shadow_latencies]
         for index, (histogram, label, value) in enumerate(observations, start=1):
             histogram.observe(value, tags={"model": self.model_name, "version": label})
             if index % METRICS_SLICE == 0:
@@ -124,10 +169,17 @@ class Telemetry:
                 log.warning("could not push stats", exc_info=True)
 
 
-def roles(primary: Served | None, canary: Served | None, requested: dict[str, str], canary_percent: int) -> Roles:
+def roles(
+    primary: Served | None,
+    canary: Served | None,
+    requested: dict[str, str],
+    canary_percent: int,
+    shadow_percent: int | None = None,
+) -> Roles:
     """Which version answers as primary and which as canary (the operator judges the canary by its uri), and how
-    each replica calls it."""
+    each replica calls it; a canary in shadow mode answers nothing and scores ``shadowPercent`` of the requests."""
     shares = {"primary": 100 - (canary_percent if canary else 0), "canary": canary_percent}
+    shadow = {"canary": {"mode": "shadow", "shadowPercent": shadow_percent}} if shadow_percent is not None else {}
     return {
         role: {
             "uri": requested.get(role, slot.model.uri),  # as the ModelService names it
@@ -136,6 +188,7 @@ def roles(primary: Served | None, canary: Served | None, requested: dict[str, st
             "percent": shares[role],
             "callPath": slot.model.call_path,  # e.g. "tensorflow lite" (``spec.runtime``)
         }
+        | shadow.get(role, {})
         for role, slot in (("primary", primary), ("canary", canary))
         if slot is not None
     }
