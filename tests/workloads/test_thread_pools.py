@@ -14,7 +14,7 @@ from tests.workloads.conftest import cli_env
 PROBE = """
 import json, sys
 import tensorflow as tf
-from trainserve_workloads.serve.model import size_thread_pools
+from trainserve_workloads.tf_threads import size_thread_pools
 first = size_thread_pools(float(sys.argv[1]))
 tf.constant(1.0) + 1  # the context starts
 late = size_thread_pools(8)

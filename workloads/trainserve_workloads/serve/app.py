@@ -27,9 +27,10 @@ from starlette.responses import Response
 from trainserve.api.serving import DEFAULT_MAX_BODY_BYTES, ServeAppArgs
 from trainserve.serveconfig import MODEL_DEPLOYMENT, REPLICA_LOGGING, STATS_DEPLOYMENT, deployment_options
 
+from ..tf_threads import size_thread_pools
 from .batching import DynamicBatcher
 from .edge import authorize, binary_tensor_response, error_response, json_response, read_body
-from .model import LoadedModel, load_model, size_thread_pools
+from .model import LoadedModel, load_model
 from .protocol import (
     HEADER_LENGTH_HEADER,
     ProtocolError,

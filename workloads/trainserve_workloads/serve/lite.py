@@ -115,7 +115,7 @@ def convert(saved_model_dir: str) -> LiteCall | None:
 
     None when the SavedModel is larger than ``MAX_CONVERT_BYTES``, needs ops outside TensorFlow Lite's builtins,
     or does not take one float32 tensor and give one float32 tensor. The interpreter gets as many threads as
-    TensorFlow's intra-op pool (``model.size_thread_pools`` sizes it to the replica's CPU share).
+    TensorFlow's intra-op pool (``tf_threads.size_thread_pools`` sizes it to the replica's CPU share).
     """
     size = _size(saved_model_dir)
     if size > MAX_CONVERT_BYTES:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -131,28 +130,6 @@ def _median_seconds(call: Any, rows: np.ndarray, times: int = 9) -> float:
         call(rows)
         timings.append(time.perf_counter() - started)
     return sorted(timings)[times // 2]
-
-
-def size_thread_pools(cpus: float | None) -> int | None:
-    """Size TensorFlow's two thread pools to this replica's CPU share (rounded up, at least one thread).
-
-    TensorFlow sizes them to every core of the node, so a replica given half a core (or 2 of 64) oversubscribes
-    its share and each model call pays for handing ops to threads that cannot run (figures:
-    docs/performance.md#serving-tensorflow-thread-pools). ``TF_NUM_INTRAOP_THREADS`` or
-    ``TF_NUM_INTEROP_THREADS``, when set, win. Must run before TensorFlow's context starts (the first model load);
-    returns the thread count set, or None when it left TensorFlow alone.
-    """
-    if not cpus or cpus <= 0 or os.environ.get("TF_NUM_INTRAOP_THREADS") or os.environ.get("TF_NUM_INTEROP_THREADS"):
-        return None
-    import tensorflow as tf
-
-    threads = max(1, math.ceil(cpus))
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:  # the context already runs: too late to change
-        return None
-    return threads
 
 
 def _specs(entries: list[dict[str, Any]]) -> list[TensorSpec]:
