@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.processes import wait_for_http
+from benchmarks.harness import wait_http
 
 
 def _free_port() -> int:
@@ -32,7 +32,7 @@ def running_mlflow_server(folder: Path) -> Iterator[str]:
     with (folder / "server.log").open("wb") as log:
         process = subprocess.Popen(command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_for_http(f"{url}/health", process, timeout=120)
+            wait_http(f"{url}/health", process, timeout=120)
             yield url
         finally:
             os.killpg(process.pid, signal.SIGTERM)  # the server's own group: gunicorn/uvicorn and its workers

@@ -5,9 +5,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 
@@ -80,20 +77,3 @@ def is_loopback(address: str) -> bool:
     parsed = ipaddress.ip_address(address)
     mapped = getattr(parsed, "ipv4_mapped", None)
     return bool((mapped or parsed).is_loopback)
-
-
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
-    """Until ``url`` answers 200; fails at once if ``process`` (the server) exits first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
-        time.sleep(0.5)

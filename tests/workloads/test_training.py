@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from benchmarks.harness import wait_http
 from tests.support.documents import example
-from tests.support.processes import wait_for_http
 from tests.workloads.conftest import cli_env, free_port, start_trainserve, trainserve, write_job
 
 pytestmark = pytest.mark.slow
@@ -181,7 +181,7 @@ def _check_local_tensorboard(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/data/runs", board, timeout=120)
+        wait_http(f"http://127.0.0.1:{port}/data/runs", board, timeout=120)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=10) as response:
             runs = json.loads(response.read())
         assert sorted(runs) == ["1/train", "1/validation", "2/train", "2/validation"]

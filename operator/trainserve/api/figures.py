@@ -70,8 +70,24 @@ def _minus(later: tuple[int, ...], earlier: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(a - b for a, b in zip(later, earlier, strict=True))
 
 
+class _Rates:
+    """Error rate and p95 of requests counted with their failures and a latency histogram."""
+
+    requests: int
+    errors: int
+    latency_counts: tuple[int, ...]
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p95_ms(self) -> float | None:
+        return percentile(list(self.latency_counts), 0.95)
+
+
 @dataclass(frozen=True)
-class ShadowCounts:
+class ShadowCounts(_Rates):
     """What a candidate did in shadow mode: requests it scored after the primary answered, rows on which it agreed
     with the primary, failed scorings, requests dropped because it was behind, and its latency histogram."""
 
@@ -108,14 +124,6 @@ class ShadowCounts:
     def agreement(self) -> float | None:
         return self.agreed / self.rows if self.rows else None
 
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def p95_ms(self) -> float | None:
-        return percentile(list(self.latency_counts), 0.95)
-
     def describe(self) -> str:
         agreement = f"{self.agreement:.2%} agreement" if self.agreement is not None else "no agreement yet"
         p95 = self.p95_ms
@@ -127,7 +135,7 @@ class ShadowCounts:
 
 
 @dataclass(frozen=True)
-class Figures:
+class Figures(_Rates):
     """Requests, failures (5xx) and the latency histogram of one model version, cumulative or for a window; and
     what it did in shadow mode."""
 
@@ -153,14 +161,6 @@ class Figures:
             _minus(self.latency_counts, earlier.latency_counts),
             shadow,
         )
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
-
-    @property
-    def p95_ms(self) -> float | None:
-        return percentile(list(self.latency_counts), 0.95)
 
     def describe(self) -> str:
         p95 = self.p95_ms

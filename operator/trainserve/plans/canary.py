@@ -41,16 +41,22 @@ def judge(window: Figures | None, policy: AutoPromote, share: int) -> Verdict:
     """The verdict on one step: healthy figures over at least ``minRequests`` raise the share by a step."""
     if window is None or window.requests < policy.min_requests:
         return Verdict("wait", share)
-    breaches = []
-    if window.error_rate > policy.max_error_rate:
-        breaches.append(f"error rate {window.error_rate:.2%} > {policy.max_error_rate:.2%}")
-    p95 = window.p95_ms
-    if policy.max_latency_p95_ms is not None and p95 is not None and p95 > policy.max_latency_p95_ms:
-        breaches.append(f"p95 {p95:.1f} ms > {policy.max_latency_p95_ms} ms")
+    breaches = _limits_breached(window, policy, "")
     if breaches:
         return Verdict("rollback", 0, tuple(breaches))
     raised = min(100, share + policy.step_percent)
     return Verdict("promote" if raised >= 100 else "step", raised)
+
+
+def _limits_breached(window: Figures | ShadowCounts, policy: AutoPromote, prefix: str) -> list[str]:
+    """The error-rate and p95 limits of ``policy`` that ``window`` exceeds, each said with its figures."""
+    breaches = []
+    if window.error_rate > policy.max_error_rate:
+        breaches.append(f"{prefix}error rate {window.error_rate:.2%} > {policy.max_error_rate:.2%}")
+    p95 = window.p95_ms
+    if policy.max_latency_p95_ms is not None and p95 is not None and p95 > policy.max_latency_p95_ms:
+        breaches.append(f"{prefix}p95 {p95:.1f} ms > {policy.max_latency_p95_ms} ms")
+    return breaches
 
 
 def judge_shadow(window: ShadowCounts | None, policy: AutoPromote, split_share: int) -> Verdict:
@@ -63,11 +69,7 @@ def judge_shadow(window: ShadowCounts | None, policy: AutoPromote, split_share: 
     minimum = policy.min_agreement if policy.min_agreement is not None else 1.0
     if window.agreement < minimum:
         breaches.append(f"agreement {window.agreement:.2%} < {minimum:.2%}")
-    if window.error_rate > policy.max_error_rate:
-        breaches.append(f"shadow error rate {window.error_rate:.2%} > {policy.max_error_rate:.2%}")
-    p95 = window.p95_ms
-    if policy.max_latency_p95_ms is not None and p95 is not None and p95 > policy.max_latency_p95_ms:
-        breaches.append(f"shadow p95 {p95:.1f} ms > {policy.max_latency_p95_ms} ms")
+    breaches += _limits_breached(window, policy, "shadow ")
     if breaches:
         return Verdict("rollback", 0, tuple(breaches))
     if policy.after_shadow == "split" and split_share < 100:
