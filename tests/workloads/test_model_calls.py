@@ -85,9 +85,9 @@ def test_a_larger_model_serves_on_tensorflow_until_a_child_process_has_converted
     assert model.call_path == "tensorflow lite"
     assert_answers_as_the_signature(model, bit_for_bit=False)
     stats = reported(model)
-    assert stats["state"] == "switched" and "faster at 1 rows, 32 rows" in stats["reason"]
+    assert stats["state"] == "switched" and "faster at 1 row, 32 rows" in stats["reason"]
     assert 0 < stats["seconds"] < 120
-    for size in ("1 rows", "32 rows"):
+    for size in ("1 row", "32 rows"):
         assert 0 < stats["timings"][size]["tensorflowLiteMs"] < stats["timings"][size]["tensorflowMs"]
 
 
@@ -146,7 +146,7 @@ def test_a_model_outside_tensorflow_lites_builtin_ops_stays_on_tensorflow(
 
 def test_lite_is_kept_off_when_it_is_slower_at_any_timed_size() -> None:
     timings = {
-        "1 rows": {"tensorflowLiteMs": 0.5, "tensorflowMs": 2.0},
+        "1 row": {"tensorflowLiteMs": 0.5, "tensorflowMs": 2.0},
         "32 rows": {"tensorflowLiteMs": 9.0, "tensorflowMs": 8.0},
     }
     decision = lite_choice.decide(timings, seconds=3.0)

@@ -61,8 +61,12 @@ def time_interleaved(
             pair = [("tensorflowLiteMs", lite), ("tensorflowMs", tensorflow)]
             for key, call in pair if index % 2 == 0 else reversed(pair):
                 best[key] = min(best[key], _seconds(call, rows) * 1000.0)
-        timings[f"{len(rows)} rows"] = {key: round(ms, 4) for key, ms in best.items()}
+        timings[_size_label(len(rows))] = {key: round(ms, 4) for key, ms in best.items()}
     return timings
+
+
+def _size_label(rows: int) -> str:
+    return "1 row" if rows == 1 else f"{rows} rows"
 
 
 def timed_batches(n_features: int) -> list[np.ndarray]:
