@@ -1,5 +1,6 @@
-"""Serving: a ModelService (served as `trainserve local serve` serves it) against the FastAPI baseline and the model
-in-process.
+"""Serving: a ModelService (served as `trainserve local serve` serves it) against the FastAPI baseline, MLServer
+with 1 and 2 workers (``mlserver_baseline``) and the model in-process; ours under ``runtime: auto`` and
+``runtime: tensorflow``, each also against the best baseline of each cell.
 
 Two models (the digits mlp; a compute-heavy dense network), several concurrency levels, load from `wrk` in its
 own process (POST bodies from a Lua script). One server runs at a time. Figures per run: requests/second, p50
@@ -13,7 +14,7 @@ The ModelService runs in ``benchmarks.serve_driver``: the calls `trainserve loca
 take the running service over and change it in place.
 
     python -m benchmarks.serving [--quick] [--models digits heavy] [--repeats N] [--duration S] [--profile]
-                                 [--no-shadow]
+                                 [--no-shadow] [--runtime auto|tensorflow] [--only-runtime] [--no-mlserver]
 """
 
 from __future__ import annotations
