@@ -8,8 +8,10 @@ the process that runs the model.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,11 @@ def ours(model_dir: str, name: str, cpus: float, args: argparse.Namespace, work:
         pid = server.replica_pids()[0]
         output = RESULTS / f"{prefix}profile-trainserve-tensorflow-{cpus:g}cpu.txt"
         request = (f"/v1/models/{name}:predict", body(FEATURES[name]))
-        return profile_load(server.url, request, pid, args.connections, args.seconds, output)
+        profiled = profile_load(server.url, request, pid, args.connections, args.seconds, output)
+        time.sleep(1.5)  # the replica pushes its counts once a second
+        with urllib.request.urlopen(f"{server.url}/v2/models/{name}/stats", timeout=10) as answer:
+            stats = json.load(answer)
+        return profiled | {"batchSizes": stats["batchSizes"], "lite": stats["roles"]["primary"].get("lite")}
     finally:
         server.stop()
 
@@ -84,6 +90,14 @@ def mlserver(
         server.stop()
 
 
+def mean_batch(sizes: dict[str, list[int]] | None) -> str:
+    """The mean batch size from the replica's histogram (bucket upper bounds: an upper estimate)."""
+    if not sizes or not sum(sizes["counts"]):
+        return "n/a"
+    bounds = [*sizes["bounds"], sizes["bounds"][-1]]
+    return f"<= {sum(b * n for b, n in zip(bounds, sizes['counts'], strict=True)) / sum(sizes['counts']):.1f}"
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     rows = []
     for server, r in results.items():
@@ -96,9 +110,11 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 f"{r['machineMsPerRequest']:.2f}",
                 cpu,
                 categories,
+                mean_batch(r.get("batchSizes")),
             ]
         )
     headers = ["server", "req/s / p50 / p99 ms", "machine CPU ms/request", "CPU ms/request by process", "py-spy"]
+    headers.append("mean batch")
     return markdown_table(headers, rows)
 
 
