@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,23 @@ def run_baseline(
         stop_process(process)
 
 
+def wait_for_lite_decision(url: str, name: str, timeout: float = 300) -> dict[str, Any]:
+    """Until the replica decided about TensorFlow Lite (``roles.primary.lite``), so that a background conversion
+    does not share the CPU with the measurement; replicas push their roles with their counts, hence a request."""
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(
+            f"{url}/v1/models/{name}:predict", body(ROWS[name]).encode(), {"Content-Type": "application/json"}
+        )
+        urllib.request.urlopen(request, timeout=30).close()
+        time.sleep(1.2)
+        with urllib.request.urlopen(f"{url}/v2/models/{name}/stats", timeout=30) as answer:
+            lite: dict[str, Any] = json.load(answer)["roles"]["primary"]["lite"]
+        if lite["state"] != "converting" or time.monotonic() > deadline:
+            progress(f"{name}: TensorFlow Lite {lite['state']}: {lite['reason']}")
+            return lite
+
+
 def run_trainserve(
     model_dir: str,
     name: str,
@@ -258,6 +276,7 @@ def run_trainserve(
     server = LocalServer(modelservice(name, model_dir, runtime=runtime or plan.runtime), work)
     try:
         server.wait_ready()
+        wait_for_lite_decision(server.url, name)
         profile = None
         if profile_to is not None:
             pids = server.replica_pids()
