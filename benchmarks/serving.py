@@ -76,6 +76,7 @@ class ServingPlan:
     profile_seconds: float = 0.0  # > 0: py-spy the digits servers during an extra c=1 run
     runtime: str = "auto"  # the ModelService's spec.runtime: "tensorflow" measures the serving path alone
     also_runtimes: list[str] = field(default_factory=lambda: ["tensorflow"])  # more runs of ours, other runtimes
+    cpus_per_replica: float = 0.5  # ours; the baselines are not limited (2: the whole 2-core machine, as they use)
     mlserver_workers: list[int] = field(default_factory=lambda: list(mlserver_baseline.WORKERS))  # []: no MLServer
     shadow: bool = True  # also the primary's p99 at c=32 with a shadow candidate scoring every request
 
@@ -273,7 +274,9 @@ def run_trainserve(
 ) -> tuple[dict[int, dict[str, float]], dict[str, Any] | None, LocalServer | None]:
     """The ModelService (``runtime``, default the plan's): start, measure, stop (or hand the running server over
     with ``keep``)."""
-    server = LocalServer(modelservice(name, model_dir, runtime=runtime or plan.runtime), work)
+    service = modelservice(name, model_dir, runtime=runtime or plan.runtime)
+    service["spec"]["resources"]["cpusPerReplica"] = plan.cpus_per_replica
+    server = LocalServer(service, work)
     try:
         server.wait_ready()
         wait_for_lite_decision(server.url, name)
@@ -404,7 +407,7 @@ def measure(
     targets = _targets(figures)
     notes = [
         f"{plan.repeats} repeat(s) of {plan.duration:g} s per level after a {plan.warmup:g} s warm-up; one replica "
-        f"at 0.5 CPU, batch 32, wait 0, runtime {plan.runtime}; cells are req/s / p50 / p99 ms, medians over the "
+        f"at {plan.cpus_per_replica:g} CPU (TensorFlow's pools: {math.ceil(plan.cpus_per_replica)} thread(s)), batch 32, wait 0, runtime {plan.runtime}; cells are req/s / p50 / p99 ms, medians over the "
         "repeats.",
         f"MLServer {mlserver_baseline.MLSERVER_VERSION}: custom MLModel on the same SavedModel, adaptive batching "
         f"(max_batch_size {mlserver_baseline.MAX_BATCH_SIZE}, max_batch_time {mlserver_baseline.MAX_BATCH_TIME_S:g} "
@@ -423,7 +426,7 @@ def measure(
         )
     if profiles:
         notes += profile_notes(profiles)
-    png = RESULTS / f"{prefix}serving{'' if plan.runtime == 'auto' else '-' + plan.runtime}.png"
+    png = RESULTS / f"{prefix}{result_name(plan)}.png"
     plot(figures, plan.concurrency, png)
     return Section(
         name="serving",
@@ -434,6 +437,13 @@ def measure(
         plots=[png],
         seconds=time.monotonic() - started,
     )
+
+
+def result_name(plan: ServingPlan) -> str:
+    """``serving``, with the runtime and CPU share when they are not the defaults."""
+    runtime = "" if plan.runtime == "auto" else f"-{plan.runtime}"
+    cpus = "" if plan.cpus_per_replica == 0.5 else f"-{plan.cpus_per_replica:g}cpu"
+    return f"serving{runtime}{cpus}"
 
 
 def _x(value: float | None, target: float | None = None) -> str:
@@ -612,6 +622,7 @@ def main() -> None:
         help="the ModelService's spec.runtime; tensorflow: the SavedModel as the baseline calls it",
     )
     parser.add_argument("--only-runtime", action="store_true", help="only --runtime (default: also tensorflow)")
+    parser.add_argument("--cpus-per-replica", type=float, default=0.5, help="ours; 2: the baselines' budget here")
     parser.add_argument("--no-mlserver", action="store_true", help="skip the MLServer baselines")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -625,6 +636,7 @@ def main() -> None:
     plan.runtime = args.runtime
     plan.also_runtimes = [] if args.runtime == "tensorflow" or args.only_runtime else ["tensorflow"]
     plan.mlserver_workers = [] if args.no_mlserver else plan.mlserver_workers
+    plan.cpus_per_replica = args.cpus_per_replica
     plan.shadow = not args.no_shadow
 
     from .models import build
@@ -634,9 +646,7 @@ def main() -> None:
         work = Path(folder)
         models, limits = build(plan.models, work / "models", plan.in_process_seconds, plan.repeats)
         section = measure(plan, models, limits, work, f"{date}-")
-    path = write_results(
-        "serving" if plan.runtime == "auto" else f"serving-{plan.runtime}", section.figures, section.markdown()
-    )
+    path = write_results(result_name(plan), section.figures, section.markdown())
     print(section.markdown())
     print(f"\nwritten: {path}, {section.plots[0]}")
 
