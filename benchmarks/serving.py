@@ -534,8 +534,13 @@ def best_baseline_table(figures: dict[str, Any], plan: ServingPlan) -> str:
                 else "n/a"
                 for s in servers
             ]
-            rows.append([name, c, f"{best}: {rate:.0f}", *cells])
-    return markdown_table(["model", "c", "best baseline req/s", *[f"{s} req/s (ratio)" for s in servers]], rows)
+            others = ", ".join(
+                f"{b.removesuffix(' baseline')} {figures[name][b][str(c)]['rps']['median']:.0f}"
+                for b in baselines(figures[name])
+            )
+            rows.append([name, c, others, f"{best}: {rate:.0f}", *cells])
+    headers = ["model", "c", "baselines req/s", "best baseline req/s", *[f"{s} req/s (ratio)" for s in servers]]
+    return markdown_table(headers, rows)
 
 
 def _targets(figures: dict[str, Any]) -> dict[str, Any]:

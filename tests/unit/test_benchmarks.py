@@ -222,10 +222,13 @@ def test_ours_is_compared_with_the_best_baseline_of_each_cell() -> None:
     plan = ServingPlan(models=["heavy"], concurrency=[1, 8])
     table = best_baseline_table({"heavy": heavy}, plan).splitlines()
     assert table[0] == (
-        "| model | c | best baseline req/s | trainserve req/s (ratio) | trainserve, runtime tensorflow req/s (ratio) |"
+        "| model | c | baselines req/s | best baseline req/s | trainserve req/s (ratio) "
+        "| trainserve, runtime tensorflow req/s (ratio) |"
     )
-    assert table[2] == "| heavy | 1 | FastAPI baseline: 100 | 300 (3.00x) | 150 (1.50x) |"
-    assert table[3] == "| heavy | 8 | MLServer, 2 workers: 400 | 800 (2.00x) | 300 (0.75x) |"
+    baselines = "FastAPI 100, MLServer, 1 worker 90, MLServer, 2 workers 80"
+    assert table[2] == f"| heavy | 1 | {baselines} | FastAPI baseline: 100 | 300 (3.00x) | 150 (1.50x) |"
+    baselines = "FastAPI 150, MLServer, 1 worker 250, MLServer, 2 workers 400"
+    assert table[3] == f"| heavy | 8 | {baselines} | MLServer, 2 workers: 400 | 800 (2.00x) | 300 (0.75x) |"
 
 
 def test_the_mlserver_settings_turn_adaptive_batching_on() -> None:
