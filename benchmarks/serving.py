@@ -1,5 +1,6 @@
-"""Serving: a ModelService (served as `trainserve local serve` serves it) against the FastAPI baseline and the model
-in-process.
+"""Serving: a ModelService (served as `trainserve local serve` serves it) against the FastAPI baseline, MLServer
+with 1 and 2 workers (``mlserver_baseline``) and the model in-process; ours under ``runtime: auto`` and
+``runtime: tensorflow``, each also against the best baseline of each cell.
 
 Two models (the digits mlp; a compute-heavy dense network), several concurrency levels, load from `wrk` in its
 own process (POST bodies from a Lua script). One server runs at a time. Figures per run: requests/second, p50
@@ -13,7 +14,7 @@ The ModelService runs in ``benchmarks.serve_driver``: the calls `trainserve loca
 take the running service over and change it in place.
 
     python -m benchmarks.serving [--quick] [--models digits heavy] [--repeats N] [--duration S] [--profile]
-                                 [--no-shadow]
+                                 [--no-shadow] [--runtime auto|tensorflow] [--only-runtime] [--no-mlserver]
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import pyspy
+from . import mlserver_baseline, pyspy
 from .harness import (
     REPO,
     RESULTS,
@@ -59,7 +61,7 @@ from .models import FEATURES as ROWS
 from .serving_shadow import measure_shadow, shadow_rows
 
 MODELS = ("digits", "heavy")
-SERVERS = ("FastAPI baseline", "trainserve")
+FASTAPI = "FastAPI baseline"
 KEYS = ("rps", "p50", "p99", "errors")
 
 
@@ -73,6 +75,9 @@ class ServingPlan:
     in_process_seconds: float = 3.0
     profile_seconds: float = 0.0  # > 0: py-spy the digits servers during an extra c=1 run
     runtime: str = "auto"  # the ModelService's spec.runtime: "tensorflow" measures the serving path alone
+    also_runtimes: list[str] = field(default_factory=lambda: ["tensorflow"])  # more runs of ours, other runtimes
+    cpus_per_replica: float = 0.5  # ours; the baselines are not limited (2: the whole 2-core machine, as they use)
+    mlserver_workers: list[int] = field(default_factory=lambda: list(mlserver_baseline.WORKERS))  # []: no MLServer
     shadow: bool = True  # also the primary's p99 at c=32 with a shadow candidate scoring every request
 
     @classmethod
@@ -184,15 +189,20 @@ class LocalServer:
 
 
 def run_load(
-    url: str, name: str, plan: ServingPlan, profile: tuple[dict[str, int], Path] | None = None
+    url: str,
+    name: str,
+    plan: ServingPlan,
+    profile: tuple[dict[str, int], Path] | None = None,
+    request: tuple[str, str] | None = None,
 ) -> tuple[dict[int, dict[str, float]], dict[str, Any] | None]:
     """Warm-up, then every concurrency level.
 
     With ``profile`` ({label: pid}, file): two more c=1 runs. The first measures CPU time per request of each
     process (all threads, native code included, from /proc) and of the whole machine; the second records the
-    first process (the one that runs the model) with py-spy.
+    first process (the one that runs the model) with py-spy. ``request``: path and body, default the V1 predict.
     """
-    with Wrk(f"{url}/v1/models/{name}:predict", body(ROWS[name])) as load:
+    path, payload = request or (f"/v1/models/{name}:predict", body(ROWS[name]))
+    with Wrk(f"{url}{path}", payload) as load:
         load.run(max(plan.concurrency), plan.warmup)
         results = {c: load.run(c, plan.duration) for c in plan.concurrency}
         if profile is None:
@@ -236,13 +246,40 @@ def run_baseline(
         stop_process(process)
 
 
+def wait_for_lite_decision(url: str, name: str, timeout: float = 300) -> dict[str, Any]:
+    """Until the replica decided about TensorFlow Lite (``roles.primary.lite``), so that a background conversion
+    does not share the CPU with the measurement; replicas push their roles with their counts, hence a request."""
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(
+            f"{url}/v1/models/{name}:predict", body(ROWS[name]).encode(), {"Content-Type": "application/json"}
+        )
+        urllib.request.urlopen(request, timeout=30).close()
+        time.sleep(1.2)
+        with urllib.request.urlopen(f"{url}/v2/models/{name}/stats", timeout=30) as answer:
+            lite: dict[str, Any] = json.load(answer)["roles"]["primary"]["lite"]
+        if lite["state"] != "converting" or time.monotonic() > deadline:
+            progress(f"{name}: TensorFlow Lite {lite['state']}: {lite['reason']}")
+            return lite
+
+
 def run_trainserve(
-    model_dir: str, name: str, plan: ServingPlan, work: Path, profile_to: Path | None = None, keep: bool = False
+    model_dir: str,
+    name: str,
+    plan: ServingPlan,
+    work: Path,
+    profile_to: Path | None = None,
+    keep: bool = False,
+    runtime: str | None = None,
 ) -> tuple[dict[int, dict[str, float]], dict[str, Any] | None, LocalServer | None]:
-    """The ModelService: start, measure, stop (or hand the running server over with ``keep``)."""
-    server = LocalServer(modelservice(name, model_dir, runtime=plan.runtime), work)
+    """The ModelService (``runtime``, default the plan's): start, measure, stop (or hand the running server over
+    with ``keep``)."""
+    service = modelservice(name, model_dir, runtime=runtime or plan.runtime)
+    service["spec"]["resources"]["cpusPerReplica"] = plan.cpus_per_replica
+    server = LocalServer(service, work)
     try:
         server.wait_ready()
+        wait_for_lite_decision(server.url, name)
         profile = None
         if profile_to is not None:
             pids = server.replica_pids()
@@ -257,6 +294,48 @@ def run_trainserve(
         return results, recorded, server
     server.stop()
     return results, recorded, None
+
+
+def run_mlserver(
+    python: Path, model_dir: str, name: str, workers: int, plan: ServingPlan, work: Path
+) -> dict[int, dict[str, float]]:
+    """MLServer with ``workers`` inference processes: start, measure (V2 requests of one row), stop."""
+    server = mlserver_baseline.MLServer(python, model_dir, name, workers, work)
+    try:
+        request = (f"/v2/models/{name}/infer", mlserver_baseline.v2_body(ROWS[name]))
+        return run_load(server.url, name, plan, request=request)[0]
+    finally:
+        server.stop()
+
+
+def ours_name(runtime: str) -> str:
+    return "trainserve" if runtime == "auto" else f"trainserve, runtime {runtime}"
+
+
+def mlserver_python(plan: ServingPlan, notes: list[str]) -> Path | None:
+    """MLServer's venv, made if needed; None (and a note saying why) when it cannot be."""
+    if not plan.mlserver_workers:
+        return None
+    try:
+        return mlserver_baseline.ensure_venv()
+    except mlserver_baseline.MLServerUnavailable as err:
+        progress(f"MLServer baseline skipped: {err}")
+        notes.append(f"MLServer baseline skipped: {err}")
+        return None
+
+
+def run_baselines(
+    model_dir: str, name: str, plan: ServingPlan, work: Path, python: Path | None, notes: list[str]
+) -> dict[str, dict[int, dict[str, float]]]:
+    """MLServer with 1 and 2 workers (when its venv is there), one run each."""
+    results = {}
+    for workers in plan.mlserver_workers if python is not None else []:
+        try:
+            results[mlserver_baseline.server_name(workers)] = run_mlserver(python, model_dir, name, workers, plan, work)
+        except mlserver_baseline.MLServerUnavailable as err:
+            progress(f"{mlserver_baseline.server_name(workers)} skipped: {err}")
+            notes.append(f"{name}, {mlserver_baseline.server_name(workers)} skipped: {str(err)[:300]}")
+    return results
 
 
 def measure(
@@ -276,21 +355,29 @@ def measure(
     started = time.monotonic()
     figures: dict[str, Any] = {}
     profiles: dict[str, Any] = {}
+    skipped: list[str] = []
+    python = mlserver_python(plan, skipped)
     for position, name in enumerate(plan.models):
         model_dir = models[name]
-        runs: dict[str, list[dict[int, dict[str, float]]]] = {server: [] for server in SERVERS}
+        runs: dict[str, list[dict[int, dict[str, float]]]] = {}
         shadow = None  # first: the last server of the loop below may be handed over, still running
         if plan.shadow:
             shadow = measure_shadow(name, model_dir, plan.runtime, plan.repeats, plan.duration, plan.warmup, work)
         for index in range(plan.repeats):
             profiling = name == "digits" and index == 0 and plan.profile_seconds > 0
-            progress(f"serving {name}, repeat {index + 1}/{plan.repeats}: FastAPI baseline, then trainserve")
+            progress(f"serving {name}, repeat {index + 1}/{plan.repeats}: the baselines, then trainserve")
             baseline, profile = run_baseline(
                 model_dir, name, plan, RESULTS / f"{prefix}profile-baseline.txt" if profiling else None
             )
-            runs["FastAPI baseline"].append(baseline)
+            runs.setdefault(FASTAPI, []).append(baseline)
             if profile is not None:
-                profiles["FastAPI baseline"] = profile
+                profiles[FASTAPI] = profile
+            for server_name, results in run_baselines(model_dir, name, plan, work, python, skipped).items():
+                runs.setdefault(server_name, []).append(results)
+            for runtime in plan.also_runtimes:
+                runs.setdefault(ours_name(runtime), []).append(
+                    run_trainserve(model_dir, name, plan, work, runtime=runtime)[0]
+                )
             last = position == len(plan.models) - 1 and index == plan.repeats - 1
             ours, profile, server = run_trainserve(
                 model_dir,
@@ -300,7 +387,7 @@ def measure(
                 RESULTS / f"{prefix}profile-trainserve.txt" if profiling else None,
                 keep=hand_over is not None and last,
             )
-            runs["trainserve"].append(ours)
+            runs.setdefault("trainserve", []).append(ours)
             if profile is not None:
                 profiles["trainserve"] = profile
             if server is not None and hand_over is not None:
@@ -308,6 +395,7 @@ def measure(
         figures[name] = {
             server: {str(c): {k: summarize([r[c][k] for r in results]) for k in KEYS} for c in plan.concurrency}
             for server, results in runs.items()
+            if len(results) == plan.repeats  # a baseline that failed in one repeat is left out
         }
         figures[name]["in-process"] = {
             k: summarize([r[k] for r in limits.get(name, [])]) for k in ("rps", "p50", "p99")
@@ -315,12 +403,17 @@ def measure(
         if shadow is not None:
             figures[name]["shadow"] = shadow
 
-    table = _table(figures, plan)
+    table = _table(figures, plan) + "\n\n" + best_baseline_table(figures, plan)
     targets = _targets(figures)
     notes = [
         f"{plan.repeats} repeat(s) of {plan.duration:g} s per level after a {plan.warmup:g} s warm-up; one replica "
-        f"at 0.5 CPU, batch 32, wait 0, runtime {plan.runtime}; cells are req/s / p50 / p99 ms, medians over the "
+        f"at {plan.cpus_per_replica:g} CPU (TensorFlow's pools: {math.ceil(plan.cpus_per_replica)} thread(s)), batch 32, wait 0, runtime {plan.runtime}; cells are req/s / p50 / p99 ms, medians over the "
         "repeats.",
+        f"MLServer {mlserver_baseline.MLSERVER_VERSION}: custom MLModel on the same SavedModel, adaptive batching "
+        f"(max_batch_size {mlserver_baseline.MAX_BATCH_SIZE}, max_batch_time {mlserver_baseline.MAX_BATCH_TIME_S:g} "
+        "s), V2 requests of one row (it has no V1); FastAPI and trainserve get V1 requests of the same row. "
+        "The baselines' processes have no CPU limit (TensorFlow's default pools: every core).",
+        *skipped,
         f"targets: heavy c=32 >= 5x the baseline's req/s with a lower p99 (measured "
         f"{_x(targets.get('heavy_c32_ratio'), 5.0)}, p99 lower: {targets.get('heavy_c32_p99_lower', 'n/a')}); "
         f"digits c=1 >= 0.85x (measured {_x(targets.get('digits_c1_ratio'), 0.85)}).",
@@ -333,7 +426,7 @@ def measure(
         )
     if profiles:
         notes += profile_notes(profiles)
-    png = RESULTS / f"{prefix}serving{'' if plan.runtime == 'auto' else '-' + plan.runtime}.png"
+    png = RESULTS / f"{prefix}{result_name(plan)}.png"
     plot(figures, plan.concurrency, png)
     return Section(
         name="serving",
@@ -344,6 +437,13 @@ def measure(
         plots=[png],
         seconds=time.monotonic() - started,
     )
+
+
+def result_name(plan: ServingPlan) -> str:
+    """``serving``, with the runtime and CPU share when they are not the defaults."""
+    runtime = "" if plan.runtime == "auto" else f"-{plan.runtime}"
+    cpus = "" if plan.cpus_per_replica == 0.5 else f"-{plan.cpus_per_replica:g}cpu"
+    return f"serving{runtime}{cpus}"
 
 
 def _x(value: float | None, target: float | None = None) -> str:
@@ -401,6 +501,48 @@ def _table(figures: dict[str, Any], plan: ServingPlan) -> str:
     )
 
 
+def baselines(model_figures: dict[str, Any]) -> list[str]:
+    return [server for server in model_figures if server == FASTAPI or server.startswith("MLServer")]
+
+
+def our_servers(model_figures: dict[str, Any]) -> list[str]:
+    return [server for server in model_figures if server.startswith("trainserve")]
+
+
+def best_baseline(model_figures: dict[str, Any], c: int) -> tuple[str, float]:
+    """The baseline with the most requests/s at ``c`` connections (median over the repeats)."""
+    rates = {server: model_figures[server][str(c)]["rps"]["median"] for server in baselines(model_figures)}
+    best = max(rates, key=lambda server: rates[server])
+    return best, rates[best]
+
+
+def ratio_to_best(model_figures: dict[str, Any], server: str, c: int) -> float:
+    _, best = best_baseline(model_figures, c)
+    return float(model_figures[server][str(c)]["rps"]["median"] / best) if best else math.nan
+
+
+def best_baseline_table(figures: dict[str, Any], plan: ServingPlan) -> str:
+    """Per cell, the best baseline's req/s and each of our runtimes against it."""
+    servers = sorted({server for name in plan.models for server in our_servers(figures[name])})
+    rows = []
+    for name in plan.models:
+        for c in plan.concurrency:
+            best, rate = best_baseline(figures[name], c)
+            cells = [
+                f"{figures[name][s][str(c)]['rps']['median']:.0f} ({_x(ratio_to_best(figures[name], s, c))})"
+                if s in figures[name]
+                else "n/a"
+                for s in servers
+            ]
+            others = ", ".join(
+                f"{b.removesuffix(' baseline')} {figures[name][b][str(c)]['rps']['median']:.0f}"
+                for b in baselines(figures[name])
+            )
+            rows.append([name, c, others, f"{best}: {rate:.0f}", *cells])
+    headers = ["model", "c", "baselines req/s", "best baseline req/s", *[f"{s} req/s (ratio)" for s in servers]]
+    return markdown_table(headers, rows)
+
+
 def _targets(figures: dict[str, Any]) -> dict[str, Any]:
     def ratio(model: str, c: int) -> float:
         if model not in figures or str(c) not in figures[model]["trainserve"]:
@@ -413,6 +555,14 @@ def _targets(figures: dict[str, Any]) -> dict[str, Any]:
     if "heavy" in figures and "32" in figures["heavy"]["trainserve"]:
         ours, base = figures["heavy"]["trainserve"]["32"], figures["heavy"]["FastAPI baseline"]["32"]
         targets["heavy_c32_p99_lower"] = bool(ours["p99"]["median"] < base["p99"]["median"])
+    targets["ratio_to_best_baseline"] = {
+        server: {
+            model: {c: ratio_to_best(cells, server, int(c)) for c in cells[FASTAPI]}
+            for model, cells in figures.items()
+            if server in cells
+        }
+        for server in {s for cells in figures.values() for s in our_servers(cells)}
+    }
     return targets
 
 
@@ -476,6 +626,9 @@ def main() -> None:
         default="auto",
         help="the ModelService's spec.runtime; tensorflow: the SavedModel as the baseline calls it",
     )
+    parser.add_argument("--only-runtime", action="store_true", help="only --runtime (default: also tensorflow)")
+    parser.add_argument("--cpus-per-replica", type=float, default=0.5, help="ours; 2: the baselines' budget here")
+    parser.add_argument("--no-mlserver", action="store_true", help="skip the MLServer baselines")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -486,6 +639,9 @@ def main() -> None:
     plan.duration = args.duration or plan.duration
     plan.profile_seconds = 10.0 if args.profile and "digits" in plan.models else 0.0
     plan.runtime = args.runtime
+    plan.also_runtimes = [] if args.runtime == "tensorflow" or args.only_runtime else ["tensorflow"]
+    plan.mlserver_workers = [] if args.no_mlserver else plan.mlserver_workers
+    plan.cpus_per_replica = args.cpus_per_replica
     plan.shadow = not args.no_shadow
 
     from .models import build
@@ -495,9 +651,7 @@ def main() -> None:
         work = Path(folder)
         models, limits = build(plan.models, work / "models", plan.in_process_seconds, plan.repeats)
         section = measure(plan, models, limits, work, f"{date}-")
-    path = write_results(
-        "serving" if plan.runtime == "auto" else f"serving-{plan.runtime}", section.figures, section.markdown()
-    )
+    path = write_results(result_name(plan), section.figures, section.markdown())
     print(section.markdown())
     print(f"\nwritten: {path}, {section.plots[0]}")
 

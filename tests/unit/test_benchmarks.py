@@ -20,7 +20,9 @@ from benchmarks.harness import (
     summarize,
     wrk_ms,
 )
+from benchmarks.mlserver_baseline import settings, v2_body
 from benchmarks.operator_scale import agent_of, latency_stats
+from benchmarks.serving import ServingPlan, best_baseline, best_baseline_table, ratio_to_best
 from benchmarks.serving_shadow import candidate_copy, shadow_rows
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:8000/v1/models/digits:predict
@@ -198,3 +200,42 @@ def test_the_shadow_rows_sit_next_to_each_other_with_the_candidate_counts() -> N
     assert alone[:2] == ["digits", "32, no shadow"] and alone[3] == "900 / 30.0 / 41.0"
     assert shadow[:2] == ["digits", "32, shadow 100%"] and shadow[3] == "900 / 30.0 / 55.5"
     assert shadow[4] == "shadow scored 9000, dropped 12"
+
+
+def _cell(rps: float) -> dict[str, dict[str, float]]:
+    return {key: summarize([value]) for key, value in {"rps": rps, "p50": 1.0, "p99": 2.0, "errors": 0.0}.items()}
+
+
+def test_ours_is_compared_with_the_best_baseline_of_each_cell() -> None:
+    heavy = {
+        "FastAPI baseline": {"1": _cell(100), "8": _cell(150)},
+        "MLServer, 1 worker": {"1": _cell(90), "8": _cell(250)},
+        "MLServer, 2 workers": {"1": _cell(80), "8": _cell(400)},
+        "trainserve": {"1": _cell(300), "8": _cell(800)},
+        "trainserve, runtime tensorflow": {"1": _cell(150), "8": _cell(300)},
+        "in-process": {"rps": summarize([1000.0])},
+    }
+    assert best_baseline(heavy, 1) == ("FastAPI baseline", 100)
+    assert best_baseline(heavy, 8) == ("MLServer, 2 workers", 400)
+    assert ratio_to_best(heavy, "trainserve", 8) == 2.0
+    assert ratio_to_best(heavy, "trainserve, runtime tensorflow", 8) == 0.75
+    plan = ServingPlan(models=["heavy"], concurrency=[1, 8])
+    table = best_baseline_table({"heavy": heavy}, plan).splitlines()
+    assert table[0] == (
+        "| model | c | baselines req/s | best baseline req/s | trainserve req/s (ratio) "
+        "| trainserve, runtime tensorflow req/s (ratio) |"
+    )
+    baselines = "FastAPI 100, MLServer, 1 worker 90, MLServer, 2 workers 80"
+    assert table[2] == f"| heavy | 1 | {baselines} | FastAPI baseline: 100 | 300 (3.00x) | 150 (1.50x) |"
+    baselines = "FastAPI 150, MLServer, 1 worker 250, MLServer, 2 workers 400"
+    assert table[3] == f"| heavy | 8 | {baselines} | MLServer, 2 workers: 400 | 800 (2.00x) | 300 (0.75x) |"
+
+
+def test_the_mlserver_settings_turn_adaptive_batching_on() -> None:
+    files = settings("/models/heavy/1", "heavy", 2, 8085)
+    assert files["settings.json"]["parallel_workers"] == 2 and files["settings.json"]["http_port"] == 8085
+    model = files["model-settings.json"]
+    assert model["max_batch_size"] > 1 and model["max_batch_time"] > 0  # MLServer batches only with both
+    assert model["parameters"] == {"uri": "/models/heavy/1"}
+    request = json.loads(v2_body(4))["inputs"][0]
+    assert request["shape"] == [1, 4] and len(request["data"]) == 4 and request["datatype"] == "FP32"

@@ -4,13 +4,15 @@ Lite to float32 round-off; TensorFlow's own ways bit for bit)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.workloads.serving_fixtures import publish_digits_model
-from trainserve_workloads.serve import lite
+from trainserve_workloads.serve import lite, lite_choice, telemetry
 from trainserve_workloads.serve.model import LoadedModel, load_model
 
 
@@ -53,18 +55,53 @@ def test_runtime_tensorflow_runs_the_savedmodel_on_the_single_threaded_executor(
     assert_answers_as_the_signature(model, bit_for_bit=True)
 
 
+def wait_for_decision(model: LoadedModel, timeout: float = 120) -> None:
+    """Until the background move to TensorFlow Lite decided; answers stay right meanwhile."""
+    deadline = time.monotonic() + timeout
+    while model.lite.state == lite_choice.CONVERTING and time.monotonic() < deadline:
+        assert_answers_as_the_signature(model, bit_for_bit=False)  # it may switch in the middle
+        time.sleep(0.2)
+
+
+def reported(model: LoadedModel) -> dict[str, Any]:
+    """What ``/v2/models/NAME/stats`` says about the version (``roles.primary.lite``)."""
+    return telemetry.roles(Slot(model, "v1"), None, {}, 0)["primary"]["lite"]
+
+
+@dataclass
+class Slot:
+    model: LoadedModel
+    version_label: str
+
+
 def test_a_larger_model_serves_on_tensorflow_until_a_child_process_has_converted_it(
     digits_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lite, "CONVERT_IN_PROCESS_BYTES", 0)  # every model counts as large
     model = load_model(digits_uri)
     assert model.call_path == "single-threaded executor"  # serving on TensorFlow while the child converts
-    deadline = time.monotonic() + 120
-    while model.call_path != "tensorflow lite" and time.monotonic() < deadline:
-        assert_answers_as_the_signature(model, bit_for_bit=False)  # answers stay right across the switch
-        time.sleep(0.2)
+    assert reported(model)["state"] == "converting"
+    wait_for_decision(model)
     assert model.call_path == "tensorflow lite"
     assert_answers_as_the_signature(model, bit_for_bit=False)
+    stats = reported(model)
+    assert stats["state"] == "switched" and "faster at 1 row, 32 rows" in stats["reason"]
+    assert 0 < stats["seconds"] < 120
+    for size in ("1 row", "32 rows"):
+        assert 0 < stats["timings"][size]["tensorflowLiteMs"] < stats["timings"][size]["tensorflowMs"]
+
+
+def test_a_conversion_that_takes_too_long_is_stopped_and_reported(
+    digits_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lite, "CONVERT_IN_PROCESS_BYTES", 0)
+    monkeypatch.setattr(lite, "CONVERT_TIMEOUT_S", 0.5)  # the child's TensorFlow import alone takes longer
+    model = load_model(digits_uri)
+    wait_for_decision(model)
+    stats = reported(model)
+    assert stats["state"] == "failed" and stats["reason"] == "the conversion took longer than 0.5 s and was stopped"
+    assert model.call_path == "single-threaded executor"
+    assert_answers_as_the_signature(model, bit_for_bit=True)
 
 
 def test_a_model_too_big_to_convert_stays_on_tensorflow(digits_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,13 +109,24 @@ def test_a_model_too_big_to_convert_stays_on_tensorflow(digits_uri: str, monkeyp
     model = load_model(digits_uri)
     assert model.call_path == "single-threaded executor"
     assert_answers_as_the_signature(model, bit_for_bit=True)
+    stats = reported(model)
+    assert stats["state"] == "not_convertible" and "more than the 1024 converted" in stats["reason"]
+
+
+def test_runtime_tensorflow_reports_that_lite_is_off(digits_uri: str) -> None:
+    assert reported(load_model(digits_uri, runtime="tensorflow")) == {
+        "state": "off",
+        "reason": "runtime: tensorflow",
+        "seconds": None,
+        "timings": {},
+    }
 
 
 @pytest.mark.parametrize("in_process_bytes", [lite.CONVERT_IN_PROCESS_BYTES, 0], ids=["in process", "in a child"])
 def test_a_model_outside_tensorflow_lites_builtin_ops_stays_on_tensorflow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_process_bytes: int
 ) -> None:
-    """A signature with an op TensorFlow Lite lacks (a string op here) cannot convert; TensorFlow serves it."""
+    """A signature with an op TensorFlow Lite lacks (a string op here) cannot convert; the converter says why."""
     monkeypatch.setattr(lite, "CONVERT_IN_PROCESS_BYTES", in_process_bytes)
     import tensorflow as tf
 
@@ -91,4 +139,30 @@ def test_a_model_outside_tensorflow_lites_builtin_ops_stays_on_tensorflow(
 
     module = Hashing()
     tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.serve})
-    assert lite.convert(str(tmp_path)) is None
+    reason = "ops outside TensorFlow Lite's builtins: tf.AsString, tf.StringToHashBucketFast"
+    with pytest.raises(lite.NotConvertible, match=f"^{reason}$"):
+        lite.convert(str(tmp_path))
+
+
+def test_lite_is_kept_off_when_it_is_slower_at_any_timed_size() -> None:
+    timings = {
+        "1 row": {"tensorflowLiteMs": 0.5, "tensorflowMs": 2.0},
+        "32 rows": {"tensorflowLiteMs": 9.0, "tensorflowMs": 8.0},
+    }
+    decision = lite_choice.decide(timings, seconds=3.0)
+    assert decision.state == "kept_tensorflow" and "not faster at 32 rows" in decision.reason
+    timings["32 rows"]["tensorflowLiteMs"] = 7.0
+    assert lite_choice.decide(timings, seconds=3.0).state == "switched"
+
+
+def test_interleaved_timing_keeps_the_fastest_call_of_each_way() -> None:
+    def slow(rows: np.ndarray) -> np.ndarray:
+        time.sleep(0.004)
+        return rows
+
+    def fast(rows: np.ndarray) -> np.ndarray:
+        return rows
+
+    timings = lite_choice.time_interleaved(fast, slow, [np.zeros((2, 3), np.float32)], rounds=4)
+    assert list(timings) == ["2 rows"]
+    assert timings["2 rows"]["tensorflowLiteMs"] < 1.0 <= 4.0 <= timings["2 rows"]["tensorflowMs"]

@@ -277,21 +277,23 @@ def test_the_runtime_switches_in_place_and_both_answer_as_the_model_in_process(
     rows = x[:5]
     expected = in_process(models["v1"].uri, rows)
 
-    def answer() -> tuple[np.ndarray, str, str]:
+    def answer() -> tuple[np.ndarray, str, str, dict[str, Any]]:
         status, headers, body = client.post("/v1/models/digits:predict", {"instances": rows.tolist()})
         assert status == 200
         time.sleep(1.5)  # replicas push their figures and roles once a second
-        roles = client.request("GET", "/v2/models/digits/stats")[2]["roles"]
+        primary = client.request("GET", "/v2/models/digits/stats")[2]["roles"]["primary"]
         predictions = np.asarray(body["predictions"], dtype=np.float32)  # JSON carries the float32s exactly
-        return predictions, roles["primary"]["callPath"], headers["x-trainserve-replica"]
+        return predictions, primary["callPath"], headers["x-trainserve-replica"], primary["lite"]
 
-    predictions, call_path, replica = answer()
+    predictions, call_path, replica, lite = answer()
     assert call_path == "tensorflow lite"  # the default, `runtime: auto`, on a CPU: float32 round-off apart
+    assert lite["state"] == "switched" and lite["seconds"] > 0 and "faster" in lite["reason"]
     np.testing.assert_allclose(predictions, expected, rtol=1e-5, atol=1e-6)
     service.update(ServeAppArgs.model_validate(base_args(models).model_dump() | {"runtime": "tensorflow"}))
     try:
-        predictions, call_path, same_replica = answer()
+        predictions, call_path, same_replica, lite = answer()
         assert call_path == "single-threaded executor" and same_replica == replica
+        assert lite["state"] == "off"
         np.testing.assert_array_equal(predictions, expected)  # the SavedModel itself: bit for bit
     finally:
         service.update(base_args(models))

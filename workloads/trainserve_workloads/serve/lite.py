@@ -4,13 +4,13 @@ A small model's TensorFlow call is mostly fixed per-call cost, which the TensorF
 float32 weights mostly avoids (figures: docs/performance.md#serving-tensorflow-lite); the answers differ by
 round-off only. The conversion is TensorFlow's own (``tf.lite.TFLiteConverter``, builtin ops only, no
 quantization); ``model.LoadedModel`` uses it only where it agrees with the signature to float32 round-off and is
-faster.
+faster (``lite_choice``).
 """
 
 from __future__ import annotations
 
-import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 #: Largest SavedModel (all its files) worth converting: the converter holds the model twice while it works and
 #: the interpreter keeps its own packed copy of the weights, so big models would double a replica's memory for a
@@ -47,7 +45,16 @@ def agrees(answer: np.ndarray, expected: np.ndarray) -> bool:
 #: that runs it. The child imports TensorFlow again, which takes seconds, so ``model.load_model`` runs it in the
 #: background (figures: docs/performance.md#converting-in-the-replica-or-in-a-child-process).
 CONVERT_IN_PROCESS_BYTES = 16 * 1024 * 1024
-CONVERT_TIMEOUT_S = 600
+#: How long the child may take; then it is stopped and TensorFlow keeps serving (``ConversionFailed``).
+CONVERT_TIMEOUT_S = 300.0
+
+
+class NotConvertible(Exception):
+    """The model cannot run on TensorFlow Lite (too big, ops outside the builtins, not float32 in and out)."""
+
+
+class ConversionFailed(Exception):
+    """The conversion did not finish: it timed out, or the child process died."""
 
 
 def _convert_here(saved_model_dir: str) -> bytes:
@@ -62,17 +69,34 @@ def _convert_in_child(saved_model_dir: str) -> bytes:
     """``python -m trainserve_workloads.serve.lite SAVED_MODEL OUT``; its memory goes back when it exits."""
     with tempfile.TemporaryDirectory(prefix="trainserve-lite-") as folder:
         out = Path(folder) / "model.tflite"
-        done = subprocess.run(
-            [sys.executable, "-m", __name__, saved_model_dir, str(out)],
-            capture_output=True,
-            text=True,
-            timeout=CONVERT_TIMEOUT_S,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", __name__, saved_model_dir, str(out)],
+                capture_output=True,
+                text=True,
+                timeout=CONVERT_TIMEOUT_S,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            )
+        except subprocess.TimeoutExpired:
+            raise ConversionFailed(f"the conversion took longer than {CONVERT_TIMEOUT_S:g} s and was stopped") from None
+        if done.returncode < 0:
+            raise ConversionFailed(f"the converter process was killed by signal {-done.returncode}")
         if done.returncode != 0:
-            lines = done.stderr.strip().splitlines()
-            raise RuntimeError(lines[-1] if lines else f"the converter exited with {done.returncode}")
+            raise NotConvertible(_reason(done.stderr) or f"the converter exited with {done.returncode}")
         return out.read_bytes()
+
+
+_UNSUPPORTED_OP = re.compile(r"'(tf\.\w+)' op is neither a custom op nor a flex op")
+
+
+def _reason(converter_output: str) -> str:
+    """The ops outside TensorFlow Lite's builtins, else the converter's error line (it prints pages)."""
+    ops = sorted(set(_UNSUPPORTED_OP.findall(converter_output)))
+    if ops:
+        return f"ops outside TensorFlow Lite's builtins: {', '.join(ops)}"
+    lines = [line.strip() for line in converter_output.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line.split(":")[0]] or lines[-1:]
+    return errors[-1][:300] if errors else ""
 
 
 def _size(directory: str) -> int:
@@ -110,17 +134,17 @@ class LiteCall:
             return np.asarray(self._interpreter.get_tensor(self._output))  # a copy, safe to hand out
 
 
-def convert(saved_model_dir: str) -> LiteCall | None:
-    """The model's ``serving_default`` signature as a TensorFlow Lite call, or None when it cannot be one.
+def convert(saved_model_dir: str) -> LiteCall:
+    """The model's ``serving_default`` signature as a TensorFlow Lite call.
 
-    None when the SavedModel is larger than ``MAX_CONVERT_BYTES``, needs ops outside TensorFlow Lite's builtins,
-    or does not take one float32 tensor and give one float32 tensor. The interpreter gets as many threads as
-    TensorFlow's intra-op pool (``tf_threads.size_thread_pools`` sizes it to the replica's CPU share).
+    Raises ``NotConvertible`` when the SavedModel is larger than ``MAX_CONVERT_BYTES``, needs ops outside TensorFlow
+    Lite's builtins, or does not take one float32 tensor and give one float32 tensor; ``ConversionFailed`` when the
+    child process timed out or died. The interpreter gets as many threads as TensorFlow's intra-op pool
+    (``tf_threads.size_thread_pools`` sizes it to the replica's CPU share).
     """
     size = _size(saved_model_dir)
     if size > MAX_CONVERT_BYTES:
-        log.info("not converting to TensorFlow Lite: the model has %d bytes (limit %d)", size, MAX_CONVERT_BYTES)
-        return None
+        raise NotConvertible(f"the model has {size} bytes, more than the {MAX_CONVERT_BYTES} converted")
     import tensorflow as tf
 
     try:
@@ -129,13 +153,13 @@ def convert(saved_model_dir: str) -> LiteCall | None:
         with warnings.catch_warnings():  # it warns that it moves to the LiteRT package; a TensorFlow without it
             warnings.simplefilter("ignore")  # fails here, and TensorFlow serves the model
             interpreter = tf.lite.Interpreter(model_content=content, num_threads=threads)
+    except (NotConvertible, ConversionFailed):
+        raise
     except Exception as err:  # unsupported ops and converter errors: TensorFlow serves the model
-        log.info("not converting to TensorFlow Lite: %s", str(err).splitlines()[0] if str(err) else repr(err))
-        return None
+        raise NotConvertible(_reason(str(err)) or repr(err)) from err
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1 or any(d["dtype"] != np.float32 for d in inputs + outputs):
-        log.info("not converting to TensorFlow Lite: the model does not map one float32 tensor to another")
-        return None
+        raise NotConvertible("the model does not map one float32 tensor to another")
     return LiteCall(interpreter)
 
 

@@ -14,10 +14,23 @@ from typing import Any
 import numpy as np
 
 from .. import modelstore
+from .lite_choice import (
+    CONVERTING,
+    FAILED,
+    KEPT_TENSORFLOW,
+    NOT_CONVERTIBLE,
+    OFF,
+    SWITCHED,
+    LiteDecision,
+    decide,
+    time_interleaved,
+    timed_batches,
+)
 from .protocol import TensorSpec
 
 SINGLE_THREADED_EXECUTOR = "SINGLE_THREADED_EXECUTOR"
 Probe = tuple[np.ndarray, np.ndarray]  # rows, and the public signature's answer to them
+RUNTIME_TENSORFLOW = LiteDecision(OFF, "runtime: tensorflow")
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +54,7 @@ class LoadedModel:
 
     _fast_call: Any = None  # rows -> outputs, faster than the signature (_pick_fastest_call, try_lite)
     call_path: str = "signature"  # how predict calls the model
+    lite: LiteDecision = RUNTIME_TENSORFLOW  # the move to TensorFlow Lite (try_lite)
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """One call of the model (the ``serving_default`` signature, or the fastest equivalent) for all rows."""
@@ -98,28 +112,48 @@ class LoadedModel:
         except Exception:
             return False
 
-    def try_lite(self, saved_model_dir: str, probes: list[Probe], remove_after: str | None = None) -> None:
-        """Move the model to TensorFlow Lite (``lite.convert``) if that is faster and agrees with the signature.
+    def try_lite(
+        self, saved_model_dir: str, probes: list[Probe], started: float, remove_after: str | None = None
+    ) -> None:
+        """Move the model to TensorFlow Lite (``lite.convert``) if that is faster and agrees with the signature;
+        ``self.lite`` says what happened and why, and one log line too.
 
         A small model's call then costs a fraction of TensorFlow's (figures:
         docs/performance.md#serving-tensorflow-lite). TensorFlow Lite's kernels round differently in the last
         bits, so it must agree to float32 round-off (``lite.agrees``), not bit for bit, and be faster than the
-        TensorFlow call, timed here. Safe to run while the model serves: ``predict`` switches with one assignment.
-        ``remove_after``: a downloaded model folder to delete when done.
+        TensorFlow call (``lite_choice.decide``). Safe to run while the model serves: ``predict`` switches with one
+        assignment. ``started``: ``time.monotonic()`` at the start of the load. ``remove_after``: a downloaded
+        model folder to delete when done.
         """
+        try:
+            self.lite = self._lite_decision(saved_model_dir, probes, started)
+        except Exception as err:  # never let the background thread die silently
+            self.lite = LiteDecision(FAILED, f"{type(err).__name__}: {err}", time.monotonic() - started)
+        finally:
+            if remove_after:
+                shutil.rmtree(remove_after, ignore_errors=True)
+        decision = self.lite
+        (log.warning if decision.state == FAILED else log.info)(
+            "model %s: TensorFlow Lite %s after %.1f s: %s", self.uri, decision.state, decision.seconds, decision.reason
+        )
+
+    def _lite_decision(self, saved_model_dir: str, probes: list[Probe], started: float) -> LiteDecision:
         from . import lite
 
         try:
             converted = lite.convert(saved_model_dir)
-            if converted is None or not self._answers(converted, probes, lite.agrees):
-                return
-            row = probes[0][0]
-            if _median_seconds(converted, row) < _median_seconds(self.predict, row):
-                self._fast_call, self.call_path = converted, "tensorflow lite"
-                log.info("model %s now runs on TensorFlow Lite", self.uri)
-        finally:
-            if remove_after:
-                shutil.rmtree(remove_after, ignore_errors=True)
+        except lite.NotConvertible as err:
+            return LiteDecision(NOT_CONVERTIBLE, str(err), time.monotonic() - started)
+        except lite.ConversionFailed as err:
+            return LiteDecision(FAILED, str(err), time.monotonic() - started)
+        if not self._answers(converted, probes, lite.agrees):
+            reason = "its answers differ from the signature's by more than float32 round-off"
+            return LiteDecision(KEPT_TENSORFLOW, reason, time.monotonic() - started)
+        timings = time_interleaved(converted, self.predict, timed_batches(self.n_features))
+        decision = decide(timings, time.monotonic() - started)
+        if decision.state == SWITCHED:
+            self._fast_call, self.call_path = converted, "tensorflow lite"
+        return decision
 
 
 def _median_seconds(call: Any, rows: np.ndarray, times: int = 9) -> float:
@@ -146,6 +180,7 @@ def load_model(uri: str, runtime: str = "auto", version: int | None = None) -> L
     converted before this returns, larger ones in the background while TensorFlow serves them; ``tensorflow``
     always runs the SavedModel itself.
     """
+    started = time.monotonic()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -179,17 +214,30 @@ def load_model(uri: str, runtime: str = "auto", version: int | None = None) -> L
         ]
         probes = [(rows, model._predict_public(rows)) for rows in inputs]
         model._pick_fastest_call(probes)
-        if runtime == "auto" and not model.on_gpu and len(model.outputs) == 1:
-            from . import lite
-
-            if lite.converts_in_process(local_dir):
-                model.try_lite(local_dir, probes)
-            else:  # converted in a child process, in the background: the replica serves on TensorFlow meanwhile
-                owned, temporary = temporary, None
-                thread = threading.Thread(target=model.try_lite, args=(local_dir, probes, owned), daemon=True)
-                thread.start()
+        if runtime == "auto":
+            temporary = _start_lite(model, local_dir, probes, started, temporary)
     finally:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)
     model.single_row_seconds = _median_seconds(model.predict, row, times=5)
     return model
+
+
+def _start_lite(
+    model: LoadedModel, local_dir: str, probes: list[Probe], started: float, temporary: str | None
+) -> str | None:
+    """Small models move to TensorFlow Lite before the load returns, larger ones in the background while TensorFlow
+    serves them (the thread then owns ``temporary``, the downloaded folder: returns what the caller still removes)."""
+    from . import lite
+
+    if model.on_gpu or len(model.outputs) != 1:
+        reason = "the model runs on a GPU" if model.on_gpu else "the model has more than one output"
+        model.lite = LiteDecision(NOT_CONVERTIBLE, reason, time.monotonic() - started)
+        return temporary
+    if lite.converts_in_process(local_dir):
+        model.try_lite(local_dir, probes, started)
+        return temporary
+    model.lite = LiteDecision(CONVERTING, "converting in a child process; TensorFlow serves meanwhile")
+    thread = threading.Thread(target=model.try_lite, args=(local_dir, probes, started, temporary), daemon=True)
+    thread.start()
+    return None

@@ -187,6 +187,7 @@ def roles(
             "version": slot.version_label,
             "percent": shares[role],
             "callPath": slot.model.call_path,  # e.g. "tensorflow lite" (``spec.runtime``)
+            "lite": slot.model.lite.to_dict(),  # the move to TensorFlow Lite: state, reason, seconds, timings
         }
         | shadow.get(role, {})
         for role, slot in (("primary", primary), ("canary", canary))
