@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(PY) examples/demo.py
 
-# Two pytest workers: the tests that start Ray run one after another on one of them (tests/conftest.py).
+# Two pytest workers; the modules that start Ray run one after another on one of them (tests/conftest.py).
 test: venv lint crds-check manifests-check
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2
 
 # End to end without a cluster: the operator as its own process, real Ray clusters run by the process-level
 # KubeRay stand-in (tests/support/kuberay_local.py; needs root for its mount namespaces). Also part of `make test`.

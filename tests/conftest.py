@@ -1,6 +1,8 @@
+import functools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -8,6 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.mlflowserver import running_mlflow_server
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -17,14 +21,25 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-#: Tests that start Ray or train with TensorFlow (marked ``slow``): under `make test`'s `pytest -n 2 --dist
-#: loadgroup` they run one after another on one worker (two Ray clusters at once would fight for two cores), while
-#: the other worker takes the operator, chaos, unit and packaging tests, which mostly wait on their emulated API.
-RAY_GROUP = "ray"
+#: Where the tests that start Ray or train with TensorFlow live: modules that mark tests ``slow``. Under `make
+#: test`'s `pytest -n 2` these modules run one after another on one worker (two Ray clusters at once would fight
+#: for two cores), while the other worker takes the operator, chaos, unit and packaging tests, which mostly wait.
+SLOW_MARK = "pytest.mark.slow"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the group mark into the node id's suffix
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.xdist_group(RAY_GROUP))
+@functools.cache
+def _starts_ray(module: str) -> bool:
+    path = ROOT / module
+    return path.suffix == ".py" and path.is_file() and SLOW_MARK in path.read_text()
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scope scheduling, with every slow module in one scope. (xdist's own ``loadgroup`` would do this by
+    mark, but its node-id suffix has no effect on pytest 9's node ids.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SlowModulesTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "slow" if _starts_ray(nodeid.split("::", 1)[0]) else nodeid
+
+    return SlowModulesTogether(config, log)
