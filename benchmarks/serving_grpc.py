@@ -84,16 +84,15 @@ class H2loadGrpc:
 
 def parse_h2load(out: str, elapsed_ms: list[float]) -> dict[str, float]:
     rate = re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", out)
-    counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    counts = re.search(r"(\d+) done, \d+ succeeded, (\d+) failed, \d+ errored, (\d+) timeout", out)
     if rate is None or counts is None:
         raise RuntimeError(f"unexpected h2load output:\n{out[-2000:]}")
-    done, succeeded = int(counts[1]), int(counts[2])
     return {
         "rps": float(rate[1]),
         "p50": percentile(elapsed_ms, 50),
         "p99": percentile(elapsed_ms, 99),
-        "requests": float(done),
-        "errors": float(done - succeeded),
+        "requests": float(counts[1]),
+        "errors": float(int(counts[2]) + int(counts[3])),
     }
 
 
