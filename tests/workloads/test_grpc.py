@@ -188,7 +188,7 @@ def test_refusals_carry_grpc_codes_and_the_rest_messages(triton: Any, service: A
 def test_typed_contents_that_do_not_match_their_datatype_are_refused(stub: Any) -> None:
     import grpc
 
-    request = typed_request(digit_rows(1), "FP32", "int_contents")
+    request = typed_request(digit_rows(1).astype(np.int32), "FP32", "int_contents")
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(request, metadata=tuple(AUTH.items()))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
