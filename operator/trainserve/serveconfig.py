@@ -81,8 +81,9 @@ FAST_INGRESS_ENV: dict[str, str] = {
 
 
 #: The OIP gRPC service the ingress replicas register (tritonclient's generated stubs: KServe's and Triton's
-#: ``inference.GRPCInferenceService``); Serve imports it by name (ray/serve/config.py, ``gRPCOptions``).
-GRPC_SERVICER_FUNCTION = "tritonclient.grpc.service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server"
+#: ``inference.GRPCInferenceService``, through our module that makes their requests picklable); Serve imports it by
+#: name in every process that serves gRPC (ray/serve/config.py, ``gRPCOptions``).
+GRPC_SERVICER_FUNCTION = "trainserve_workloads.serve.grpc_stubs.add_GRPCInferenceServiceServicer_to_server"
 
 
 def grpc_options(args: ServeAppArgs) -> dict[str, Any] | None:

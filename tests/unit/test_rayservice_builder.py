@@ -64,7 +64,7 @@ def test_grpc_is_on_by_default_on_every_serving_pod_and_can_be_moved_or_turned_o
     rayservice = rayservice_of(document)
     assert serve_config(rayservice)["grpc_options"] == {
         "port": 9000,
-        "grpc_servicer_functions": ["tritonclient.grpc.service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server"],
+        "grpc_servicer_functions": ["trainserve_workloads.serve.grpc_stubs.add_GRPCInferenceServiceServicer_to_server"],
     }
     for template in pods(rayservice):
         assert {"name": "grpc", "containerPort": 9000} in template["spec"]["containers"][0]["ports"]

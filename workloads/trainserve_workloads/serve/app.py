@@ -26,7 +26,6 @@ from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from tritonclient.grpc import service_pb2 as pb
 
 from trainserve.api.serving import DEFAULT_MAX_BODY_BYTES, ServeAppArgs
 from trainserve.serveconfig import MODEL_DEPLOYMENT, REPLICA_LOGGING, STATS_DEPLOYMENT, deployment_options
@@ -35,6 +34,7 @@ from ..tf_threads import size_thread_pools
 from . import grpc_protocol
 from .batching import DynamicBatcher
 from .edge import authorize, binary_tensor_response, check_bearer, error_response, json_response, read_body
+from .grpc_stubs import pb
 from .model import LoadedModel, load_model
 from .protocol import (
     HEADER_LENGTH_HEADER,

@@ -12,8 +12,8 @@ from typing import Any
 
 import grpc
 import numpy as np
-from tritonclient.grpc import service_pb2 as pb
 
+from .grpc_stubs import pb
 from .protocol import (
     InferRequest,
     ProtocolError,
