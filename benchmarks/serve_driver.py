@@ -11,7 +11,7 @@ listens for commands, one per line, each answered with one line (``ok ...`` or `
   FILE as JSON lines (``{"t": epoch seconds, "states": {"RUNNING": 1, ...}}``) every INTERVAL_S (0.5);
 - ``stop`` (or the end of stdin, SIGINT, SIGTERM): shut Serve and Ray down and exit.
 
-    python -m benchmarks.serve_driver MANIFEST PORT
+    python -m benchmarks.serve_driver MANIFEST PORT GRPC_PORT
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _lines(stream: TextIO, out: queue.Queue[str]) -> None:
 
 
 def main() -> None:
-    manifest, port = Path(sys.argv[1]), int(sys.argv[2])
+    manifest, port, grpc_port = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 
     from ray import serve
 
@@ -43,7 +43,8 @@ def main() -> None:
     from trainserve_workloads.local_serve import local_args, start
 
     def load(path: Path) -> Any:
-        return local_args(ModelService.model_validate(json.loads(path.read_text())), state_dir())
+        args = local_args(ModelService.model_validate(json.loads(path.read_text())), state_dir())
+        return args.model_copy(update={"grpc_port": grpc_port})  # a free port, as `local serve --grpc-port`
 
     running = start(load(manifest), port=port)
     commands: queue.Queue[str] = queue.Queue()

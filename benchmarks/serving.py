@@ -117,13 +117,14 @@ class LocalServer:
     def __init__(self, service: dict[str, Any], work: Path):
         self.name = service["metadata"]["name"]
         self.work = work
-        self.port = free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.log_path = work / f"serve-{self.name}-{self.port}.log"
         manifest = self._manifest(service)
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.serve_driver", str(manifest), str(self.port)],
+                [sys.executable, "-m", "benchmarks.serve_driver", str(manifest), str(self.port), str(self.grpc_port)],
                 cwd=REPO,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

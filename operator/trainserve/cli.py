@@ -162,6 +162,8 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
     with leaves_nothing_behind(shutdown_local_ray):
         try:
             running_args = local_args(service, state_dir(args.state_dir))
+            if args.grpc_port is not None:
+                running_args = running_args.model_copy(update={"grpc_port": args.grpc_port or None})
             running = start(running_args, host=args.host, port=args.port, token=token)
         except WorkloadError as err:
             print(f"{args.filename}: {err.path}: {err.message}\n  fix: {err.fix}", file=sys.stderr)
@@ -434,6 +436,11 @@ def _add_local(commands: Commands) -> None:
     serve.add_argument("-f", "--filename", required=True, help="YAML file with a ModelService")
     serve.add_argument("--port", type=int, default=SERVE_PORT, help=f"HTTP port (default {SERVE_PORT})")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        help="OIP gRPC port (default: the spec's grpc.port, 9000; 0 turns gRPC off)",
+    )
     serve.add_argument(
         "--token-file", help="file holding the bearer token when spec.auth is set (or $TRAINSERVE_AUTH_TOKEN)"
     )

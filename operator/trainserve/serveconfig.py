@@ -80,6 +80,20 @@ FAST_INGRESS_ENV: dict[str, str] = {
 }
 
 
+#: The OIP gRPC service the ingress replicas register (tritonclient's generated stubs: KServe's and Triton's
+#: ``inference.GRPCInferenceService``, through our module that makes their requests picklable); Serve imports it by
+#: name in every process that serves gRPC (ray/serve/config.py, ``gRPCOptions``).
+GRPC_SERVICER_FUNCTION = "trainserve_workloads.serve.grpc_stubs.add_GRPCInferenceServiceServicer_to_server"
+
+
+def grpc_options(args: ServeAppArgs) -> dict[str, Any] | None:
+    """Serve's cluster-wide ``grpc_options``: every ingress replica then answers gRPC next to HTTP, and HAProxy
+    listens on the port (ray/serve/_private/replica.py, ``_maybe_start_direct_ingress_servers``); None: no gRPC."""
+    if args.grpc_port is None:
+        return None
+    return {"port": args.grpc_port, "grpc_servicer_functions": [GRPC_SERVICER_FUNCTION]}
+
+
 SERVE_IMPORT_PATH = "trainserve_workloads.serve:app"
 MODEL_DEPLOYMENT = "ModelServer"
 STATS_DEPLOYMENT = "StatsCollector"

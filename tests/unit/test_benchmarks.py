@@ -82,6 +82,21 @@ def test_wrk_output_without_any_completed_request() -> None:
     assert result["rps"] == 0.0 and math.isnan(result["p99"])
 
 
+H2LOAD_OUTPUT = """finished in 3.00s, 1523.33 req/s, 190.42KB/s
+requests: 4570 total, 4571 started, 4570 done, 4568 succeeded, 2 failed, 2 errored, 0 timeout
+status codes: 4568 2xx, 0 3xx, 0 4xx, 0 5xx
+"""
+
+
+def test_h2load_output_and_its_log_of_request_times() -> None:
+    from benchmarks.serving_grpc import parse_h2load
+
+    result = parse_h2load(H2LOAD_OUTPUT, [1.0, 2.0, 3.0, 100.0])
+    assert result == {"rps": 1523.33, "p50": 2.5, "p99": pytest.approx(97.09), "requests": 4570.0, "errors": 2.0}
+    with pytest.raises(RuntimeError, match="unexpected h2load output"):
+        parse_h2load("connect failed", [])
+
+
 def test_fold_profile_counts_self_and_total_time_per_function() -> None:
     lines = [
         "<module> (app.py:9);handle (site-packages/ray/serve/replica.py:10);parse (app.py:3) 6",

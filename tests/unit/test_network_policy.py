@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import latest_version
 
-from tests.support.documents import all_examples, example
+from tests.support.documents import all_examples, changed, example
 from tests.support.netpol import Cluster, Pod
 from trainserve.api.modelservice import ModelService
 from trainserve.api.serving import ModelTarget, serve_args
@@ -25,6 +25,7 @@ NAMESPACES = {NS: {}, "kuberay-system": {}, "trainserve-system": {}, "monitoring
 #: Ray's default object manager and node manager ports, and one of its worker ports.
 RAY_INTERNAL = (GCS_PORT, CLIENT_PORT, DASHBOARD_AGENT_PORT, 8076, 8077, 10002)
 SERVE_PORT = 8000
+GRPC_PORT = 9000
 
 OTHER_NAMESPACE = Pod("tenant", {"app": "anything"})
 KUBERAY = Pod("kuberay-system", {"app.kubernetes.io/name": "kuberay-operator"})
@@ -134,6 +135,21 @@ def test_anyone_reaches_the_serve_port_of_a_modelservice_but_not_of_a_trainingjo
             assert serving.allowed(source, target, SERVE_PORT)
     training = cluster_of(build_network_policy(JOB, SETTINGS))
     assert not training.allowed(OTHER_NAMESPACE, ray_pods(RAYJOB)[0], SERVE_PORT)
+
+
+def test_the_grpc_port_is_open_like_the_serve_port_and_closed_when_grpc_is_off() -> None:
+    worker = ray_pods(RAYSERVICE)[1]
+    assert cluster_of(build_network_policy(SERVICE, SETTINGS)).allowed(OUTSIDE, worker, GRPC_PORT)
+    selected = SETTINGS.model_copy(update={"serve_from_pod_labels": {"app": "frontend"}})
+    net = cluster_of(build_network_policy(SERVICE, selected))
+    assert net.allowed(Pod(NS, {"app": "frontend"}), worker, GRPC_PORT) and not net.allowed(
+        NEIGHBOUR, worker, GRPC_PORT
+    )
+    moved = modelservice(changed(example("digits-modelservice"), "spec.grpc.port", 9100))
+    assert cluster_of(build_network_policy(moved, SETTINGS)).allowed(OUTSIDE, worker, 9100)
+    assert not cluster_of(build_network_policy(moved, SETTINGS)).allowed(OUTSIDE, worker, GRPC_PORT)
+    off = modelservice(changed(example("digits-modelservice"), "spec.grpc.enabled", False))
+    assert not cluster_of(build_network_policy(off, SETTINGS)).allowed(OUTSIDE, worker, GRPC_PORT)
 
 
 def test_the_serve_port_from_a_configured_selector_and_the_operator() -> None:

@@ -59,6 +59,31 @@ def test_rayservice_validates_against_kuberay_serve_and_kubernetes(name: str, do
         kubernetes_validate.validate(pod, latest_version(), strict=True)
 
 
+def test_grpc_is_on_by_default_on_every_serving_pod_and_can_be_moved_or_turned_off() -> None:
+    document = example("digits-modelservice")
+    rayservice = rayservice_of(document)
+    assert serve_config(rayservice)["grpc_options"] == {
+        "port": 9000,
+        "grpc_servicer_functions": ["trainserve_workloads.serve.grpc_stubs.add_GRPCInferenceServiceServicer_to_server"],
+    }
+    for template in pods(rayservice):
+        assert {"name": "grpc", "containerPort": 9000} in template["spec"]["containers"][0]["ports"]
+    moved = rayservice_of(changed(document, "spec.grpc", {"port": 9100}))
+    assert serve_config(moved)["grpc_options"]["port"] == 9100
+    assert schema_errors(moved, kuberay_schema("RayService")) == []
+    off = rayservice_of(changed(document, "spec.grpc", {"enabled": False}))
+    assert "grpc_options" not in serve_config(off)
+    assert all(p["name"] != "grpc" for t in pods(off) for p in t["spec"]["containers"][0]["ports"])
+
+
+@pytest.mark.parametrize("port", [8000, 8080, 6379, 8265, 80, 10002])
+def test_a_grpc_port_ray_uses_or_outside_the_range_is_refused(port: int) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="port"):
+        service(changed(example("digits-modelservice"), "spec.grpc.port", port))
+
+
 def test_serve_config_carries_models_split_scaling_and_resources() -> None:
     rayservice = rayservice_of(example("digits-gpu-modelservice"), CANARY)
     app = serve_config(rayservice)["applications"][0]

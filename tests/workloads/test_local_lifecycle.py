@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 class LocalServe:
     def __init__(self, folder: Path, model_uri: str, **spec: Any):
-        self.folder, self.port = folder, free_port()
+        self.folder, self.port, self.grpc_port = folder, free_port(), free_port()
         folder.mkdir()
         service = {
             "apiVersion": "trainserve.io/v1alpha1",
@@ -51,6 +51,8 @@ class LocalServe:
                     "service.yaml",
                     "--port",
                     f"{self.port}",
+                    "--grpc-port",
+                    f"{self.grpc_port}",
                 ],
                 cwd=folder,
                 env=cli_env(),
@@ -126,6 +128,8 @@ def test_two_local_services_run_side_by_side_on_loopback_and_stop_without_a_trac
         assert {"raylet", "gcs_server", "haproxy"} <= names, names
         sockets = listening(trees[service.port])
         assert ("127.0.0.1", service.port, "haproxy") in sockets, sockets
+        assert ("127.0.0.1", service.grpc_port, "haproxy") in sockets, sockets  # HAProxy's gRPC frontend
+        assert f"OIP gRPC   127.0.0.1:{service.grpc_port}" in service.logs()
         assert {(address, port, name) for address, port, name in sockets if not is_loopback(address)} == set()
 
     with ThreadPoolExecutor(32) as pool:  # a burst just before the stop

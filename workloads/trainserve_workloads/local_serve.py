@@ -16,7 +16,7 @@ from trainserve.api.trainingjob import TrainingJobStatus
 from trainserve.localstate import load_job
 from trainserve.plans.common import servable_model
 from trainserve.registry import RegistryError, lookup
-from trainserve.serveconfig import FAST_INGRESS_ENV, serve_application
+from trainserve.serveconfig import FAST_INGRESS_ENV, grpc_options, serve_application
 
 from . import modelstore
 from .errors import WorkloadError
@@ -73,6 +73,7 @@ class LocalService:
 
     name: str
     url: str
+    grpc_address: str | None = None  # host:port of the OIP gRPC service; None: off
 
     def update(self, args: ServeAppArgs) -> None:
         """Apply new arguments: model versions, split and batching change in place (replicas stay)."""
@@ -195,9 +196,11 @@ def start(
             logging_level=logging.WARNING,
         )
         handle_stop_signals()  # ours again: Ray's driver installed its own
-    serve.start(http_options={"host": host, "port": port})
+    # HAProxy's gRPC frontend binds on the HTTP host (ray/serve/_private/haproxy.py, grpc_frontend_host)
+    serve.start(http_options={"host": host, "port": port}, grpc_options=grpc_options(args))
     deploy(args)
-    return LocalService(args.model_name, f"http://{host}:{port}")
+    grpc_address = f"{host}:{args.grpc_port}" if args.grpc_port is not None else None
+    return LocalService(args.model_name, f"http://{host}:{port}", grpc_address)
 
 
 def deploy(args: ServeAppArgs, timeout_s: float = 180) -> None:
@@ -261,4 +264,4 @@ def urls(service: LocalService) -> dict[str, Any]:
         "metadata": f"{base}/v2/models/{name}",
         "stats": f"{base}/v2/models/{name}/stats",
         "health": f"{base}/v2/health/ready",
-    }
+    } | ({"OIP gRPC": service.grpc_address} if service.grpc_address else {})

@@ -363,6 +363,43 @@ class AuthSpec(ApiModel):
     )
 
 
+#: Ports the Ray pods already use below 10000 (GCS, Serve's HTTP, metrics, dashboard): gRPC may not take them.
+RAY_POD_PORTS = (6379, 8000, 8080, 8265)
+DEFAULT_GRPC_PORT = 9000
+
+
+class GrpcSpec(ApiModel):
+    """The Open Inference Protocol over gRPC (KServe's and Triton's `inference.GRPCInferenceService`), answered by
+    the same replicas, models, batches and canary split as REST, with the same bearer token (in the call's
+    `authorization` metadata)."""
+
+    enabled: bool = Field(True, description="Serve gRPC next to REST.")
+    port: int = Field(
+        DEFAULT_GRPC_PORT,
+        ge=1024,
+        le=9999,
+        description="Port of the gRPC service on the Ray pods (below Ray's worker ports, not one of "
+        f"{', '.join(map(str, RAY_POD_PORTS))}); a change replaces the Ray cluster (Serve cannot move it).",
+    )
+
+    CEL: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": " && ".join(f"self.port != {number}" for number in RAY_POD_PORTS),
+            "message": f"port must not be one the Ray pods use: {', '.join(map(str, RAY_POD_PORTS))}",
+        },
+    ]
+
+    @model_validator(mode="after")
+    def _free_port(self) -> GrpcSpec:
+        if self.port in RAY_POD_PORTS:
+            raise rule_error(
+                f"port {self.port} is taken by Ray on the serving pods",
+                f"pick another port from 1024 to 9999, e.g. {DEFAULT_GRPC_PORT}",
+                at=".port",
+            )
+        return self
+
+
 class ClusterUpgradeOptions(ApiModel):
     """How `NewClusterWithIncrementalUpgrade` moves traffic: KubeRay's `clusterUpgradeOptions`, through a Gateway API
     route (KubeRay's `RayServiceIncrementalUpgrade` feature gate, on by default in KubeRay v1.7, and Gateway API CRDs)."""
@@ -474,6 +511,7 @@ class ModelServiceSpec(ApiModel):
     overload: OverloadSpec = section(OverloadSpec, "Shedding load a replica cannot answer soon.")
     canary: CanarySpec | None = Field(None, description="A canary version and its traffic share.")
     auth: AuthSpec | None = Field(None, description="Require a bearer token on inference requests.")
+    grpc: GrpcSpec = section(GrpcSpec, "The Open Inference Protocol over gRPC, next to REST.")
     runtime_env: RuntimeEnvSpec | None = Field(
         None,
         description="pip packages and environment variables for the serving replicas (Ray's runtime_env of the "

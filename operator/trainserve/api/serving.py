@@ -64,6 +64,9 @@ class ServeAppArgs(ApiModel):
     auth_token_env: str | None = Field(
         None, description="Environment variable holding the bearer token; unset: no auth."
     )
+    grpc_port: int | None = Field(
+        None, description="Port of the OIP gRPC service (Serve's `grpc_options`); unset: no gRPC."
+    )
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, description="Largest request body accepted.")
     runtime_env: dict[str, Any] | None = Field(
         None,
@@ -124,6 +127,7 @@ def serve_args(
         resources=spec.resources,
         overload=spec.overload,
         auth_token_env=AUTH_TOKEN_ENV if spec.auth is not None else None,
+        grpc_port=spec.grpc.port if spec.grpc.enabled else None,
         runtime_env=_runtime_env(service),
     )
 

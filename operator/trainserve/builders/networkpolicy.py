@@ -6,7 +6,7 @@ same labels) and allows, for ingress:
 - every port from the same owner's pods: GCS, object manager, node manager, workers, Ray client, dashboard agent;
 - the dashboard (Jobs and Serve REST APIs) from KubeRay's operator namespace, which submits jobs and reads their
   status there, and from ours;
-- the Serve port (ModelServices) from everywhere, or from the configured namespace/pod labels and ours;
+- the Serve ports (ModelServices: HTTP, and gRPC unless `spec.grpc.enabled` is false) from everywhere, or from the configured namespace/pod labels and ours;
 - the metrics port from the Prometheus namespace.
 
 Anything else is refused: once a policy selects a pod, only what one of its rules allows reaches it.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainserve.api.modelservice import ModelService
 from trainserve.builders.common import Owner, child_metadata
 from trainserve.builders.raypod import DASHBOARD_PORT, METRICS_PORT, SERVE_PORT
 from trainserve.naming import MODELSERVICE_LABEL, TRAININGJOB_LABEL
@@ -50,15 +51,17 @@ def _tcp(number: int) -> list[Object]:
     return [{"protocol": "TCP", "port": number}]
 
 
-def _serve_rule(settings: OperatorSettings) -> Object:
-    """The Serve port: from everywhere, or from the configured peers and the operator (canary figures)."""
+def _serve_rule(settings: OperatorSettings, grpc_port: int | None) -> Object:
+    """The Serve ports (HTTP, and gRPC when on): from everywhere, or from the configured peers and the operator
+    (canary figures)."""
+    ports = _tcp(SERVE_PORT) + (_tcp(grpc_port) if grpc_port is not None else [])
     namespaces, pods = settings.serve_from_namespace_labels, settings.serve_from_pod_labels
     if not namespaces and not pods:
-        return {"ports": _tcp(SERVE_PORT)}
+        return {"ports": ports}
     peer: Object = {"namespaceSelector": {"matchLabels": dict(namespaces)} if namespaces else {}}
     if pods:
         peer["podSelector"] = {"matchLabels": dict(pods)}
-    return {"from": [peer, *_namespaces(settings.operator_namespace)], "ports": _tcp(SERVE_PORT)}
+    return {"from": [peer, *_namespaces(settings.operator_namespace)], "ports": ports}
 
 
 def _metrics_rule(settings: OperatorSettings) -> Object:
@@ -75,8 +78,9 @@ def build_network_policy(owner: Owner, settings: OperatorSettings) -> Object:
         {"from": [{"podSelector": pods}]},
         {"from": dashboard, "ports": _tcp(DASHBOARD_PORT)},
     ]
-    if owner.kind == "ModelService":
-        ingress.append(_serve_rule(settings))
+    if isinstance(owner, ModelService):
+        grpc = owner.spec.grpc
+        ingress.append(_serve_rule(settings, grpc.port if grpc.enabled else None))
     ingress.append(_metrics_rule(settings))
     return {
         "apiVersion": "networking.k8s.io/v1",

@@ -35,11 +35,12 @@ from trainserve.builders.raypod import (
     worker_group,
 )
 from trainserve.naming import KUEUE_QUEUE_LABEL, service_labels
-from trainserve.serveconfig import FAST_INGRESS_ENV, serve_application
+from trainserve.serveconfig import FAST_INGRESS_ENV, grpc_options, serve_application
 from trainserve.settings import OperatorSettings
 
 RAYSERVICE_API_VERSION = "ray.io/v1"
 WORKER_GROUP = "serve"
+GRPC_PORT_NAME = "grpc"
 #: A worker pod's memory over what its replicas reserve: Ray's object store takes 30% of the pod by default.
 MEMORY_HEADROOM = 1.5
 
@@ -86,11 +87,23 @@ def serve_config(args: ServeAppArgs) -> Object:
     application = serve_application(args)
     if "runtime_env" in application:
         application["runtime_env"] = cluster_runtime_env(application["runtime_env"])
-    return {
+    config: Object = {
         "proxy_location": "EveryNode",
         "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
         "applications": [application],
     }
+    grpc = grpc_options(args)
+    if grpc is not None:
+        config["grpc_options"] = grpc
+    return config
+
+
+def serving_ports(args: ServeAppArgs) -> list[Object]:
+    """The ports every Ray pod serves on. KubeRay's Serve Service carries only the one named ``serve``; the head's
+    Service carries every head container port, so gRPC is reached there (ray-operator/controllers/ray/common/service.go,
+    ``BuildServeService`` and ``getPortsFromCluster``)."""
+    grpc = [port(GRPC_PORT_NAME, args.grpc_port)] if args.grpc_port is not None else []
+    return [port("serve", SERVE_PORT), *grpc, METRICS]
 
 
 def claims(args: ServeAppArgs) -> dict[str, bool]:
@@ -129,7 +142,7 @@ def build_rayservice(
     env = _serving_env(service, args, settings) + volumes_env(claims(args))
     labels = service_labels(name)
     metadata = child_metadata(service, name, queue_label(service))
-    serve_ports = [port("serve", SERVE_PORT), METRICS]
+    serve_ports = serving_ports(args)
     head_resources = {"cpu": settings.head_cpu, "memory": settings.head_memory}
     head_ports = [*HEAD_PORTS, *serve_ports]
     head = ray_container(HEAD_CONTAINER, image, env, head_resources, head_ports, storage_secret, mounts)

@@ -10,16 +10,19 @@ batching change through ``reconfigure`` (Serve ``user_config``) without restarti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import ray
 from ray import serve
+from ray.serve.grpc_util import RayServegRPCContext
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -28,8 +31,10 @@ from trainserve.api.serving import DEFAULT_MAX_BODY_BYTES, ServeAppArgs
 from trainserve.serveconfig import MODEL_DEPLOYMENT, REPLICA_LOGGING, STATS_DEPLOYMENT, deployment_options
 
 from ..tf_threads import size_thread_pools
+from . import grpc_protocol
 from .batching import DynamicBatcher
-from .edge import authorize, binary_tensor_response, error_response, json_response, read_body
+from .edge import authorize, binary_tensor_response, check_bearer, error_response, json_response, read_body
+from .grpc_stubs import pb
 from .model import LoadedModel, load_model
 from .protocol import (
     HEADER_LENGTH_HEADER,
@@ -247,6 +252,73 @@ class ModelServer:
         if self.shadow is not None and slot is self.primary:
             self.shadow.offer(rows, predictions)
         return predictions
+
+    # ----- OIP over gRPC: Serve's direct ingress calls the method named like the RPC with the decoded request
+    # (ray/serve/_private/replica.py, _direct_ingress_grpc_unary_response); a status set on ``grpc_context``
+    # before raising reaches the client (replica.py, _maybe_wrap_grpc_exception).
+    async def ServerLive(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
+        return pb.ServerReadyResponse(ready=self.primary is not None)
+
+    async def ServerMetadata(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
+        with self._grpc_status(grpc_context):
+            self._grpc_authorize(grpc_context)
+            return pb.ServerMetadataResponse(name="trainserve", version="v2", extensions=SERVER_EXTENSIONS)
+
+    async def ModelReady(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
+        with self._grpc_status(grpc_context):
+            self._grpc_target(request.name, request.version)
+            return pb.ModelReadyResponse(ready=True)
+
+    async def ModelMetadata(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
+        with self._grpc_status(grpc_context):
+            slot = self._grpc_target(request.name, request.version)
+            self._grpc_authorize(grpc_context)
+            return pb.ModelMetadataResponse(**self._metadata(slot))
+
+    async def ModelInfer(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
+        started = time.perf_counter()
+        with self._grpc_status(grpc_context):
+            pinned = self._grpc_target(request.model_name, request.model_version)
+            self._grpc_authorize(grpc_context)
+            slot = pinned or self._pick()
+            model = slot.model
+            try:
+                parsed = grpc_protocol.parse_infer(request, model.inputs[0], model.outputs)
+            except ProtocolError as err:
+                self.telemetry.count(slot.version_label, "grpc", err.status, started, 0)
+                raise
+            predictions = await self._run(slot, parsed.rows, "grpc", started)
+            return grpc_protocol.infer_response(
+                self.model_name, model.version, parsed.request_id, model.outputs[0], predictions
+            )
+
+    def _grpc_target(self, model_name: str, version: str) -> Slot | None:
+        """The slot a version names ('' names none), after a 404 for a model or version not served here."""
+        if model_name != self.model_name:
+            raise ProtocolError(404, f"unknown model {model_name!r}: this server serves {self.model_name!r}")
+        return self._slot_for_version(version) if version else None
+
+    def _grpc_authorize(self, grpc_context: RayServegRPCContext) -> None:
+        if self.token is not None:
+            check_bearer(grpc_protocol.bearer(grpc_context.invocation_metadata()), self.token)
+
+    @contextlib.contextmanager
+    def _grpc_status(self, grpc_context: RayServegRPCContext) -> Iterator[None]:
+        """A refusal as its gRPC status with the REST message; a bug of ours as INTERNAL without its details."""
+        try:
+            yield
+        except ProtocolError as err:
+            grpc_context.set_code(grpc_protocol.status_code(err.status))
+            grpc_context.set_details(err.message)
+            raise
+        except Exception:
+            log.exception("unexpected error on a gRPC call")
+            grpc_context.set_code(grpc_protocol.status_code(500))
+            grpc_context.set_details("internal error; the server log has the details")
+            raise
 
     def _metadata(self, slot: Slot | None) -> dict[str, Any]:
         model = (slot or self.primary or self._pick()).model

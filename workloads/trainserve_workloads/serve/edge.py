@@ -38,9 +38,13 @@ def error_response(status: int, message: str) -> Response:
 
 def authorize(request: Request, token: bytes | None) -> None:
     """A 401 unless the request carries ``token`` as its bearer token (compared in constant time); no token: open."""
-    if token is None:
-        return
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if token is not None:
+        check_bearer(request.headers.get("authorization", ""), token)
+
+
+def check_bearer(authorization: str, token: bytes) -> None:
+    """A 401 unless ``authorization`` (a header or gRPC metadata value) is ``Bearer <token>``."""
+    scheme, _, presented = authorization.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token):
         raise ProtocolError(401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'")
 

@@ -92,10 +92,10 @@ def _as_rows(values: Any, n_features: int, where: str) -> np.ndarray:
         rows = rows.reshape(1, n_features)
     if rows.ndim != 2 or rows.shape[1] != n_features:
         raise ProtocolError(400, f"{where} has shape {list(rows.shape)}; this model takes rows of {n_features} numbers")
-    return _finite_float32(rows, where)
+    return finite_float32(rows, where)
 
 
-def _finite_float32(rows: np.ndarray, where: str) -> np.ndarray:
+def finite_float32(rows: np.ndarray, where: str) -> np.ndarray:
     if not np.all(np.isfinite(rows)):
         raise ProtocolError(400, f"{where} contains NaN or infinite values")
     if np.any(np.abs(rows) > np.finfo(np.float32).max):
@@ -135,9 +135,8 @@ def parse_v2(
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError(400, '"id" must be a string')
-    tensor = _the_input(payload.get("inputs"), model_input)
-    datatype, shape = _datatype_and_shape(tensor, model_input.shape[-1])
-    size = _binary_data_size(_parameters(tensor, f"input {model_input.name!r}"), header_length)
+    tensor, datatype, shape = checked_input(payload.get("inputs"), model_input)
+    size = _binary_data_size(tensor.get("parameters", {}), header_length)
     if size is None:
         if binary:
             raise ProtocolError(
@@ -149,7 +148,7 @@ def parse_v2(
             raise ProtocolError(400, "the input has both data and binary_data_size: send its values one way")
         values = _binary_values(binary, size, datatype, shape)
     names, binary_outputs = _requested_outputs(payload, outputs)
-    return InferRequest(_finite_float32(values, "data"), request_id, names, binary_outputs)
+    return InferRequest(finite_float32(values, "data"), request_id, names, binary_outputs)
 
 
 def split_binary_body(body: bytes, header_length: str | None) -> tuple[bytes | memoryview, memoryview]:
@@ -165,6 +164,14 @@ def split_binary_body(body: bytes, header_length: str | None) -> tuple[bytes | m
         raise ProtocolError(400, f"{HEADER_LENGTH_HEADER} is {length} but the request body has only {len(body)} bytes")
     view = memoryview(body)
     return view[:length], view[length:]
+
+
+def checked_input(inputs: Any, model_input: TensorSpec) -> tuple[dict[str, Any], str, list[int]]:
+    """The one input tensor (an object of the OIP's shape), its datatype and its shape, checked for this model."""
+    tensor = _the_input(inputs, model_input)
+    datatype, shape = _datatype_and_shape(tensor, model_input.shape[-1])
+    check_parameters(tensor, f"input {model_input.name!r}")
+    return tensor, datatype, shape
 
 
 def _the_input(inputs: Any, model_input: TensorSpec) -> dict[str, Any]:
@@ -203,7 +210,7 @@ def _datatype_and_shape(tensor: dict[str, Any], n_features: int) -> tuple[str, l
     return datatype, shape
 
 
-def _parameters(entry: dict[str, Any], where: str) -> dict[str, Any]:
+def check_parameters(entry: dict[str, Any], where: str) -> dict[str, Any]:
     parameters = entry.get("parameters", {})
     if not isinstance(parameters, dict):
         raise ProtocolError(400, f'"parameters" of {where} must be an object')
@@ -248,19 +255,28 @@ def _json_values(tensor: dict[str, Any], datatype: str, shape: list[int]) -> np.
 
 def _binary_values(binary: memoryview, size: int, datatype: str, shape: list[int]) -> np.ndarray:
     """Little-endian, row-major, no padding (Triton's binary tensor data extension)."""
-    dtype = np.dtype(NUMERIC_DATATYPES[datatype]).newbyteorder("<")
-    needed = math.prod(shape) * dtype.itemsize
+    needed = tensor_byte_size(datatype, shape)
     if size != needed:
         raise ProtocolError(400, f"shape {shape} of {datatype} takes {needed} bytes; binary_data_size is {size}")
     if size != len(binary):
         raise ProtocolError(400, f"binary_data_size is {size} but {len(binary)} bytes follow the JSON header")
-    return np.frombuffer(binary, dtype=dtype).reshape(shape)
+    return tensor_from_bytes(binary, datatype, shape)
+
+
+def tensor_byte_size(datatype: str, shape: list[int]) -> int:
+    return math.prod(shape) * np.dtype(NUMERIC_DATATYPES[datatype]).itemsize
+
+
+def tensor_from_bytes(data: bytes | memoryview, datatype: str, shape: list[int]) -> np.ndarray:
+    """Little-endian, row-major, no padding: Triton's binary tensor data, and the OIP's raw contents over gRPC."""
+    dtype = np.dtype(NUMERIC_DATATYPES[datatype]).newbyteorder("<")
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
 def _requested_outputs(payload: dict[str, Any], outputs: list[TensorSpec]) -> tuple[list[str] | None, frozenset[str]]:
     """The outputs asked for by name, and those to answer as binary data (``binary_data`` on an output
     overrides the request's ``binary_data_output``)."""
-    all_binary = _flag(_parameters(payload, "the request"), "binary_data_output")
+    all_binary = _flag(check_parameters(payload, "the request"), "binary_data_output")
     requested = payload.get("outputs")
     if requested is None:
         return None, frozenset(o.name for o in outputs if all_binary and o.datatype in BINARY_OUTPUT_DATATYPES)
@@ -268,18 +284,23 @@ def _requested_outputs(payload: dict[str, Any], outputs: list[TensorSpec]) -> tu
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
     ):
         raise ProtocolError(400, '"outputs" must be a list of {"name": ...}')
-    names = [o["name"] for o in requested]
+    names = checked_outputs([o["name"] for o in requested], outputs)
+    encodable = {o.name for o in outputs if o.datatype in BINARY_OUTPUT_DATATYPES}
+    binary = set()
+    for entry in requested:
+        wanted = _flag(check_parameters(entry, f"output {entry['name']!r}"), "binary_data")
+        if (wanted or (wanted is None and all_binary)) and entry["name"] in encodable:
+            binary.add(entry["name"])
+    return names, frozenset(binary)
+
+
+def checked_outputs(names: list[str], outputs: list[TensorSpec]) -> list[str]:
+    """The outputs a request names, each one this model has."""
     known = {o.name for o in outputs}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ProtocolError(400, f"unknown output(s) {unknown}; this model has {sorted(known)}")
-    encodable = {o.name for o in outputs if o.datatype in BINARY_OUTPUT_DATATYPES}
-    binary = set()
-    for entry in requested:
-        wanted = _flag(_parameters(entry, f"output {entry['name']!r}"), "binary_data")
-        if (wanted or (wanted is None and all_binary)) and entry["name"] in encodable:
-            binary.add(entry["name"])
-    return names, frozenset(binary)
+    return names
 
 
 def _flag(parameters: dict[str, Any], name: str) -> bool | None:
@@ -318,8 +339,7 @@ def v2_binary_response(
     model_name: str, version: int | None, request_id: str | None, output: TensorSpec, predictions: np.ndarray
 ) -> tuple[bytes, int]:
     """The body of an answer with the output as binary tensor data, and the length of its JSON part."""
-    dtype = np.dtype(BINARY_OUTPUT_DATATYPES[output.datatype]).newbyteorder("<")
-    data = np.ascontiguousarray(predictions, dtype=dtype).tobytes()
+    data = output_bytes(output, predictions)
     entry = {
         "name": output.name,
         "datatype": output.datatype,
@@ -328,6 +348,12 @@ def v2_binary_response(
     }
     header = orjson.dumps(_v2_envelope(model_name, version, request_id, entry))
     return header + data, len(header)
+
+
+def output_bytes(output: TensorSpec, predictions: np.ndarray) -> bytes:
+    """An output's values as little-endian, row-major bytes of its datatype."""
+    dtype = np.dtype(BINARY_OUTPUT_DATATYPES[output.datatype]).newbyteorder("<")
+    return np.ascontiguousarray(predictions, dtype=dtype).tobytes()
 
 
 def _v2_envelope(
