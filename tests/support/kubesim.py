@@ -17,7 +17,7 @@ import attrs
 import kmock
 import yaml
 
-from tests.support.documents import CRDS
+from tests.support.documents import our_crd
 from tests.support.podidentity import TokenRegistry, authorize
 from tests.support.schemas import KUBERAY_CRDS, crd_from_file
 from trainserve.runner import Operator
@@ -270,7 +270,7 @@ def register(emulator: Emulator, *, kuberay: bool = True) -> None:
     emulator.resources[PODS] = info(kind="Pod", namespaced=True, verbs=verbs, subresources={"status", "log"})
     emulator.objects["v1/namespaces", None, NAMESPACE] = {"metadata": {"name": NAMESPACE}}
     for plural in ("trainingjobs", "modelservices"):
-        crd = yaml.safe_load((CRDS / f"trainserve.io_{plural}.yaml").read_text())
+        crd = our_crd(plural)
         emulator.objects["apiextensions.k8s.io/v1/customresourcedefinitions", None, crd["metadata"]["name"]] = crd
     if kuberay:
         install_kuberay_resource(emulator)

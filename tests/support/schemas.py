@@ -33,7 +33,7 @@ def version_schema(crd: dict[str, Any], version: str) -> Schema:
 
 @functools.cache
 def _load_crd(path: str) -> dict[str, Any]:
-    return yaml.safe_load(Path(path).read_text())
+    return yaml.load(Path(path).read_text(), Loader=yaml.CSafeLoader)  # libyaml: KubeRay's CRDs are megabytes
 
 
 def crd_from_file(path: Path) -> dict[str, Any]:
