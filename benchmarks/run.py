@@ -30,6 +30,7 @@ from typing import Any
 
 from . import autoscaling, operator_scale, reliability, serving, training
 from .harness import RESULTS, Section, fmt, markdown_table, progress, stamp, write_combined
+from .serving import best_baseline, our_servers, ratio_to_best
 
 # Autoscaling right after serving: it takes over serving's last ModelService (the heavy model) and changes it
 # in place to autoscale, instead of starting Ray once more.
@@ -53,16 +54,18 @@ def headline(sections: dict[str, Section]) -> str:
             measured = sorted(int(c) for c in figures[model]["trainserve"])
             # the levels the serving targets name (1 and 32), and the highest
             for c in sorted({measured[0], measured[-1]} | ({32} & set(measured))):
-                ours, base = figures[model]["trainserve"][str(c)], figures[model]["FastAPI baseline"][str(c)]
-                ratio = ours["rps"]["median"] / base["rps"]["median"]
-                rows.append(
-                    [
-                        f"serving {model}, c={c}: req/s",
-                        f"{ours['rps']['median']:.0f} (p99 {ours['p99']['median']:.1f} ms)",
-                        f"FastAPI {base['rps']['median']:.0f} (p99 {base['p99']['median']:.1f} ms)",
-                        f"{ratio:.2f}x",
-                    ]
-                )
+                best, _ = best_baseline(figures[model], c)
+                base = figures[model][best][str(c)]
+                for server in our_servers(figures[model]):
+                    ours = figures[model][server][str(c)]
+                    rows.append(
+                        [
+                            f"serving {model}, c={c}, {server}: req/s",
+                            f"{ours['rps']['median']:.0f} (p99 {ours['p99']['median']:.1f} ms)",
+                            f"best: {best} {base['rps']['median']:.0f} (p99 {base['p99']['median']:.1f} ms)",
+                            f"{ratio_to_best(figures[model], server, c):.2f}x",
+                        ]
+                    )
     training = sections.get("training")
     if training is not None:
         for scenario, runs in training.figures["figures"].items():

@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.autoscaling import analyse_step, counts
 from benchmarks.harness import (
+    Section,
     fmt,
     fold_categories,
     fold_profile,
@@ -244,6 +245,21 @@ def test_ours_is_compared_with_the_best_baseline_of_each_cell() -> None:
     assert table[2] == f"| heavy | 1 | {baselines} | FastAPI baseline: 100 | 300 (3.00x) | 150 (1.50x) |"
     baselines = "FastAPI 150, MLServer, 1 worker 250, MLServer, 2 workers 400"
     assert table[3] == f"| heavy | 8 | {baselines} | MLServer, 2 workers: 400 | 800 (2.00x) | 300 (0.75x) |"
+
+
+def test_the_headline_puts_each_of_our_runtimes_against_the_best_baseline() -> None:
+    from benchmarks.run import headline
+
+    heavy = {
+        "FastAPI baseline": {"1": _cell(100), "32": _cell(150)},
+        "MLServer, 2 workers": {"1": _cell(80), "32": _cell(400)},
+        "trainserve": {"1": _cell(300), "32": _cell(800)},
+        "trainserve, runtime tensorflow": {"1": _cell(150), "32": _cell(300)},
+    }
+    serving = Section(name="serving", title="Serving", figures={"figures": {"heavy": heavy}}, table="")
+    rows = [line for line in headline({"serving": serving}).splitlines() if line.startswith("| serving")]
+    assert [row.split(" | ")[-1] for row in rows] == ["3.00x |", "1.50x |", "2.00x |", "0.75x |"]
+    assert "best: MLServer, 2 workers 400" in rows[3] and "c=32, trainserve, runtime tensorflow" in rows[3]
 
 
 def test_the_mlserver_settings_turn_adaptive_batching_on() -> None:
