@@ -17,6 +17,7 @@ import pytest
 from benchmarks.harness import wait_http
 from tests.support.documents import example
 from tests.workloads.conftest import cli_env, free_port, start_trainserve, trainserve, write_job
+from trainserve.api.trainingjob import MULTI_WORKER_STEPS_PER_EXECUTION
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +66,7 @@ def test_digits_example_trains_on_two_workers_and_the_model_reloads(tmp_path: Pa
     card = json.loads((version_dir / "model.json").read_text())
     assert card["metrics"]["val_accuracy"] >= 0.90
     assert card["workers"] == 2 and card["epochsCompleted"] == 12 and card["resumedFromEpoch"] is None
+    assert card["training"]["stepsPerExecution"] == MULTI_WORKER_STEPS_PER_EXECUTION  # several workers' default
     assert card["signature"]["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 64]}]
     assert card["signature"]["outputs"][0]["shape"] == [-1, 10]
     assert card["classes"] == list(range(10))

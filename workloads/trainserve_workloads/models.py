@@ -150,8 +150,8 @@ _OPTIMIZERS: dict[str, Callable[[float], keras.optimizers.Optimizer]] = {
 }
 
 
-def compile_model(model: keras.Model, training: TrainingSpec) -> None:
-    """Compile with the spec's optimizer, loss and metrics (call inside the strategy scope)."""
+def compile_model(model: keras.Model, training: TrainingSpec, workers: int = 1) -> None:
+    """Compile with the spec's optimizer, loss, metrics and steps per call (call inside the strategy scope)."""
     metrics: list[Any] = []
     for name in training.metrics:
         if name == "auc":
@@ -166,4 +166,5 @@ def compile_model(model: keras.Model, training: TrainingSpec) -> None:
         optimizer=_OPTIMIZERS[training.optimizer.name](training.optimizer.learning_rate),
         loss=training.loss,
         metrics=metrics,
+        steps_per_execution=training.steps_per_call(workers),
     )

@@ -174,7 +174,7 @@ class RunFacts:
 def _card(
     spec: TrainingJobSpec, data: Dataset, run: RunFacts, sample_predictions: list[Any], output_units: int
 ) -> dict[str, Any]:
-    training = spec.training.to_wire()
+    training = spec.training.to_wire() | {"stepsPerExecution": spec.training.steps_per_call(run.workers)}
     return {
         "name": run.job.get("name"),
         "namespace": run.job.get("namespace"),
@@ -266,7 +266,7 @@ def _train_tracked(
     try:
         with strategy.scope():
             model = build_model(spec, data.n_features, len(data.classes), data.x_train)
-            compile_model(model, spec.training)
+            compile_model(model, spec.training, workers)
             if resume:
                 locate(resume["uri"]).download_dir(restored)
                 model.load_weights(os.path.join(restored, checkpoints.WEIGHTS_PREFIX))

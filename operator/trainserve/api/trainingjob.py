@@ -196,6 +196,10 @@ class OptimizerSpec(ApiModel):
     learning_rate: float = Field(0.001, gt=0.0, le=10.0, description="Learning rate.")
 
 
+#: Two workers on two cores train at about twice the rate with it than with 1 (docs/performance.md, "Two workers").
+MULTI_WORKER_STEPS_PER_EXECUTION = 16
+
+
 class TrainingSpec(ApiModel):
     """How to train."""
 
@@ -217,6 +221,20 @@ class TrainingSpec(ApiModel):
         description="Compute in 16-bit floats, keep the weights in 32-bit: float16 with loss scaling on GPUs, "
         "bfloat16 on CPUs. Unset or false: 32-bit throughout.",
     )
+    steps_per_execution: int | None = Field(
+        None,
+        ge=1,
+        le=10000,
+        description="Train steps per call into TensorFlow (Keras' `steps_per_execution`): the same updates in fewer "
+        "calls, each of which several workers must synchronise. Unset: 1 with one worker, "
+        f"{MULTI_WORKER_STEPS_PER_EXECUTION} with several.",
+    )
+
+    def steps_per_call(self, workers: int) -> int:
+        """``steps_per_execution`` as set, or its default for this many workers."""
+        if self.steps_per_execution is not None:
+            return self.steps_per_execution
+        return MULTI_WORKER_STEPS_PER_EXECUTION if workers > 1 else 1
 
 
 class ResourcesSpec(ApiModel):
