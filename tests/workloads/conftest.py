@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from trainserve_workloads.local_serve import PER_SERVICE_ENV
+
 REPO = Path(__file__).resolve().parents[2]
-#: Set in this process by an in-process `local_serve.start` (HAProxy's ports and binding, the replicas' host).
-INHERITED_SERVE_ENV = ("RAY_SERVE_HAPROXY_", "TRAINSERVE_HAPROXY_", "TRAINSERVE_BIND_HOST")
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "test-access", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1"}
 
 
@@ -31,8 +31,8 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.pop("RAY_ADDRESS", None)
-    for key in [key for key in env if key.startswith(INHERITED_SERVE_ENV)]:
-        del env[key]  # a local service started in this process pinned its ports here: the child picks its own
+    for key in PER_SERVICE_ENV:
+        env.pop(key, None)  # a local service started in this process pinned its ports here: the child picks its own
     env.pop("TRAINSERVE_VOLUMES_DIR", None)  # the local default, under the command's own directory
     env.update(extra or {})
     return env

@@ -20,11 +20,19 @@ from trainserve.serveconfig import FAST_INGRESS_ENV, grpc_options, serve_applica
 
 from . import modelstore
 from .errors import WorkloadError
+from .haproxy_bind import BIND_HOST_ENV, REAL_BINARY_ENV
+from .haproxy_routes import wait_until_routed
 from .lifecycle import LOOPBACK, free_loopback_port, handle_stop_signals, use_loopback_ray
+from .serve.loopback import BIND_HOST_ENV as REPLICA_BIND_HOST_ENV
 from .storage import locate, volumes_root
 
 #: Locally, replicas need not drain for 30 s on shutdown (the cluster default).
 LOCAL_ENV = FAST_INGRESS_ENV | {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+HAPROXY_STATS_PORT_ENV = "RAY_SERVE_HAPROXY_STATS_PORT"
+HAPROXY_METRICS_PORT_ENV = "RAY_SERVE_HAPROXY_METRICS_PORT"
+#: What :func:`start` pins in its own process for its service (ports, bindings): a child process that starts a
+#: service of its own must not inherit them, or two services fight over one port.
+PER_SERVICE_ENV = (HAPROXY_STATS_PORT_ENV, HAPROXY_METRICS_PORT_ENV, BIND_HOST_ENV, REPLICA_BIND_HOST_ENV)
 
 
 def resolve_model(ref: ModelRef, state_root: Path, field: str) -> ModelTarget:
@@ -152,16 +160,15 @@ def serve_until_stopped(
 def aux_env() -> dict[str, str]:
     """HAProxy's stats and metrics frontends on free loopback ports (Serve's fixed defaults would collide with a
     second local service and listen on every interface), through the binding shim of :mod:`.haproxy_bind`."""
-    from .haproxy_bind import BIND_HOST_ENV, REAL_BINARY_ENV, real_binary, write_shim
-    from .serve.loopback import BIND_HOST_ENV as REPLICA_BIND_HOST_ENV
+    from .haproxy_bind import real_binary, write_shim
 
     return {
         REAL_BINARY_ENV: real_binary(),
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(write_shim()),
         BIND_HOST_ENV: LOOPBACK,
         REPLICA_BIND_HOST_ENV: LOOPBACK,
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_loopback_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_loopback_port()),
+        HAPROXY_STATS_PORT_ENV: str(free_loopback_port()),
+        HAPROXY_METRICS_PORT_ENV: str(free_loopback_port()),
     }
 
 
@@ -199,6 +206,11 @@ def start(
     # HAProxy's gRPC frontend binds on the HTTP host (ray/serve/_private/haproxy.py, grpc_frontend_host)
     serve.start(http_options={"host": host, "port": port}, grpc_options=grpc_options(args))
     deploy(args)
+    protocols = ["http"] + (["grpc"] if args.grpc_port is not None else [])
+    try:
+        wait_until_routed(int(os.environ[HAPROXY_STATS_PORT_ENV]), args.model_name, protocols)
+    except TimeoutError as err:  # Serve has it running: it may still answer, through Serve's own proxy
+        print(f"warning: {err}; the first requests may be answered by Serve's proxy", file=sys.stderr)
     grpc_address = f"{host}:{args.grpc_port}" if args.grpc_port is not None else None
     return LocalService(args.model_name, f"http://{host}:{port}", grpc_address)
 
