@@ -8,6 +8,7 @@ import http.client
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 
 from tests.workloads.conftest import free_port
 from tests.workloads.serving_fixtures import publish_digits_model
-from trainserve.api.serving import AUTH_TOKEN_ENV, ServeAppArgs
+from trainserve.api.serving import AUTH_TOKEN_ENV, DEFAULT_MAX_BODY_BYTES, ServeAppArgs
 
 pytestmark = pytest.mark.slow
 TOKEN = "grpc-s3cret"
@@ -160,7 +161,16 @@ def refusal(call: Any) -> tuple[str, str]:
     return caught.value.status(), caught.value.message()
 
 
+def replica_errors_logged() -> int:
+    """Lines in which Serve logged a request of this session's replicas as failed (with its traceback)."""
+    import ray
+
+    folder = Path(ray._private.worker._global_node.get_logs_dir_path()) / "serve"
+    return sum(path.read_text().count("Request failed.") for path in folder.glob("replica_*.log"))
+
+
 def test_refusals_carry_grpc_codes_and_the_rest_messages(triton: Any, service: Any) -> None:
+    errors_before = replica_errors_logged()
     rows = digit_rows(1)
     code, message = refusal(lambda: triton.infer("digits", [features(rows)]))
     assert (code, message) == (
@@ -183,6 +193,30 @@ def test_refusals_carry_grpc_codes_and_the_rest_messages(triton: Any, service: A
         "version 9 is not served here",
     )
     assert triton.is_server_live() and triton.is_server_ready()  # the service answers on after refusals
+    assert replica_errors_logged() == errors_before  # a client's mistake is no server error, as over REST
+
+
+def test_a_message_over_the_body_limit_is_refused_before_the_model(stub: Any) -> None:
+    import grpc
+
+    rows = DEFAULT_MAX_BODY_BYTES // (64 * 4) + 1  # one row more than REST's default body limit takes
+    request = pb_request(np.zeros((rows, 64), np.float32))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request, metadata=tuple(AUTH.items()))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (
+        caught.value.details()
+        == f"request message of {request.ByteSize()} bytes exceeds the limit of {DEFAULT_MAX_BODY_BYTES}"
+    )
+
+
+def pb_request(rows: np.ndarray) -> Any:
+    from tritonclient.grpc import service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name="digits")
+    request.inputs.add(name="features", datatype="FP32", shape=list(rows.shape))
+    request.raw_input_contents.append(rows.tobytes())
+    return request
 
 
 def test_typed_contents_that_do_not_match_their_datatype_are_refused(stub: Any) -> None:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
-from trainserve_workloads.serve.grpc_protocol import infer_response, parse_infer, status_code
+from trainserve_workloads.serve.grpc_protocol import check_size, infer_response, parse_infer, status_code
 from trainserve_workloads.serve.protocol import ProtocolError, TensorSpec, parse_v2
 
 FEATURES = TensorSpec("features", "FP32", [-1, 64])
@@ -123,3 +123,13 @@ def test_the_answer_carries_raw_little_endian_output_and_the_version() -> None:
         [2, 10],
     )
     np.testing.assert_array_equal(np.frombuffer(answer.raw_output_contents[0], "<f4").reshape(2, 10), predictions)
+
+
+def test_a_message_over_the_body_limit_is_refused_as_a_body_over_rest_is() -> None:
+    message = request(raw=ROWS.tobytes())
+    check_size(message, message.ByteSize())  # at the limit: taken
+    with pytest.raises(ProtocolError) as caught:
+        check_size(message, message.ByteSize() - 1)
+    assert caught.value.status == 413 and status_code(413).name == "RESOURCE_EXHAUSTED"
+    size = message.ByteSize()
+    assert caught.value.message == f"request message of {size} bytes exceeds the limit of {size - 1}"

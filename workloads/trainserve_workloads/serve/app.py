@@ -10,12 +10,12 @@ batching change through ``reconfigure`` (Serve ``user_config``) without restarti
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,35 @@ from .stats import StatsCollector
 from .telemetry import Telemetry, roles
 
 log = logging.getLogger("trainserve.serve")
+
+GrpcMethod = Callable[[Any, Any, RayServegRPCContext], Awaitable[Any]]
+
+
+def grpc_answer(empty: Callable[[], Any]) -> Callable[[GrpcMethod], GrpcMethod]:
+    """A refusal answers with its gRPC status and REST's message and an ``empty`` message, without raising: Serve
+    logs every exception raised in a replica at ERROR with its traceback (replica.py, ``_handle_errors_and_metrics``),
+    which a client's mistake is not. A bug of ours is INTERNAL without its details, and raised."""
+
+    def wrap(method: GrpcMethod) -> GrpcMethod:
+        @functools.wraps(method)
+        async def answer(self: Any, request: Any, grpc_context: RayServegRPCContext) -> Any:
+            try:
+                return await method(self, request, grpc_context)
+            except ProtocolError as err:
+                grpc_context.set_code(grpc_protocol.status_code(err.status))
+                grpc_context.set_details(err.message)
+                return empty()
+            except Exception:
+                log.exception("unexpected error on a gRPC call")
+                grpc_context.set_code(grpc_protocol.status_code(500))
+                grpc_context.set_details("internal error; the server log has the details")
+                raise
+
+        return answer
+
+    return wrap
+
+
 #: Models slower than this per single-row call run in a thread, so requests are parsed while the model computes
 #: (TensorFlow and TensorFlow Lite release the GIL); faster ones run inline, where the hand-off would cost more than
 #: it saves (figures: docs/performance.md#serving-model-calls-in-a-thread).
@@ -255,45 +284,46 @@ class ModelServer:
 
     # ----- OIP over gRPC: Serve's direct ingress calls the method named like the RPC with the decoded request
     # (ray/serve/_private/replica.py, _direct_ingress_grpc_unary_response); a status set on ``grpc_context``
-    # before raising reaches the client (replica.py, _maybe_wrap_grpc_exception).
+    # reaches the client as the call's status (replica.py, ``_set_on_grpc_context``).
     async def ServerLive(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
         return pb.ServerReadyResponse(ready=self.primary is not None)
 
+    @grpc_answer(pb.ServerMetadataResponse)
     async def ServerMetadata(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
-        with self._grpc_status(grpc_context):
-            self._grpc_authorize(grpc_context)
-            return pb.ServerMetadataResponse(name="trainserve", version="v2", extensions=SERVER_EXTENSIONS)
+        self._grpc_authorize(grpc_context)
+        return pb.ServerMetadataResponse(name="trainserve", version="v2", extensions=SERVER_EXTENSIONS)
 
+    @grpc_answer(pb.ModelReadyResponse)
     async def ModelReady(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
-        with self._grpc_status(grpc_context):
-            self._grpc_target(request.name, request.version)
-            return pb.ModelReadyResponse(ready=True)
+        self._grpc_target(request.name, request.version)
+        return pb.ModelReadyResponse(ready=True)
 
+    @grpc_answer(pb.ModelMetadataResponse)
     async def ModelMetadata(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
-        with self._grpc_status(grpc_context):
-            slot = self._grpc_target(request.name, request.version)
-            self._grpc_authorize(grpc_context)
-            return pb.ModelMetadataResponse(**self._metadata(slot))
+        slot = self._grpc_target(request.name, request.version)
+        self._grpc_authorize(grpc_context)
+        return pb.ModelMetadataResponse(**self._metadata(slot))
 
+    @grpc_answer(pb.ModelInferResponse)
     async def ModelInfer(self, request: Any, grpc_context: RayServegRPCContext) -> Any:
         started = time.perf_counter()
-        with self._grpc_status(grpc_context):
-            pinned = self._grpc_target(request.model_name, request.model_version)
-            self._grpc_authorize(grpc_context)
-            slot = pinned or self._pick()
-            model = slot.model
-            try:
-                parsed = grpc_protocol.parse_infer(request, model.inputs[0], model.outputs)
-            except ProtocolError as err:
-                self.telemetry.count(slot.version_label, "grpc", err.status, started, 0)
-                raise
-            predictions = await self._run(slot, parsed.rows, "grpc", started)
-            return grpc_protocol.infer_response(
-                self.model_name, model.version, parsed.request_id, model.outputs[0], predictions
-            )
+        pinned = self._grpc_target(request.model_name, request.model_version)
+        self._grpc_authorize(grpc_context)
+        grpc_protocol.check_size(request, self.max_body_bytes)
+        slot = pinned or self._pick()
+        model = slot.model
+        try:
+            parsed = grpc_protocol.parse_infer(request, model.inputs[0], model.outputs)
+        except ProtocolError as err:
+            self.telemetry.count(slot.version_label, "grpc", err.status, started, 0)
+            raise
+        predictions = await self._run(slot, parsed.rows, "grpc", started)
+        return grpc_protocol.infer_response(
+            self.model_name, model.version, parsed.request_id, model.outputs[0], predictions
+        )
 
     def _grpc_target(self, model_name: str, version: str) -> Slot | None:
         """The slot a version names ('' names none), after a 404 for a model or version not served here."""
@@ -304,21 +334,6 @@ class ModelServer:
     def _grpc_authorize(self, grpc_context: RayServegRPCContext) -> None:
         if self.token is not None:
             check_bearer(grpc_protocol.bearer(grpc_context.invocation_metadata()), self.token)
-
-    @contextlib.contextmanager
-    def _grpc_status(self, grpc_context: RayServegRPCContext) -> Iterator[None]:
-        """A refusal as its gRPC status with the REST message; a bug of ours as INTERNAL without its details."""
-        try:
-            yield
-        except ProtocolError as err:
-            grpc_context.set_code(grpc_protocol.status_code(err.status))
-            grpc_context.set_details(err.message)
-            raise
-        except Exception:
-            log.exception("unexpected error on a gRPC call")
-            grpc_context.set_code(grpc_protocol.status_code(500))
-            grpc_context.set_details("internal error; the server log has the details")
-            raise
 
     def _metadata(self, slot: Slot | None) -> dict[str, Any]:
         model = (slot or self.primary or self._pick()).model

@@ -56,6 +56,14 @@ def status_code(http_status: int) -> grpc.StatusCode:
     return GRPC_CODES.get(http_status, grpc.StatusCode.INTERNAL)
 
 
+def check_size(request: Any, limit: int) -> None:
+    """REST's body limit (``maxBodyBytes``) for a gRPC request: a 413, which is RESOURCE_EXHAUSTED. (Serve's gRPC
+    server itself takes messages of up to 2 GiB: ray/serve/_private/constants.py, RAY_SERVE_GRPC_MAX_MESSAGE_SIZE.)"""
+    size = request.ByteSize()
+    if size > limit:
+        raise ProtocolError(413, f"request message of {size} bytes exceeds the limit of {limit}")
+
+
 def parameters(entries: Any) -> dict[str, Any]:
     """An ``InferParameter`` map as plain values."""
     return {
