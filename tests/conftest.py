@@ -6,12 +6,11 @@ from typing import Any
 
 import pytest
 
-# Make `tests.support` importable however pytest is invoked.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.support.mlflowserver import running_mlflow_server
-
 ROOT = Path(__file__).resolve().parents[1]
+# Make `tests.support` importable however pytest is invoked.
+sys.path.insert(0, str(ROOT))
+
+from tests.support.mlflowserver import running_mlflow_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +30,8 @@ SERIAL_FOLDERS = ("tests/chaos/",)
 
 
 @functools.cache
-def _starts_ray(module: str) -> bool:
+def _in_the_serial_scope(module: str) -> bool:
+    """A slow module (Ray, TensorFlow) or one in :data:`SERIAL_FOLDERS`."""
     path = ROOT / module
     if module.startswith(SERIAL_FOLDERS):
         return True
@@ -45,6 +45,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class SlowModulesTogether(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            return "slow" if _starts_ray(nodeid.split("::", 1)[0]) else nodeid
+            return "slow" if _in_the_serial_scope(nodeid.split("::", 1)[0]) else nodeid
 
     return SlowModulesTogether(config, log)

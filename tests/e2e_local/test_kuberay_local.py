@@ -147,7 +147,7 @@ async def test_train_serve_and_roll_a_new_version_in_place(world: World) -> None
     with SteadyClient(url) as steady:
         await world.cluster.delete_trainingjob("digits")
         await world.cluster.collect_garbage()
-        await world.apply(training_job("digits", epochs=5))
+        await world.apply(training_job("digits", epochs=5, workers=1))  # what rolls is the model, however trained
         await finished(world, "digits")
         await eventually(lambda: steady.answers[-20:] == [(200, "2")] * 20, timeout=90, message="answers from v2")
     failures = [a for a in steady.answers if a[0] != 200]

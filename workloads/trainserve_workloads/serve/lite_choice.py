@@ -55,7 +55,8 @@ def time_interleaved(
     """Per batch size, the fastest call of each way in milliseconds; the calls alternate, in alternating order."""
     timings = {}
     for rows in batches:
-        lite(rows), tensorflow(rows)  # warm-up: the interpreter resizes to a new shape
+        lite(rows)  # warm-up: the interpreter resizes to a new shape
+        tensorflow(rows)
         best = {"tensorflowLiteMs": float("inf"), "tensorflowMs": float("inf")}
         for index in range(rounds):
             pair = [("tensorflowLiteMs", lite), ("tensorflowMs", tensorflow)]
