@@ -1,5 +1,4 @@
 import functools
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,32 +22,20 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 #: Where the tests that start Ray or train with TensorFlow live: modules that mark tests ``slow``. Under `make
 #: test`'s `pytest -n 2` these modules run one after another on one worker (two Ray clusters at once would fight
-#: for two cores), while the other worker takes the operator, unit, packaging and chaos tests, which mostly wait.
+#: for two cores), while the other worker takes the operator, unit and packaging tests, which mostly wait.
 SLOW_MARK = "pytest.mark.slow"
-#: The CPU priority the Ray worker lowers itself to (and every Ray process it starts): the other worker's tests
-#: have time bounds (the chaos suite's convergence, the operator's retries) that a Ray cluster's start on the
-#: same two cores must not push over, while they leave most of the CPU to Ray anyway.
-RAY_WORKER_NICENESS = 10
+#: Also on that worker, never beside a Ray test: the chaos suite's convergence bounds assume its emulated API
+#: server gets a core (beside a Ray cluster's start both seeds missed them).
+SERIAL_FOLDERS = ("tests/chaos/",)
 
 
 @functools.cache
 def _in_the_serial_scope(module: str) -> bool:
-    """A slow module: it starts Ray or trains with TensorFlow."""
+    """A slow module (Ray, TensorFlow) or one in :data:`SERIAL_FOLDERS`."""
     path = ROOT / module
+    if module.startswith(SERIAL_FOLDERS):
+        return True
     return path.suffix == ".py" and path.is_file() and SLOW_MARK in path.read_text()
-
-
-@functools.cache
-def _yield_the_cpu() -> None:
-    os.nice(RAY_WORKER_NICENESS)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _ray_worker_yields_the_cpu(request: pytest.FixtureRequest) -> None:
-    """Under xdist, the worker that runs the slow modules lowers its priority once, before the first of them (and
-    before their module fixtures, which start Ray)."""
-    if "PYTEST_XDIST_WORKER" in os.environ and _in_the_serial_scope(request.node.nodeid.split("::", 1)[0]):
-        _yield_the_cpu()
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
