@@ -136,15 +136,17 @@ history = model.fit(data.x_train, data.y_train, batch_size=spec.training.batch_s
 print(json.dumps({"ends": ends, "accuracy": accuracy, "rows": len(data.x_train)}))
 """
 
+# As `trainserve local train` runs it: one worker in this process where the tree can (in_process), else Ray Train.
 TRAINSERVE_RUN = """
-import json, sys, time, yaml
+import inspect, json, sys, time, yaml
 from trainserve_workloads.train import run
 from trainserve_workloads.progress import CallbackSink
 ends, accuracy = [], []
 def seen(event):
     if event.type == "epoch":
         ends.append(time.monotonic()); accuracy.append(event.metrics.get("val_accuracy", 0.0))
-run(yaml.safe_load(open(sys.argv[1])), CallbackSink(seen))
+local = {"in_process": True} if "in_process" in inspect.signature(run).parameters else {}
+run(yaml.safe_load(open(sys.argv[1])), CallbackSink(seen), **local)
 print(json.dumps({"ends": ends, "accuracy": accuracy}))
 """
 
@@ -237,6 +239,29 @@ def trainserve_run(
     return out
 
 
+def command_start_up(tree: Path, options: list[str]) -> dict[str, float]:
+    """`trainserve local train` of the digits example on one worker, as a user types it (``tree``'s CLI): seconds
+    from the command to its first checkpoint (the first epoch's progress) and to its exit."""
+    with tempfile.TemporaryDirectory() as folder:
+        job = Path(folder) / "job.yaml"
+        job.write_text(yaml.safe_dump(_spec(SCENARIOS["digits-mlp"], 1, str(Path(folder) / "models"), None)))
+        marker = Path(folder) / "models" / "checkpoints" / "epoch-000001" / "checkpoint.json"
+        command = [sys.executable, "-m", "trainserve.cli", "local", "train", "-f", str(job), "--no-progress", *options]
+        started = time.monotonic()
+        process = subprocess.Popen(
+            command, cwd=folder, env=_environment(tree), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        first: float | None = None
+        while process.poll() is None:
+            if first is None and marker.exists():
+                first = time.monotonic() - started
+            time.sleep(0.01)
+        wall = time.monotonic() - started
+        if process.returncode != 0:
+            raise RuntimeError(f"`{' '.join(command[2:])}` failed ({process.returncode}):\n{process.stderr}")
+    return {"first_epoch_s": first if first is not None else float("nan"), "wall": wall}
+
+
 def _record_worker(process: subprocess.Popen[str], output: Path, timeout: float = 300) -> pyspy.Recording | None:
     """py-spy on the first Ray Train worker as soon as it exists, until it exits."""
     deadline = time.monotonic() + timeout
@@ -272,12 +297,14 @@ class TrainingPlan:
     #: Git refs whose workloads run too, side by side (the "before" of a change).
     compare: list[str] = field(default_factory=list)
     profile: bool = False  # one more run of the largest scenario with the most workers, py-spy on a worker
+    #: `trainserve local train` of digits on one worker, this often per command line (0: not measured).
+    start_up_runs: int = 3
     gpus: int = 0  # GPUs per worker (and plain fit on the GPU): benchmarks/gpu.sh
     mixed_precision: bool = False
 
     @classmethod
     def quick(cls) -> TrainingPlan:
-        return cls(scenarios=["digits-mlp", "mlp-200k"], repeats=1, workers=[1], rows=20_000, epochs=3)
+        return cls(scenarios=["digits-mlp", "mlp-200k"], repeats=1, workers=[1], rows=20_000, epochs=3, start_up_runs=1)
 
     @classmethod
     def full(cls) -> TrainingPlan:
@@ -307,6 +334,7 @@ def measure(plan: TrainingPlan, prefix: str, work: Path | None = None) -> Sectio
             scenario = plan.scenario(name)
             data = augmented_digits(scenario.rows, folder / "data") if scenario.rows else None
             figures[scenario.name] = _measure_scenario(plan, scenario, data, trees)
+        start_up = _measure_start_up(plan, trees)
         if plan.profile:
             scenario = plan.scenario(plan.scenarios[-1])
             data = augmented_digits(scenario.rows, folder / "data") if scenario.rows else None
@@ -322,6 +350,8 @@ def measure(plan: TrainingPlan, prefix: str, work: Path | None = None) -> Sectio
         "epoch); samples/s over epochs 2+; fixed cost = wall less the epochs at the steady rate (start-up, data, "
         "export); 1 worker runs without MultiWorkerMirroredStrategy, 2 with it."
     )
+    if start_up:
+        tables.append(f"**{START_UP}**\n\n{_start_up_table(start_up)}")
     if profile:
         shares = ", ".join(f"{category} {share:.0%}" for category, share in profile["categories"].items())
         notes.append(
@@ -334,7 +364,7 @@ def measure(plan: TrainingPlan, prefix: str, work: Path | None = None) -> Sectio
     return Section(
         name="training",
         title="Training: TrainingJob on a local Ray vs plain model.fit",
-        figures={"plan": asdict(plan), "figures": figures, "profile": profile},
+        figures={"plan": asdict(plan), "figures": figures, "profile": profile, "start_up": start_up},
         table="\n\n".join(tables),
         notes=notes,
         plots=[png],
@@ -361,6 +391,33 @@ def _measure_scenario(
                 runs.setdefault(label(workers, ref), []).append(result)
             runs.setdefault(label(workers), []).append(trainserve_run(scenario, workers, data, gpus=gpus, mixed=mixed))
     return {name: {key: summarize([r[key] for r in results]) for key in KEYS} for name, results in runs.items()}
+
+
+START_UP = (
+    f"`trainserve local train` of digits ({DIGITS.epochs} epochs, batch {DIGITS.batch}) on one worker, from the command"
+)
+
+
+def _measure_start_up(plan: TrainingPlan, trees: dict[str, Path]) -> dict[str, Any]:
+    """Each command line ``plan.start_up_runs`` times, in turn: the compared trees' default, ours, ours `--ray`."""
+    if not plan.start_up_runs or 1 not in plan.workers:
+        return {}
+    commands = {f"trainserve@{ref}": (tree, []) for ref, tree in trees.items()}
+    commands |= {"trainserve": (REPO, []), "trainserve --ray": (REPO, ["--ray"])}
+    runs: dict[str, list[dict[str, float]]] = {}
+    for index in range(plan.start_up_runs):
+        progress(f"training: `local train` start-up, round {index + 1}/{plan.start_up_runs}")
+        for name, (tree, options) in commands.items():
+            runs.setdefault(name, []).append(command_start_up(tree, options))
+    return {
+        name: {key: summarize([r[key] for r in results]) for key in ("first_epoch_s", "wall")}
+        for name, results in runs.items()
+    }
+
+
+def _start_up_table(start_up: dict[str, Any]) -> str:
+    rows = [[name, fmt(f["first_epoch_s"], 1), fmt(f["wall"], 1)] for name, f in start_up.items()]
+    return markdown_table(["command", "s to the first epoch's checkpoint", "s to exit"], rows)
 
 
 def _describe(scenario: Scenario) -> str:

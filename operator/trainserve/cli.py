@@ -109,13 +109,18 @@ def _use_volumes_dir(folder: str | None) -> None:
         os.environ[VOLUMES_DIR_ENV] = os.path.abspath(folder)
 
 
+def _shutdown_ray_if_started() -> None:
+    """Ray's shutdown, if this command imported Ray at all (one worker trains without it)."""
+    ray = sys.modules.get("ray")
+    if ray is not None:
+        ray.shutdown()
+
+
 def cmd_local_train(args: argparse.Namespace) -> int:
-    """Train each TrainingJob of a file on a local Ray."""
+    """Train each TrainingJob of a file on this machine: one worker in this process, more on a local Ray."""
     from trainserve_workloads.lifecycle import use_loopback_ray
 
     use_loopback_ray()  # before Ray is first imported
-    import ray
-
     from trainserve_workloads.errors import WorkloadError
     from trainserve_workloads.lifecycle import handle_stop_signals, kill_everything_started, leaves_nothing_behind
     from trainserve_workloads.local import train_locally
@@ -124,11 +129,16 @@ def cmd_local_train(args: argparse.Namespace) -> int:
     root = state_dir(args.state_dir)
     code: int = 0
     handle_stop_signals(hurry=kill_everything_started)
-    with leaves_nothing_behind(ray.shutdown):
+    with leaves_nothing_behind(_shutdown_ray_if_started):
         for document in _load_kind(args.filename, "TrainingJob"):
             try:
                 result: tuple[int, str] = train_locally(
-                    document, root, restart=args.restart, progress_bar=not args.no_progress, verbose=args.verbose
+                    document,
+                    root,
+                    restart=args.restart,
+                    progress_bar=not args.no_progress,
+                    verbose=args.verbose,
+                    ray=args.ray,
                 )
             except WorkloadError as err:
                 print(f"{args.filename}: {err.path}: {err.message}\n  fix: {err.fix}", file=sys.stderr)
@@ -421,7 +431,7 @@ def _add_local(commands: Commands) -> None:
         f"where pvc://CLAIM/PATH lives locally: FOLDER/CLAIM/PATH (default ${VOLUMES_DIR_ENV} or {DEFAULT_VOLUMES_DIR})"
     )
     train = local_commands.add_parser(
-        "train", help="train a TrainingJob YAML on a local Ray, resuming from checkpoints"
+        "train", help="train a TrainingJob YAML on this machine, resuming from checkpoints"
     )
     train.add_argument("-f", "--filename", required=True, help="YAML file with a TrainingJob")
     train.add_argument(
@@ -429,6 +439,12 @@ def _add_local(commands: Commands) -> None:
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs and CI)")
     train.add_argument("--verbose", action="store_true", help="show Ray and TensorFlow logs")
+    train.add_argument(
+        "--ray",
+        action="store_true",
+        help="train one worker under Ray Train too, as on a cluster (by default one worker trains in this process, "
+        "without Ray's start-up; several workers, runtimeEnv.pip or a remote workingDir always use Ray)",
+    )
     train.add_argument("--state-dir", help=state_help)
     train.add_argument("--volumes-dir", help=volumes_help)
     train.set_defaults(func=cmd_local_train)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
-import functools
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.support.schemas import crd_from_file
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -43,15 +44,8 @@ def changed(document: dict[str, Any], path: str, value: Any, *, delete: bool = F
 
 
 def our_crd(plural: str) -> dict[str, Any]:
-    """Our CRD as generated into ``crds/``: a copy the caller may change."""
-    return copy.deepcopy(_parsed_crd(plural))
-
-
-@functools.cache
-def _parsed_crd(plural: str) -> dict[str, Any]:
-    # Parsed once per process, with libyaml: the pure-Python parser takes half a second per CRD, and the emulated
-    # API server of every operator test reads both.
-    return yaml.load((CRDS / f"trainserve.io_{plural}.yaml").read_text(), Loader=yaml.CSafeLoader)
+    """Our CRD as generated into ``crds/`` (parsed once per process): a copy the caller may change."""
+    return copy.deepcopy(crd_from_file(CRDS / f"trainserve.io_{plural}.yaml"))
 
 
 def full_pod_template() -> dict[str, Any]:

@@ -151,12 +151,12 @@ def test_two_local_services_run_side_by_side_on_loopback_and_stop_without_a_trac
     assert "stopping..." in first.logs()
 
 
-def _train_command(tmp_path: Path, **spec_changes: Any) -> subprocess.Popen[str]:
+def _train_command(tmp_path: Path, *options: str, **spec_changes: Any) -> subprocess.Popen[str]:
     document = example("digits-trainingjob")
     document["spec"]["output"]["uri"] = str(tmp_path / "models" / "digits")
     document["spec"] |= spec_changes
     job = write_job(tmp_path / "job.yaml", document)
-    return start_trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
+    return start_trainserve("local", "train", "-f", str(job), "--no-progress", *options, cwd=tmp_path)
 
 
 def _wait_for_checkpoint(run: subprocess.Popen[str], checkpoints: Path, epoch: int, timeout: float = 240) -> None:
@@ -168,7 +168,8 @@ def _wait_for_checkpoint(run: subprocess.Popen[str], checkpoints: Path, epoch: i
 
 
 def test_sigterm_stops_local_training_cleanly_and_it_listens_on_loopback_only(tmp_path: Path) -> None:
-    run = _train_command(tmp_path, resources={"workers": 1, "cpusPerWorker": 1}, training=_epochs(200))
+    """Under Ray Train (`--ray`): Ray's own servers listen on loopback only, and go with the command."""
+    run = _train_command(tmp_path, "--ray", resources={"workers": 1, "cpusPerWorker": 1}, training=_epochs(200))
     _wait_for_checkpoint(run, tmp_path / "models" / "digits" / "checkpoints", 1)
     processes = tree(run.pid)
     assert "raylet" in running(processes).values()
@@ -183,6 +184,31 @@ def test_sigterm_stops_local_training_cleanly_and_it_listens_on_loopback_only(tm
     while running(processes) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert running(processes) == {}
+
+
+def test_sigterm_stops_training_in_the_command_after_its_step_and_it_resumes(tmp_path: Path) -> None:
+    """One worker trains in the command itself: no process, no port; SIGTERM ends the step in progress, keeps the
+    checkpoints, and the same command resumes from the last one."""
+    run = _train_command(tmp_path, resources={"workers": 1, "cpusPerWorker": 1}, training=_epochs(200))
+    checkpoints = tmp_path / "models" / "digits" / "checkpoints"
+    _wait_for_checkpoint(run, checkpoints, 2)
+    assert set(running(tree(run.pid))) == {run.pid} and listening({run.pid}) == set()
+    stopped_at = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 0, output[-3000:]
+    assert time.monotonic() - stopped_at < 10, "the step in progress should end within seconds"
+    assert "interrupted" in output and "run the same command again to resume" in output
+    record = json.loads((tmp_path / ".trainserve" / "trainingjobs" / "digits.json").read_text())
+    assert record["status"]["phase"] == "Suspended" and record["status"]["lastCheckpoint"]["epoch"] >= 2
+    done = max(int(folder.name.split("-")[1]) for folder in checkpoints.glob("epoch-*"))
+    assert all((folder / "checkpoint.json").is_file() for folder in checkpoints.glob("epoch-*"))  # none half-written
+
+    shorter = _train_command(tmp_path, resources={"workers": 1, "cpusPerWorker": 1}, training=_epochs(done + 1))
+    output, _ = shorter.communicate(timeout=240)
+    assert shorter.returncode == 0, output[-3000:]
+    card = json.loads((tmp_path / "models" / "digits" / "1" / "model.json").read_text())
+    assert card["resumedFromEpoch"] == done and card["runner"] == "process"
 
 
 def _epochs(epochs: int) -> dict[str, Any]:

@@ -66,6 +66,7 @@ def test_digits_example_trains_on_two_workers_and_the_model_reloads(tmp_path: Pa
     card = json.loads((version_dir / "model.json").read_text())
     assert card["metrics"]["val_accuracy"] >= 0.90
     assert card["workers"] == 2 and card["epochsCompleted"] == 12 and card["resumedFromEpoch"] is None
+    assert card["runner"] == "ray"
     assert card["training"]["stepsPerExecution"] == MULTI_WORKER_STEPS_PER_EXECUTION  # several workers' default
     assert card["signature"]["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 64]}]
     assert card["signature"]["outputs"][0]["shape"] == [-1, 10]
@@ -120,6 +121,11 @@ def _complete_checkpoints(root: Path) -> dict[int, float]:
     return {int(p.parent.name.split("-")[1]): p.stat().st_mtime for p in root.glob("epoch-*/checkpoint.json")}
 
 
+#: Enough epochs that a Ctrl-C after the second checkpoint lands well before the end (an epoch of digits in the
+#: command's own process is a fraction of a second).
+RESUME_EPOCHS = 40
+
+
 def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(
     tmp_path: Path, mlflow_server: str
 ) -> None:
@@ -128,7 +134,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(
     }
     document = digits_job(
         tmp_path,
-        training=example("digits-trainingjob")["spec"]["training"] | {"epochs": 16},
+        training=example("digits-trainingjob")["spec"]["training"] | {"epochs": RESUME_EPOCHS},
         resources={"workers": 1, "cpusPerWorker": 1},
         checkpoint={"everyEpochs": 1, "keep": 100},
         tracking=tracking,
@@ -148,7 +154,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(
     assert first.returncode == 130, output[-3000:]
     assert "interrupted" in output
     before = _complete_checkpoints(checkpoints)
-    assert 2 <= max(before) < 16
+    assert 2 <= max(before) < RESUME_EPOCHS
     interrupted = state(tmp_path)["status"]
     assert interrupted["phase"] == "Suspended"
     assert {c["type"]: c["reason"] for c in interrupted["conditions"]}["Running"] == "Interrupted"
@@ -160,7 +166,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_without_repeating_epochs(
     assert card["resumedFromEpoch"] == max(before) >= 2
     assert card["lineage"]["resumedFrom"].endswith(f"epoch-{max(before):06d}")
     after = _complete_checkpoints(checkpoints)
-    assert sorted(after) == list(range(1, 17))
+    assert sorted(after) == list(range(1, RESUME_EPOCHS + 1))
     # Epochs finished before the interruption were not trained (nor checkpointed) again.
     assert all(after[epoch] == before[epoch] for epoch in before)
     assert all(after[epoch] >= restarted_at for epoch in after if epoch > max(before))
@@ -202,12 +208,12 @@ def _check_resumed_curves(tmp_path: Path, status: dict[str, Any], card: dict[str
     assert first_graph and second_graph
     # Attempt 1 was stopped after the checkpoint of `resumed_from` (maybe before logging that epoch).
     assert sorted(first["loss"]) == list(range(1, len(first["loss"]) + 1)) and len(first["loss"]) >= resumed_from - 1
-    assert sorted(second["loss"]) == sorted(validation["accuracy"]) == list(range(resumed_from + 1, 17))
+    assert sorted(second["loss"]) == sorted(validation["accuracy"]) == list(range(resumed_from + 1, RESUME_EPOCHS + 1))
     assert set(second) >= {"loss", "accuracy", "learning_rate", "samples_per_second"}
-    assert second["loss"][16] == pytest.approx(card["metrics"]["loss"], rel=1e-5)
-    assert validation["accuracy"][16] == pytest.approx(card["metrics"]["val_accuracy"], rel=1e-5)
-    assert validation["loss"][16] == pytest.approx(card["metrics"]["val_loss"], rel=1e-5)
-    assert second["learning_rate"][16] == pytest.approx(0.002)
+    assert second["loss"][RESUME_EPOCHS] == pytest.approx(card["metrics"]["loss"], rel=1e-5)
+    assert validation["accuracy"][RESUME_EPOCHS] == pytest.approx(card["metrics"]["val_accuracy"], rel=1e-5)
+    assert validation["loss"][RESUME_EPOCHS] == pytest.approx(card["metrics"]["val_loss"], rel=1e-5)
+    assert second["learning_rate"][RESUME_EPOCHS] == pytest.approx(0.002)
     assert all(rate > 0 for rate in second["samples_per_second"].values())
 
 
@@ -223,10 +229,14 @@ def _check_resumed_mlflow_run(server: str, status: dict[str, Any], card: dict[st
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.tags["trainserve.name"] == "digits" and run.data.tags["trainserve.attempt"] == "2"
-    assert run.data.params["training.epochs"] == "16" and run.data.params["resources.workers"] == "1"
+    assert run.data.params["training.epochs"] == str(RESUME_EPOCHS) and run.data.params["resources.workers"] == "1"
     history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")}
-    assert set(range(1, resumed_from)) | set(range(resumed_from + 1, 17)) <= set(history) <= set(range(1, 17))
-    assert history[16] == pytest.approx(card["metrics"]["val_accuracy"], rel=1e-6)
+    assert (
+        set(range(1, resumed_from)) | set(range(resumed_from + 1, RESUME_EPOCHS + 1))
+        <= set(history)
+        <= set(range(1, RESUME_EPOCHS + 1))
+    )
+    assert history[RESUME_EPOCHS] == pytest.approx(card["metrics"]["val_accuracy"], rel=1e-6)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {
         a.path for a in client.list_artifacts(run.info.run_id, "model")
     }
@@ -325,12 +335,15 @@ def test_parquet_on_s3_with_a_user_model_writes_the_model_to_s3(tmp_path: Path, 
     assert {info.path.split("/")[-2] for info in events if "tfevents" in info.path} == {"train", "validation"}
 
 
-def test_a_run_that_fails_in_the_workers_reports_why_and_leaves_no_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runner", ["process", "ray"])
+def test_a_run_that_fails_in_the_workers_reports_why_and_leaves_no_model(tmp_path: Path, runner: str) -> None:
+    """In the command's own process (one worker's default) and under Ray Train (`--ray`), the same verdict."""
     document = digits_job(
         tmp_path, model={"entrypoint": "tests.workloads.user_models:too_few_outputs"}, resources={"workers": 1}
     )
     job = write_job(tmp_path / "job.yaml", document)
-    result = trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
+    ray = ["--ray"] if runner == "ray" else []
+    result = trainserve("local", "train", "-f", str(job), "--no-progress", *ray, cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr[-3000:]
     assert "digits failed" in result.stdout
     status = state(tmp_path)["status"]
@@ -340,6 +353,52 @@ def test_a_run_that_fails_in_the_workers_reports_why_and_leaves_no_model(tmp_pat
     output = tmp_path / "models" / "digits"
     # No model version; the run's TensorBoard events stay (they help to see why it failed).
     assert [p.name for p in output.iterdir() if p.name not in ("checkpoints", "tensorboard")] == []
+
+
+def test_one_worker_trains_in_the_command_itself_without_ray(tmp_path: Path) -> None:
+    """The default for one worker: no Ray at all (it cannot even be imported here), the same model and card."""
+    document = digits_job(tmp_path, resources={"workers": 1, "cpusPerWorker": 1})
+    document["spec"]["training"] = {**document["spec"]["training"], "epochs": 3}
+    job = write_job(tmp_path / "job.yaml", document)
+    without_ray = "import sys; sys.modules['ray'] = None; from trainserve.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", without_ray, "local", "train", "-f", str(job), "--no-progress"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    # TensorFlow's start-up lines (no CUDA driver, oneDNN) stay off the terminal without --verbose.
+    assert "cuda" not in result.stderr.lower() and "oneDNN" not in result.stderr, result.stderr[-2000:]
+    card = json.loads((tmp_path / "models" / "digits" / "1" / "model.json").read_text())
+    assert card["runner"] == "process" and card["workers"] == 1 and card["epochsCompleted"] == 3
+    assert card["metrics"]["val_accuracy"] >= 0.7
+    status = state(tmp_path)["status"]
+    assert status["phase"] == "Succeeded" and status["lastCheckpoint"]["epoch"] == 3
+
+
+def test_a_failed_attempt_in_the_command_restarts_from_the_last_checkpoint(tmp_path: Path) -> None:
+    """runPolicy.workerRestarts holds in the command's own process as under Ray Train: the failed attempt is
+    trained again, once, and the card counts the restart."""
+    markers = tmp_path / "builds"
+    markers.mkdir()
+    document = digits_job(
+        tmp_path,
+        model={"entrypoint": "tests.workloads.user_models:fails_in_the_first_training_attempt"},
+        resources={"workers": 1},
+        runPolicy={"workerRestarts": 1},
+    )
+    document["spec"]["training"] = {**document["spec"]["training"], "epochs": 2}
+    document["spec"]["training"]["hyperparameters"] = {"marker_dir": str(markers)}
+    job = write_job(tmp_path / "job.yaml", document)
+    result = trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert sorted(p.name for p in markers.iterdir()) == ["build-1", "build-2", "build-3"]  # preflight, 2 attempts
+    card = json.loads((tmp_path / "models" / "digits" / "1" / "model.json").read_text())
+    assert card["runner"] == "process" and card["workerRestarts"] == 1
+    assert state(tmp_path)["status"]["phase"] == "Succeeded"
 
 
 TEAM_CODE = '''
@@ -358,7 +417,9 @@ def build(input_shape, num_outputs, marker_dir, **_):
 '''
 
 
-def test_an_entrypoint_from_a_runtime_env_working_dir_trains_without_an_image(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_entrypoint_from_a_runtime_env_working_dir_trains_without_an_image(tmp_path: Path, workers: int) -> None:
+    """On Ray's workers (2) and in the command itself (1): the code's folder and envVars hold the same way."""
     package = tmp_path / "team-repo" / "teamcode"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
@@ -370,6 +431,7 @@ def test_an_entrypoint_from_a_runtime_env_working_dir_trains_without_an_image(tm
     document["spec"]["training"] = {**document["spec"]["training"], "epochs": 2}
     document["spec"]["training"]["hyperparameters"] = {"marker_dir": str(markers)}
     document["spec"]["runtimeEnv"] = {"workingDir": str(tmp_path / "team-repo"), "envVars": {"TEAM_FLAG": "on"}}
+    document["spec"]["resources"]["workers"] = workers
     job = write_job(tmp_path / "job.yaml", document)
     probe = subprocess.run([sys.executable, "-c", "import teamcode"], cwd=tmp_path, env=cli_env(), capture_output=True)
     assert probe.returncode != 0, "the package must not be importable without the runtime env"
@@ -379,6 +441,8 @@ def test_an_entrypoint_from_a_runtime_env_working_dir_trains_without_an_image(tm
     assert state(tmp_path)["status"]["phase"] == "Succeeded"
     seen = [p.read_text() for p in markers.iterdir()]
     assert "on" in seen, f"the workers run with runtimeEnv.envVars: {seen}"
+    card = json.loads((tmp_path / "models" / "digits" / "1" / "model.json").read_text())
+    assert card["runner"] == ("process" if workers == 1 else "ray")
 
 
 def test_a_missing_working_dir_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`trainserve local train`: run a TrainingJob YAML on a local Ray, with a progress bar and a local status."""
+"""`trainserve local train`: run a TrainingJob YAML on this machine, with a progress bar and a local status."""
 
 from __future__ import annotations
 
@@ -47,9 +47,16 @@ class LocalStatusSink:
 
 
 def train_locally(
-    document: dict[str, Any], root: Path, *, restart: bool = False, progress_bar: bool = True, verbose: bool = False
+    document: dict[str, Any],
+    root: Path,
+    *,
+    restart: bool = False,
+    progress_bar: bool = True,
+    verbose: bool = False,
+    ray: bool = False,
 ) -> tuple[int, str]:
-    """Run one TrainingJob locally; returns (exit code, one-line outcome)."""
+    """Run one TrainingJob locally; returns (exit code, one-line outcome). One worker trains in this process unless
+    ``ray`` asks for Ray Train, as on a cluster."""
     job = TrainingJob.model_validate(document)
     name = job.metadata.name or "trainingjob"
     job.metadata.namespace = job.metadata.namespace or LOCAL_NAMESPACE
@@ -74,7 +81,8 @@ def train_locally(
         sinks.append(RichProgressSink(name))
     sink = FanOut(sinks)
     try:
-        model = run(job.model_dump(mode="json", by_alias=True, exclude_none=True), sink, verbose=verbose)
+        document = job.model_dump(mode="json", by_alias=True, exclude_none=True)
+        model = run(document, sink, verbose=verbose, in_process=not ray)
     except KeyboardInterrupt as stop:
         sink.close()
         status_sink.interrupted()

@@ -8,6 +8,7 @@ Train workers with TensorFlow's MultiWorkerMirroredStrategy. Progress goes to a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -16,8 +17,10 @@ import sys
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC
 from pathlib import Path
+from queue import Empty, Queue
 from typing import Any
 
 import yaml
@@ -36,7 +39,6 @@ from .ledger import WorkerGroupLedger
 from .lifecycle import handle_stop_signals
 from .progress import FanOut, JsonLinesSink, KubernetesStatusSink, ProgressSink
 from .storage import locate, volumes_root
-from .tf_cluster import TensorflowCluster
 
 log = logging.getLogger("trainserve.train")
 
@@ -139,29 +141,28 @@ def init_ray(spec: TrainingJobSpec, verbose: bool, working_dir: str | None = Non
 
 
 class _Fit(threading.Thread):
-    """Runs ``trainer.fit()`` off the main thread, so Ctrl-C reaches us and not Ray Train's own handler."""
+    """Runs the training off the main thread, so Ctrl-C reaches us (and not Ray Train's own handler)."""
 
-    def __init__(self, trainer: Any):
+    def __init__(self, train: Callable[[], Any]):
         super().__init__(daemon=True, name="trainserve-fit")
-        self.trainer = trainer
+        self.train = train
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.trainer.fit()
+            self.train()
         except BaseException as err:  # handed to the main thread
             self.error = err
 
 
 def _relay_until_done(fit: _Fit, queue: Any, sink: ProgressSink) -> tuple[ProgressEvent | None, ProgressEvent | None]:
-    """Pass the workers' events to the sink until training ends; returns the (completed, failed) events."""
-    from ray.util.queue import Empty
-
+    """Pass the workers' events (from a Ray queue or a ``queue.Queue``) to the sink until training ends; returns
+    the (completed, failed) events."""
     completed = failed = None
     while True:
         try:
             item = queue.get(timeout=0.2)
-        except Empty:
+        except Empty:  # Ray's queue raises a subclass of it
             if not fit.is_alive():
                 return completed, failed
             continue
@@ -174,8 +175,12 @@ def _relay_until_done(fit: _Fit, queue: Any, sink: ProgressSink) -> tuple[Progre
         sink.emit(event)
 
 
-def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) -> ModelStatus:
-    """Train one TrainingJob to completion; returns the exported model, raises TrainingFailed or WorkloadError."""
+def run(
+    document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False, in_process: bool = False
+) -> ModelStatus:
+    """Train one TrainingJob to completion; returns the exported model, raises TrainingFailed or WorkloadError.
+
+    ``in_process``: a run that can, trains in this process, without Ray (see :func:`needs_ray`)."""
     try:
         job = parse(document)
     except InvalidResource as invalid:
@@ -187,23 +192,175 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
     if working_dir is not None and working_dir not in sys.path:
         sys.path.insert(0, working_dir)  # the driver's preflight imports the entrypoint too
     resume = preflight(spec)
+    config: dict[str, Any] = {
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "job": _identity(job),
+        "resume": {"uri": resume.location.uri, "epoch": resume.epoch, "metrics": resume.metrics} if resume else None,
+        "fingerprint": checkpoints.fingerprint(spec),
+    }
+    if in_process and needs_ray(spec) is None:
+        completed, failed, error = _train_in_this_process(spec, config, sink, verbose, working_dir)
+    else:
+        completed, failed, error = _train_under_ray(job, spec, config, sink, verbose, working_dir)
+    if error is not None:
+        reason = failed.reason if failed and failed.reason else "TrainingFailed"
+        message = failed.message if failed and failed.message else _root_cause(error)
+        sink.emit(
+            ProgressEvent(
+                type="failed", time=_utcnow(), total_epochs=spec.training.epochs, reason=reason, message=message
+            )
+        )
+        raise TrainingFailed(reason, message)
+    if completed is None or completed.model is None:
+        raise TrainingFailed("NoModel", "training ended without exporting a model")
+    return completed.model
+
+
+#: How long a stopped run in this process may take to finish its current step before the command goes on.
+STOP_GRACE_SECONDS = 30.0
+
+
+def needs_ray(spec: TrainingJobSpec) -> str | None:
+    """Why this run needs Ray Train, or None when one process can train it: Ray Train's own local mode runs one
+    worker in the calling process for the same reason (docs.ray.io, Ray Train user guide "Local mode"): it skips
+    starting Ray, its Train controller and a worker process, most of a short run's time (docs/performance.md)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return "it joins the Ray cluster in RAY_ADDRESS"
+    if spec.resources.workers > 1:
+        return f"{spec.resources.workers} workers are {spec.resources.workers} processes"
+    runtime_env = spec.runtime_env
+    if runtime_env is not None and runtime_env.pip:
+        return "runtimeEnv.pip installs packages into Ray's worker environment"
+    if runtime_env is not None and local_working_dir(spec) is None and runtime_env.working_dir is not None:
+        return "Ray downloads runtimeEnv.workingDir"
+    return None
+
+
+@contextlib.contextmanager
+def _runtime_env_here(spec: TrainingJobSpec, working_dir: str | None) -> Iterator[None]:
+    """This process as Ray would start the worker: its environment variables (ours, then ``runtimeEnv.envVars``)
+    and, with a ``workingDir``, that folder as the current one; all put back afterwards."""
+    variables = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
+    if spec.runtime_env is not None:
+        variables |= dict(spec.runtime_env.env_vars)
+    before = {key: os.environ.get(key) for key in variables}
+    cwd = os.getcwd()
+    os.environ.update(variables)
+    try:
+        if working_dir is not None:
+            os.chdir(working_dir)
+        yield
+    finally:
+        os.chdir(cwd)
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+Outcome = tuple[ProgressEvent | None, ProgressEvent | None, Exception | None]
+"""How training ended: the completed and failed events, and the error that failed the run (raised otherwise)."""
+
+
+def _train_in_this_process(
+    spec: TrainingJobSpec, config: dict[str, Any], sink: ProgressSink, verbose: bool, working_dir: str | None
+) -> Outcome:
+    log.info("training in this process: one worker needs no Ray (the `--ray` option trains under Ray Train)")
+    with _runtime_env_here(spec, working_dir):
+        fit, queue = _start_in_this_process(spec, config, verbose)
+        try:
+            completed, failed = _relay_until_done(fit, queue, sink)
+        except KeyboardInterrupt:
+            fit.stop.set()  # training ends after its current step; the checkpoints written so far stay
+            fit.join(timeout=STOP_GRACE_SECONDS)
+            raise
+    fit.join()
+    if fit.error is not None and not isinstance(fit.error, Exception):
+        raise fit.error
+    return completed, failed, fit.error  # any error of the training's own fails the run
+
+
+class _InProcessFit(_Fit):
+    """A run in this process: ``stop`` ends it after the current step."""
+
+    def __init__(self, train: Callable[[threading.Event], Any]):
+        self.stop = threading.Event()
+        super().__init__(lambda: train(self.stop))
+
+
+@contextlib.contextmanager
+def _native_stderr_hidden(hide: bool) -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the block: TensorFlow writes C++ log lines there as it is imported and
+    finds its devices (oneDNN on, no CUDA driver), before its own log settings apply. A Ray worker's go to Ray's
+    log files; a run in this process drops them unless ``--verbose``. Python's exceptions are raised after."""
+    if not hide:
+        yield
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    silent = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(silent, 2)
+    os.close(silent)
+    try:
+        yield
+    finally:
+        os.dup2(terminal, 2)
+        os.close(terminal)
+
+
+def _start_in_this_process(
+    spec: TrainingJobSpec, config: dict[str, Any], verbose: bool
+) -> tuple[_InProcessFit, Queue[Any]]:
+    """Start the training thread; up to ``runPolicy.workerRestarts`` failures restart it from the last checkpoint,
+    as Ray Train restarts a worker group."""
+    with _native_stderr_hidden(not verbose):
+        from .train_loop import StopRequested, find_devices, train_in_this_process  # TensorFlow is imported here
+
+        find_devices()
+
+    events: Queue[Any] = Queue()
+    ledger = WorkerGroupLedger()
+
+    def attempts(stop: threading.Event) -> None:
+        for attempt in range(spec.run_policy.worker_restarts + 1):
+            try:
+                train_in_this_process(config, events.put, ledger, stop)
+                return
+            except StopRequested:
+                return
+            except WorkloadError:
+                raise  # the next attempt would fail the same way
+            except Exception as err:
+                if attempt == spec.run_policy.worker_restarts:
+                    raise
+                log.warning("training failed (%s); restarting from the last checkpoint", _root_cause(err))
+
+    fit = _InProcessFit(attempts)
+    fit.start()
+    return fit, events
+
+
+def _train_under_ray(
+    job: TrainingJob,
+    spec: TrainingJobSpec,
+    config: dict[str, Any],
+    sink: ProgressSink,
+    verbose: bool,
+    working_dir: str | None,
+) -> Outcome:
+    """Train on Ray Train workers; a worker group that failed (Ray Train's verdict) fails the run."""
     init_ray(spec, verbose, working_dir)
 
     import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-    from ray.util.queue import Queue
+    from ray.util.queue import Queue as RayQueue
 
-    queue = Queue(actor_options={"num_cpus": 0})
-    ledger = ray.remote(num_cpus=0)(WorkerGroupLedger).remote()
-    config = {
-        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "job": _identity(job),
-        "resume": {"uri": resume.location.uri, "epoch": resume.epoch, "metrics": resume.metrics} if resume else None,
-        "fingerprint": checkpoints.fingerprint(spec),
-        "relay": queue,
-        "ledger": ledger,
-    }
+    from .tf_cluster import TensorflowCluster
+
+    queue = RayQueue(actor_options={"num_cpus": 0})
+    config = config | {"relay": queue, "ledger": ray.remote(num_cpus=0)(WorkerGroupLedger).remote()}
     gpus = spec.resources.gpus_per_worker
     # Ray's TensorflowTrainer is this trainer with a TensorFlow backend that imports TensorFlow in this process and
     # in the Train controller: TensorflowCluster does the same set-up without it.
@@ -224,7 +381,7 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
             failure_config=FailureConfig(max_failures=spec.run_policy.worker_restarts),
         ),
     )
-    fit = _Fit(trainer)
+    fit = _Fit(trainer.fit)
     fit.start()
     try:
         completed, failed = _relay_until_done(fit, queue, sink)
@@ -233,19 +390,10 @@ def run(document: dict[str, Any], sink: ProgressSink, *, verbose: bool = False) 
         raise
     fit.join()
     if isinstance(fit.error, TrainingFailedError):
-        reason = failed.reason if failed and failed.reason else "TrainingFailed"
-        message = failed.message if failed and failed.message else _root_cause(fit.error)
-        sink.emit(
-            ProgressEvent(
-                type="failed", time=_utcnow(), total_epochs=spec.training.epochs, reason=reason, message=message
-            )
-        )
-        raise TrainingFailed(reason, message)
+        return completed, failed, fit.error
     if fit.error is not None:
         raise fit.error
-    if completed is None or completed.model is None:
-        raise TrainingFailed("NoModel", "training ended without exporting a model")
-    return completed.model
+    return completed, failed, None
 
 
 def _identity(job: TrainingJob) -> dict[str, Any]:

@@ -6,15 +6,18 @@ Under that strategy saving is collective: every worker calls ``save_weights``/``
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
 import platform
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,28 +48,69 @@ def _floats(logs: dict[str, Any] | None) -> dict[str, float]:
     return {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v) or np.ndim(v) == 0}
 
 
-class _Relay:
-    """Sends progress events to the driver (a Ray queue) and keeps the ledger; only the chief has one."""
+class Ledger(Protocol):
+    """The worker group's record of an attempt (:class:`WorkerGroupLedger`, held here or by a Ray actor)."""
 
-    def __init__(self, queue: Any, ledger: Any, total_epochs: int):
-        self.queue = queue
+    def started(self, epoch: int) -> None: ...
+    def epoch_done(self, epoch: int) -> None: ...
+    def summary(self) -> dict[str, int]: ...
+
+
+class _RemoteLedger:
+    """The ledger of a Ray Train run: a Ray actor the driver created, written to without waiting."""
+
+    def __init__(self, actor: Any):
+        self.actor = actor
+
+    def started(self, epoch: int) -> None:
+        self.actor.started.remote(epoch)
+
+    def epoch_done(self, epoch: int) -> None:
+        self.actor.epoch_done.remote(epoch)
+
+    def summary(self) -> dict[str, int]:
+        import ray
+
+        summary: dict[str, int] = ray.get(self.actor.summary.remote())
+        return summary
+
+
+class _Relay:
+    """Sends progress events to the driver and keeps the ledger; only the chief sends."""
+
+    def __init__(self, emit: Callable[[dict[str, Any]], None] | None, ledger: Ledger | None, total_epochs: int):
+        self.emit = emit
         self.ledger = ledger
         self.total_epochs = total_epochs
 
     def send(self, event_type: str, **fields: Any) -> None:
-        if self.queue is None:
+        if self.emit is None:
             return
         event = ProgressEvent(type=event_type, time=_now(), total_epochs=self.total_epochs, **fields)
-        self.queue.put(event.model_dump(mode="json", by_alias=True, exclude_none=True))
+        self.emit(event.model_dump(mode="json", by_alias=True, exclude_none=True))
         if self.ledger is not None and event_type in ("started", "epoch"):
             record = self.ledger.started if event_type == "started" else self.ledger.epoch_done
-            record.remote(fields.get("epoch") or 0)
+            record(fields.get("epoch") or 0)
 
     def restarts(self) -> dict[str, int]:
-        import ray
+        return self.ledger.summary() if self.ledger is not None else {}
 
-        summary: dict[str, int] = ray.get(self.ledger.summary.remote()) if self.ledger is not None else {}
-        return summary
+
+class StopRequested(Exception):
+    """The command was asked to stop: training ends after the current step, without a model."""
+
+
+class _StopWhenAsked(keras.callbacks.Callback):  # type: ignore[misc]
+    """Ends ``fit`` after the step in progress once ``stop`` is set (a run in the command's own process)."""
+
+    def __init__(self, stop: threading.Event):
+        super().__init__()
+        self.stop = stop
+        self._supports_tf_logs = True  # Keras then passes the step's logs as they are, with no copy to NumPy
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.stop.is_set():
+            raise StopRequested("stopped as asked")
 
 
 class _EpochEnd(keras.callbacks.Callback):  # type: ignore[misc]
@@ -145,13 +189,11 @@ def _export(model: keras.Model, n_features: int, folder: str) -> None:
 
 
 def _versions() -> dict[str, str]:
-    import ray
-
     return {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "tf_keras": keras.__version__,
-        "ray": ray.__version__,
+        "ray": importlib.metadata.version("ray"),
     }
 
 
@@ -169,6 +211,8 @@ class RunFacts:
     resumed_from: str | None = None
     #: The checkpoints' fingerprint of the spec (model, dataset, training).
     spec_hash: str | None = None
+    #: Where it trained: Ray Train's worker group (``ray``) or the local command's own process (``process``).
+    runner: str = "ray"
 
 
 def _card(
@@ -194,6 +238,7 @@ def _card(
         **run.restarts,
         "samples": {"train": len(data.x_train), "validation": len(data.x_val)},
         "workers": run.workers,
+        "runner": run.runner,
         "model": spec.model.to_wire(),
         "dataset": spec.dataset.to_wire(),
         "training": training,
@@ -213,9 +258,40 @@ def train_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     size_thread_pools(_cpu_share(spec, context.get_local_world_size()))
     chief = context.get_world_rank() == 0
-    relay = _Relay(config.get("relay") if chief else None, config.get("ledger"), spec.training.epochs)
+    queue = config.get("relay") if chief else None
+    ledger = _RemoteLedger(config["ledger"]) if config.get("ledger") is not None else None
+    relay = _Relay(queue.put if queue is not None else None, ledger, spec.training.epochs)
+    _train_reporting_invalid(spec, config, chief, context.get_world_size(), relay, None)
+
+
+def find_devices() -> None:
+    """TensorFlow's device discovery (it logs what it does not find), without starting its runtime: the thread
+    pools can still be sized after it."""
+    tf.config.list_physical_devices()
+
+
+def train_in_this_process(
+    config: dict[str, Any], emit: Callable[[dict[str, Any]], None], ledger: Ledger, stop: threading.Event
+) -> None:
+    """One worker's training in the calling process, without Ray (a local run of one worker): it shares the whole
+    machine, as a local Ray's single worker does. Raises :class:`StopRequested` once ``stop`` is set."""
+    spec = TrainingJobSpec.model_validate(config["spec"])
+    size_thread_pools(max(spec.resources.cpus_per_worker.cpus, os.cpu_count() or 1))
+    keras.backend.clear_session()  # a restart, or the next job of the same command, starts from a clean slate
+    keras.mixed_precision.set_global_policy("float32")
+    _train_reporting_invalid(spec, config, True, 1, _Relay(emit, ledger, spec.training.epochs), stop)
+
+
+def _train_reporting_invalid(
+    spec: TrainingJobSpec,
+    config: dict[str, Any],
+    chief: bool,
+    workers: int,
+    relay: _Relay,
+    stop: threading.Event | None,
+) -> None:
     try:
-        _train(spec, config, chief, context.get_world_size(), relay)
+        _train(spec, config, chief, workers, relay, stop)
     except WorkloadError as err:
         relay.send("failed", reason="InvalidSpec", message=str(err))
         raise
@@ -231,11 +307,18 @@ def _cpu_share(spec: TrainingJobSpec, workers_here: int) -> float:
     return max(spec.resources.cpus_per_worker.cpus, math.floor(cpus / max(1, workers_here)))
 
 
-def _train(spec: TrainingJobSpec, config: dict[str, Any], chief: bool, workers: int, relay: _Relay) -> None:
+def _train(
+    spec: TrainingJobSpec,
+    config: dict[str, Any],
+    chief: bool,
+    workers: int,
+    relay: _Relay,
+    stop: threading.Event | None,
+) -> None:
     tracking = RunTracking(spec, config.get("job", {}), relay.send) if chief else None
     succeeded = False
     try:
-        _train_tracked(spec, config, chief, workers, relay, tracking)
+        _train_tracked(spec, config, chief, workers, relay, tracking, stop)
         succeeded = True
     finally:
         if tracking is not None:
@@ -249,6 +332,7 @@ def _train_tracked(
     workers: int,
     relay: _Relay,
     tracking: RunTracking | None,
+    stop: threading.Event | None,
 ) -> None:
     started = _now()
     attempt_resume: dict[str, Any] | None = config.get("resume")
@@ -274,7 +358,7 @@ def _train_tracked(
         relay.send("started", resumed_from_epoch=first_epoch or None, epoch=first_epoch, tensorboard=logdir)
         if tracking is not None:
             tracking.start(model, data.n_features)
-        metrics = _fit(model, spec, data, first_epoch, chief, relay, config["fingerprint"], tracking)
+        metrics = _fit(model, spec, data, first_epoch, chief, relay, config["fingerprint"], tracking, stop)
     finally:
         shutil.rmtree(restored, ignore_errors=True)
     if not metrics and resume:
@@ -291,6 +375,7 @@ def _train_tracked(
             relay.restarts(),
             resumed_from=resume["uri"] if resume else None,
             spec_hash=config["fingerprint"],
+            runner="ray" if stop is None else "process",
         )
         model_status = publish_model(model, spec, data, run, tracking)
         relay.send("completed", epoch=spec.training.epochs, metrics=metrics, model=model_status)
@@ -358,6 +443,7 @@ def _fit(
     relay: _Relay,
     fingerprint: str,
     tracking: RunTracking | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, float]:
     """Train from ``first_epoch`` to the end; returns the last epoch's metrics (empty if none were left)."""
     y_train, y_val = data.y_train, data.y_val
@@ -372,7 +458,10 @@ def _fit(
         epochs=spec.training.epochs,
         initial_epoch=first_epoch,
         validation_data=(data.x_val, y_val) if len(data.x_val) else None,
-        callbacks=[_EpochEnd(spec, chief, relay, fingerprint, tracking, len(data.x_train))],
+        callbacks=[
+            _EpochEnd(spec, chief, relay, fingerprint, tracking, len(data.x_train)),
+            *([_StopWhenAsked(stop)] if stop is not None else []),
+        ],
         verbose=0,
     )
     return {k: float(v[-1]) for k, v in history.history.items() if v}
