@@ -315,7 +315,7 @@ def _start_in_this_process(
     """Start the training thread; up to ``runPolicy.workerRestarts`` failures restart it from the last checkpoint,
     as Ray Train restarts a worker group."""
     with _native_stderr_hidden(not verbose):
-        from .train_loop import StopRequested, find_devices, train_in_this_process  # TensorFlow is imported here
+        from .train_loop import TrainingStopped, find_devices, train_in_this_process  # TensorFlow is imported here
 
         find_devices()
 
@@ -327,7 +327,7 @@ def _start_in_this_process(
             try:
                 train_in_this_process(config, events.put, ledger, stop)
                 return
-            except StopRequested:
+            except TrainingStopped:
                 return
             except WorkloadError:
                 raise  # the next attempt would fail the same way

@@ -96,7 +96,7 @@ class _Relay:
         return self.ledger.summary() if self.ledger is not None else {}
 
 
-class StopRequested(Exception):
+class TrainingStopped(Exception):
     """The command was asked to stop: training ends after the current step, without a model."""
 
 
@@ -110,7 +110,7 @@ class _StopWhenAsked(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.stop.is_set():
-            raise StopRequested("stopped as asked")
+            raise TrainingStopped("stopped as asked")
 
 
 class _EpochEnd(keras.callbacks.Callback):  # type: ignore[misc]
@@ -274,7 +274,7 @@ def train_in_this_process(
     config: dict[str, Any], emit: Callable[[dict[str, Any]], None], ledger: Ledger, stop: threading.Event
 ) -> None:
     """One worker's training in the calling process, without Ray (a local run of one worker): it shares the whole
-    machine, as a local Ray's single worker does. Raises :class:`StopRequested` once ``stop`` is set."""
+    machine, as a local Ray's single worker does. Raises :class:`TrainingStopped` once ``stop`` is set."""
     spec = TrainingJobSpec.model_validate(config["spec"])
     size_thread_pools(max(spec.resources.cpus_per_worker.cpus, os.cpu_count() or 1))
     keras.backend.clear_session()  # a restart, or the next job of the same command, starts from a clean slate
