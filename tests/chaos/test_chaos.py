@@ -34,6 +34,9 @@ from tests.support.operatorprocess import OperatorProcess, free_port, write_kube
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(240)]
 SEEDS = [15, 23]
+#: After the faults stop, an object whose reconcile failed many times in a row waits up to the operator's longest
+#: retry delay (60 s by default) before its next try: the bound is that delay plus time to work through the rest.
+CONVERGED_WITHIN = 120
 
 
 @pytest_asyncio.fixture()
@@ -199,7 +202,7 @@ async def _converged(emulator: Emulator, cluster: Cluster) -> None:
             assert cluster.status(name).get("phase") == "Running", f"{name}: {cluster.status(name)}"
         return True
 
-    await eventually(jobs_right, timeout=60, message="every TrainingJob runs with exactly its own RayJob")
+    await eventually(jobs_right, timeout=CONVERGED_WITHIN, message="every TrainingJob runs with exactly its own RayJob")
     assert cluster.condition("bad-spec", "Valid")["reason"] == "InvalidSpec"
     assert "spec.resources.workers" in cluster.condition("bad-spec", "Valid")["message"]
     assert cluster.status("job-7").get("attempts") == 1
@@ -216,7 +219,7 @@ async def _converged(emulator: Emulator, cluster: Cluster) -> None:
             assert cluster.service_condition(name, "Ready").get("status") == "True", name
         return True
 
-    await eventually(services_right, timeout=60, message="every ModelService ready on its own RayService")
+    await eventually(services_right, timeout=CONVERGED_WITHIN, message="every ModelService ready on its own RayService")
 
 
 async def test_sigterm_stops_the_operator_cleanly(emulator: Emulator, operator: OperatorProcess) -> None:
