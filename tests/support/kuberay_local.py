@@ -343,7 +343,14 @@ class KubeRayLocal:
             apps = await self._serve_statuses(cluster)
             # checkIfNeedSubmitServeApplications: nothing cached, no application, or a changed serveConfigV2.
             if obj["spec"]["serveConfigV2"] != applied or not apps:
-                await self._apply_serve_config(name, cluster, obj["spec"]["serveConfigV2"])
+                try:
+                    await self._apply_serve_config(name, cluster, obj["spec"]["serveConfigV2"])
+                except RuntimeError as refused:
+                    # KubeRay's reconcile returns the dashboard's error and is requeued (ServiceDefaultRequeueDuration):
+                    # the PUT is tried again, e.g. after Serve's controller replaced a proxy that started too slowly.
+                    log.warning("serve config of %s not applied, trying again: %s", name, str(refused)[:500])
+                    await asyncio.sleep(POLL)
+                    continue
                 applied = obj["spec"]["serveConfigV2"]
                 apps = await self._serve_statuses(cluster)
             status = self._service_status(obj, cluster, apps)
