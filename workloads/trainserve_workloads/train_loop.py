@@ -261,7 +261,7 @@ def train_worker(config: dict[str, Any]) -> None:
     queue = config.get("relay") if chief else None
     ledger = _RemoteLedger(config["ledger"]) if config.get("ledger") is not None else None
     relay = _Relay(queue.put if queue is not None else None, ledger, spec.training.epochs)
-    _train_reporting_invalid(spec, config, chief, context.get_world_size(), relay, None)
+    _train(spec, config, chief, context.get_world_size(), relay, None)
 
 
 def find_devices() -> None:
@@ -279,22 +279,7 @@ def train_in_this_process(
     size_thread_pools(max(spec.resources.cpus_per_worker.cpus, os.cpu_count() or 1))
     keras.backend.clear_session()  # a restart, or the next job of the same command, starts from a clean slate
     keras.mixed_precision.set_global_policy("float32")
-    _train_reporting_invalid(spec, config, True, 1, _Relay(emit, ledger, spec.training.epochs), stop)
-
-
-def _train_reporting_invalid(
-    spec: TrainingJobSpec,
-    config: dict[str, Any],
-    chief: bool,
-    workers: int,
-    relay: _Relay,
-    stop: threading.Event | None,
-) -> None:
-    try:
-        _train(spec, config, chief, workers, relay, stop)
-    except WorkloadError as err:
-        relay.send("failed", reason="InvalidSpec", message=str(err))
-        raise
+    _train(spec, config, True, 1, _Relay(emit, ledger, spec.training.epochs), stop)
 
 
 def _cpu_share(spec: TrainingJobSpec, workers_here: int) -> float:
@@ -320,6 +305,9 @@ def _train(
     try:
         _train_tracked(spec, config, chief, workers, relay, tracking, stop)
         succeeded = True
+    except WorkloadError as err:  # a spec that the data or the model refuses: the job fails with the reason
+        relay.send("failed", reason="InvalidSpec", message=str(err))
+        raise
     finally:
         if tracking is not None:
             tracking.close(succeeded)
