@@ -56,16 +56,21 @@ def canary_share(cluster: Cluster) -> tuple[int | None, int | None]:
     return canary.get("version"), canary.get("trafficPercent")
 
 
-async def step_begins(operator: Operator, fake: FakeServeStats, version: int) -> None:
-    """The canary ``version`` runs and the operator took the figures its step starts from."""
+def canary_has_served(fake: FakeServeStats, version: int) -> None:
+    """The figures the canary ``version``'s step starts from: set before the version exists, so that the operator's
+    baseline is these however soon it takes it."""
     fake.serve(str(version), uri(version), "canary", requests=5)
+
+
+async def step_begins(operator: Operator, version: int) -> None:
+    """The canary ``version`` runs and the operator took the figures its step starts from."""
     baselines = operator.modelservices.canary.baselines
     await eventually(lambda: any(b.uri == uri(version) for b in baselines.values()), timeout=30)
 
 
 async def promoted(cluster: Cluster, operator: Operator, fake: FakeServeStats, version: int) -> None:
     await eventually(lambda: canary_share(cluster) == (version, 50))
-    await step_begins(operator, fake, version)
+    await step_begins(operator, version)
     fake.serve(str(version), uri(version), "canary", requests=105)  # 100 healthy requests in the step
     await eventually(lambda: cluster.served("digits")["user_config"]["primary"]["version"] == version, timeout=20)
     assert canary_share(cluster) == (None, None)
@@ -92,10 +97,13 @@ async def test_new_versions_earn_their_traffic_and_a_rejected_one_is_not_tried_a
         await eventually(lambda: cluster.service_status("digits").get("model", {}).get("version") == 1)
 
         for version in (2, 3):
+            canary_has_served(fake, version)
             await train_version(cluster, version)
             await promoted(cluster, operator, fake, version)
-        messages = await eventually(lambda: event_messages(cluster, "CanaryPromoted"))
-        assert any("promoted version 3 over version 2" in m and "105 requests" not in m for m in messages)
+        promotions = await eventually(
+            lambda: [m for m in event_messages(cluster, "CanaryPromoted") if "promoted version 3 over version 2" in m]
+        )
+        assert all("105 requests" not in m for m in promotions), promotions
         lineage = cluster.service_status("digits")["model"]["lineage"]
         job = cluster.trainingjob("digits")
         assert job is not None
@@ -111,9 +119,10 @@ async def test_new_versions_earn_their_traffic_and_a_rejected_one_is_not_tried_a
         }
 
         # Version 4 fails on live errors: rolled back, remembered, and version 3 keeps all the traffic.
+        canary_has_served(fake, 4)
         await train_version(cluster, 4)
         await eventually(lambda: canary_share(cluster) == (4, 50))
-        await step_begins(operator, fake, 4)
+        await step_begins(operator, 4)
         fake.serve("4", uri(4), "canary", requests=105, errors=30)
         rejected = await eventually(
             lambda: cluster.service_status("digits").get("model", {}).get("rejectedVersions"), timeout=20

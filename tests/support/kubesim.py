@@ -17,6 +17,7 @@ import attrs
 import kmock
 import yaml
 
+from tests.support import kmock_membership
 from tests.support.documents import our_crd
 from tests.support.podidentity import TokenRegistry, authorize
 from tests.support.schemas import KUBERAY_CRDS, crd_from_file
@@ -33,6 +34,8 @@ RAYCLUSTERS = "ray.io/v1/rayclusters"
 EVENTS = "v1/events"
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 NAMESPACE = "ml"
+
+kmock_membership.install()  # kmock alone dispatches each request in time linear in the requests before it
 
 
 @attrs.define(kw_only=True)
