@@ -35,7 +35,7 @@ EVENTS = "v1/events"
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 NAMESPACE = "ml"
 
-kmock_membership.install()  # kmock alone dispatches each request in time linear in the requests before it
+kmock_membership.install()  # each request dispatched without filtering the whole request log again
 
 
 @attrs.define(kw_only=True)

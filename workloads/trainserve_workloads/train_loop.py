@@ -303,14 +303,15 @@ def _train(
     tracking = RunTracking(spec, config.get("job", {}), relay.send) if chief else None
     succeeded = False
     try:
-        _train_tracked(spec, config, chief, workers, relay, tracking, stop)
-        succeeded = True
+        try:
+            _train_tracked(spec, config, chief, workers, relay, tracking, stop)
+            succeeded = True
+        finally:  # the run's TensorBoard events are flushed and uploaded before the end is reported
+            if tracking is not None:
+                tracking.close(succeeded)
     except WorkloadError as err:  # a spec that the data or the model refuses: the job fails with the reason
         relay.send("failed", reason="InvalidSpec", message=str(err))
         raise
-    finally:
-        if tracking is not None:
-            tracking.close(succeeded)
 
 
 def _train_tracked(
