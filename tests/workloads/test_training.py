@@ -111,6 +111,10 @@ print(json.dumps({{"sample": sample.tolist(), "accuracy": float((predicted == y[
     np.testing.assert_allclose(outcome["sample"], card["sample"]["predictions"], rtol=1e-5, atol=1e-6)
     assert outcome["accuracy"] >= 0.90
     assert outcome["accuracy"] == pytest.approx(card["metrics"]["val_accuracy"], abs=0.03)
+    # The card's figures count the rows of both workers, not the chief's half: whole rows of all 359 (1,438).
+    for metric, rows in (("val_accuracy", 359), ("accuracy", 1438)):
+        counted = card["metrics"][metric] * rows
+        assert counted == pytest.approx(round(counted), abs=1e-3), (metric, card["metrics"][metric])
 
     again = trainserve("local", "train", "-f", str(job), "--no-progress", cwd=tmp_path)
     assert again.returncode == 0 and "already succeeded" in again.stdout  # a finished job is not re-run

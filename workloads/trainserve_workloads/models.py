@@ -168,3 +168,7 @@ def compile_model(model: keras.Model, training: TrainingSpec, workers: int = 1) 
         metrics=metrics,
         steps_per_execution=training.steps_per_call(workers),
     )
+    if workers > 1:
+        # Each metric's result is already summed over the workers (tf-keras' result_wrapper); Keras' default for
+        # several workers all-reduces every step's logs once more (docs/performance.md, "Two workers without Ray").
+        model.distribute_reduction_method = "first"
