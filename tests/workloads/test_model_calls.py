@@ -163,6 +163,38 @@ def test_interleaved_timing_keeps_the_fastest_call_of_each_way() -> None:
     def fast(rows: np.ndarray) -> np.ndarray:
         return rows
 
-    timings = lite_choice.time_interleaved(fast, slow, [np.zeros((2, 3), np.float32)], rounds=4)
+    timings = lite_choice.time_interleaved({"fast": fast, "slow": slow}, [np.zeros((2, 3), np.float32)], rounds=4)
     assert list(timings) == ["2 rows"]
-    assert timings["2 rows"]["tensorflowLiteMs"] < 1.0 <= 4.0 <= timings["2 rows"]["tensorflowMs"]
+    assert timings["2 rows"]["fast"] < 1.0 <= 4.0 <= timings["2 rows"]["slow"]
+
+
+def test_several_interpreter_threads_are_used_only_where_they_are_much_faster_at_every_size() -> None:
+    timings = {"1 row": {"1": 4.0, "2": 1.6}, "32 rows": {"1": 30.0, "2": 16.0}}
+    assert lite_choice.several_threads_pay(timings, "1", "2")
+    timings["1 row"]["2"] = 3.5  # 12% faster at one row: the spinning threads would cost more
+    assert not lite_choice.several_threads_pay(timings, "1", "2")
+
+
+def test_a_small_model_runs_on_one_interpreter_thread_whatever_the_cpu_share(
+    digits_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two threads cannot shorten a call of microseconds; the replica's CPU share (2 here) is not a reason to use
+    them, and the stats say which was timed against which."""
+    monkeypatch.setattr(lite, "pool_threads", lambda: 2)
+    model = load_model(digits_uri)
+    assert model.call_path == "tensorflow lite" and model._fast_call.threads == 1
+    stats = reported(model)
+    assert stats["threads"]["chosen"] == 1 and stats["reason"].endswith("; 1 interpreter thread")
+    assert set(stats["threads"]["timings"]) == {"1 row", "32 rows"}
+    assert all(set(t) == {"1", "2"} and min(t.values()) > 0 for t in stats["threads"]["timings"].values())
+
+
+def test_an_interpreter_of_several_threads_is_used_where_it_pays_and_answers_as_the_signature(
+    digits_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lite, "pool_threads", lambda: 2)
+    monkeypatch.setattr(lite_choice, "SEVERAL_THREADS_GAIN", -100.0)  # any several-thread timing counts as faster
+    model = load_model(digits_uri)
+    assert model.call_path == "tensorflow lite" and model._fast_call.threads == 2
+    assert reported(model)["threads"]["chosen"] == 2
+    assert_answers_as_the_signature(model, bit_for_bit=False)

@@ -115,8 +115,9 @@ class LiteCall:
     time per model). The interpreter releases the GIL while it computes.
     """
 
-    def __init__(self, interpreter: Any):
+    def __init__(self, interpreter: Any, threads: int):
         self._interpreter = interpreter
+        self.threads = threads
         self._input = interpreter.get_input_details()[0]["index"]
         self._output = interpreter.get_output_details()[0]["index"]
         self._shape: tuple[int, ...] | None = None
@@ -134,33 +135,56 @@ class LiteCall:
             return np.asarray(self._interpreter.get_tensor(self._output))  # a copy, safe to hand out
 
 
-def convert(saved_model_dir: str) -> LiteCall:
-    """The model's ``serving_default`` signature as a TensorFlow Lite call.
+class Converted:
+    """A SavedModel's ``serving_default`` signature as a TensorFlow Lite model, ready to call with any number of
+    interpreter threads (each call made by :meth:`call` packs its own copy of the weights)."""
+
+    def __init__(self, content: bytes):
+        self._content = content
+        self.call(1)  # fails here, not later, when the interpreter cannot take this model
+
+    def call(self, threads: int) -> LiteCall:
+        """A call on an interpreter of ``threads`` threads; ``NotConvertible`` when the model does not map one
+        float32 tensor to another, or this TensorFlow cannot run TensorFlow Lite."""
+        import tensorflow as tf
+
+        try:
+            with warnings.catch_warnings():  # it warns that it moves to the LiteRT package; a TensorFlow without it
+                warnings.simplefilter("ignore")  # fails here, and TensorFlow serves the model
+                interpreter = tf.lite.Interpreter(model_content=self._content, num_threads=threads)
+        except Exception as err:
+            raise NotConvertible(_reason(str(err)) or repr(err)) from err
+        inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1 or any(d["dtype"] != np.float32 for d in inputs + outputs):
+            raise NotConvertible("the model does not map one float32 tensor to another")
+        return LiteCall(interpreter, threads)
+
+
+def pool_threads() -> int:
+    """The threads TensorFlow's intra-op pool has (``tf_threads.size_thread_pools`` sizes it to the replica's CPU
+    share; unsized, TensorFlow takes every core): the most an interpreter is given."""
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+
+
+def convert(saved_model_dir: str) -> Converted:
+    """The model's ``serving_default`` signature converted to TensorFlow Lite.
 
     Raises ``NotConvertible`` when the SavedModel is larger than ``MAX_CONVERT_BYTES``, needs ops outside TensorFlow
     Lite's builtins, or does not take one float32 tensor and give one float32 tensor; ``ConversionFailed`` when the
-    child process timed out or died. The interpreter gets as many threads as TensorFlow's intra-op pool
-    (``tf_threads.size_thread_pools`` sizes it to the replica's CPU share).
+    child process timed out or died.
     """
     size = _size(saved_model_dir)
     if size > MAX_CONVERT_BYTES:
         raise NotConvertible(f"the model has {size} bytes, more than the {MAX_CONVERT_BYTES} converted")
-    import tensorflow as tf
-
     try:
         content = (_convert_here if size <= CONVERT_IN_PROCESS_BYTES else _convert_in_child)(saved_model_dir)
-        threads = tf.config.threading.get_intra_op_parallelism_threads() or None  # 0: TensorFlow's own sizing
-        with warnings.catch_warnings():  # it warns that it moves to the LiteRT package; a TensorFlow without it
-            warnings.simplefilter("ignore")  # fails here, and TensorFlow serves the model
-            interpreter = tf.lite.Interpreter(model_content=content, num_threads=threads)
     except (NotConvertible, ConversionFailed):
         raise
     except Exception as err:  # unsupported ops and converter errors: TensorFlow serves the model
         raise NotConvertible(_reason(str(err)) or repr(err)) from err
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1 or any(d["dtype"] != np.float32 for d in inputs + outputs):
-        raise NotConvertible("the model does not map one float32 tensor to another")
-    return LiteCall(interpreter)
+    return Converted(content)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Whether a served model moves to TensorFlow Lite, and what the replica reports about it.
+"""Whether a served model moves to TensorFlow Lite, on how many interpreter threads, and what the replica reports
+about it.
 
-The two calls are timed interleaved (TensorFlow, Lite, Lite, TensorFlow, ...) and compared by their fastest call at
+Two calls are timed interleaved (TensorFlow, Lite, Lite, TensorFlow, ...) and compared by their fastest call at
 each probe size: on a busy machine other processes only ever add time, so the minimum of calls made side by side
 is the fair estimate of each, where one median after the other measured whatever the machine did meanwhile.
 """
@@ -18,6 +19,10 @@ import numpy as np
 TIMED_ROWS = (1, 32)
 #: Interleaved timing rounds per size (each round calls both ways once).
 TIMED_ROUNDS = 15
+#: How much faster at every timed size an interpreter of several threads must be to be used instead of one
+#: thread: between calls its pool's threads spin on the cores the replica's event loop and the proxy need, which
+#: the call's own time does not show (figures: docs/performance.md#interpreter-threads).
+SEVERAL_THREADS_GAIN = 0.25
 
 OFF = "off"  # runtime: tensorflow
 CONVERTING = "converting"
@@ -27,6 +32,8 @@ NOT_CONVERTIBLE = "not_convertible"
 FAILED = "failed"  # timed out, or the converter died: TensorFlow serves the model
 
 Call = Callable[[np.ndarray], Any]
+#: The keys of the TensorFlow Lite against TensorFlow timings (``LiteDecision.timings``).
+LITE_MS, TENSORFLOW_MS = "tensorflowLiteMs", "tensorflowMs"
 
 
 @dataclass(frozen=True)
@@ -37,10 +44,25 @@ class LiteDecision:
     reason: str
     seconds: float | None = None
     timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    threads: ThreadChoice | None = None  # the interpreter's threads, when it was converted
 
     def to_dict(self) -> dict[str, Any]:
         seconds = None if self.seconds is None else round(self.seconds, 2)
-        return {"state": self.state, "reason": self.reason, "seconds": seconds, "timings": self.timings}
+        threads = None if self.threads is None else self.threads.to_dict()
+        return {"state": self.state, "reason": self.reason, "seconds": seconds, "timings": self.timings} | (
+            {"threads": threads} if threads else {}
+        )
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """How many threads the interpreter runs on, and the timings (one thread against the CPU share's) behind it."""
+
+    chosen: int
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "timings": self.timings}
 
 
 def _seconds(call: Call, rows: np.ndarray) -> float:
@@ -50,20 +72,27 @@ def _seconds(call: Call, rows: np.ndarray) -> float:
 
 
 def time_interleaved(
-    lite: Call, tensorflow: Call, batches: list[np.ndarray], rounds: int = TIMED_ROUNDS
+    calls: dict[str, Call], batches: list[np.ndarray], rounds: int = TIMED_ROUNDS
 ) -> dict[str, dict[str, float]]:
-    """Per batch size, the fastest call of each way in milliseconds; the calls alternate, in alternating order."""
+    """Per batch size, the fastest call of each of two ways in milliseconds, keyed as ``calls``; the calls
+    alternate, in alternating order."""
     timings = {}
     for rows in batches:
-        lite(rows)  # warm-up: the interpreter resizes to a new shape
-        tensorflow(rows)
-        best = {"tensorflowLiteMs": float("inf"), "tensorflowMs": float("inf")}
+        for call in calls.values():
+            call(rows)  # warm-up: an interpreter resizes to a new shape
+        best = dict.fromkeys(calls, float("inf"))
+        pair = list(calls.items())
         for index in range(rounds):
-            pair = [("tensorflowLiteMs", lite), ("tensorflowMs", tensorflow)]
             for key, call in pair if index % 2 == 0 else reversed(pair):
                 best[key] = min(best[key], _seconds(call, rows) * 1000.0)
         timings[_size_label(len(rows))] = {key: round(ms, 4) for key, ms in best.items()}
     return timings
+
+
+def several_threads_pay(timings: dict[str, dict[str, float]], one: str, several: str) -> bool:
+    """Whether the interpreter of several threads was ``SEVERAL_THREADS_GAIN`` faster than one thread at every
+    timed size."""
+    return all(t[several] <= t[one] * (1 - SEVERAL_THREADS_GAIN) for t in timings.values())
 
 
 def _size_label(rows: int) -> str:
@@ -75,11 +104,13 @@ def timed_batches(n_features: int) -> list[np.ndarray]:
     return [random.random((rows, n_features), dtype=np.float32) for rows in TIMED_ROWS]
 
 
-def decide(timings: dict[str, dict[str, float]], seconds: float) -> LiteDecision:
+def decide(timings: dict[str, dict[str, float]], seconds: float, threads: ThreadChoice | None = None) -> LiteDecision:
     """Switch when TensorFlow Lite's fastest call beats TensorFlow's at every timed size."""
-    slower = [size for size, t in timings.items() if t["tensorflowLiteMs"] >= t["tensorflowMs"]]
+    slower = [size for size, t in timings.items() if t[LITE_MS] >= t[TENSORFLOW_MS]]
     if slower:
         reason = f"TensorFlow Lite was not faster at {', '.join(slower)} (fastest of {TIMED_ROUNDS} interleaved calls)"
-        return LiteDecision(KEPT_TENSORFLOW, reason, seconds, timings)
+        return LiteDecision(KEPT_TENSORFLOW, reason, seconds, timings, threads)
     reason = f"TensorFlow Lite was faster at {', '.join(timings)} (fastest of {TIMED_ROUNDS} interleaved calls)"
-    return LiteDecision(SWITCHED, reason, seconds, timings)
+    if threads is not None:
+        reason += f"; {threads.chosen} interpreter thread{'s' if threads.chosen > 1 else ''}"
+    return LiteDecision(SWITCHED, reason, seconds, timings, threads)

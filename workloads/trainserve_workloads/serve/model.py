@@ -18,11 +18,15 @@ from .lite_choice import (
     CONVERTING,
     FAILED,
     KEPT_TENSORFLOW,
+    LITE_MS,
     NOT_CONVERTIBLE,
     OFF,
     SWITCHED,
+    TENSORFLOW_MS,
     LiteDecision,
+    ThreadChoice,
     decide,
+    several_threads_pay,
     time_interleaved,
     timed_batches,
 )
@@ -142,18 +146,38 @@ class LoadedModel:
 
         try:
             converted = lite.convert(saved_model_dir)
+            call = converted.call(1)
+            if not self._answers(call, probes, lite.agrees):
+                reason = "its answers differ from the signature's by more than float32 round-off"
+                return LiteDecision(KEPT_TENSORFLOW, reason, time.monotonic() - started)
+            batches = timed_batches(self.n_features)
+            call, threads = self._lite_threads(converted, call, probes, batches, lite.pool_threads())
         except lite.NotConvertible as err:
             return LiteDecision(NOT_CONVERTIBLE, str(err), time.monotonic() - started)
         except lite.ConversionFailed as err:
             return LiteDecision(FAILED, str(err), time.monotonic() - started)
-        if not self._answers(converted, probes, lite.agrees):
-            reason = "its answers differ from the signature's by more than float32 round-off"
-            return LiteDecision(KEPT_TENSORFLOW, reason, time.monotonic() - started)
-        timings = time_interleaved(converted, self.predict, timed_batches(self.n_features))
-        decision = decide(timings, time.monotonic() - started)
+        timings = time_interleaved({LITE_MS: call, TENSORFLOW_MS: self.predict}, batches)
+        decision = decide(timings, time.monotonic() - started, threads)
         if decision.state == SWITCHED:
-            self._fast_call, self.call_path = converted, "tensorflow lite"
+            self._fast_call, self.call_path = call, "tensorflow lite"
         return decision
+
+    def _lite_threads(
+        self, converted: Any, single: Any, probes: list[Probe], batches: list[np.ndarray], pool: int
+    ) -> tuple[Any, ThreadChoice]:
+        """The interpreter of one thread, or of the CPU share's ``pool`` threads where that pays
+        (``lite_choice.several_threads_pay``): a large model's call shortens with more threads, a small one's
+        does not, and its idle threads then spin on cores the replica needs for everything else."""
+        if pool <= 1:
+            return single, ThreadChoice(1)
+        from . import lite
+
+        several = converted.call(pool)
+        one_key, several_key = "1", str(pool)
+        timings = time_interleaved({one_key: single, several_key: several}, batches)
+        if several_threads_pay(timings, one_key, several_key) and self._answers(several, probes, lite.agrees):
+            return several, ThreadChoice(pool, timings)
+        return single, ThreadChoice(1, timings)
 
 
 def _median_seconds(call: Any, rows: np.ndarray, times: int = 9) -> float:
