@@ -168,6 +168,23 @@ def test_interleaved_timing_keeps_the_fastest_call_of_each_way() -> None:
     assert timings["2 rows"]["fast"] < 1.0 <= 4.0 <= timings["2 rows"]["slow"]
 
 
+def test_interleaved_timing_does_not_time_a_call_slowed_by_the_other_way_just_before() -> None:
+    """A call right after the other way's is slower (that way's pool threads still spin): here, slow whenever
+    either of the two calls before it was the other way's. The timing reports each way's own speed."""
+    history: list[str] = []
+
+    def way(name: str, other: str) -> Any:
+        def call(rows: np.ndarray) -> np.ndarray:
+            time.sleep(0.004 if other in history[-2:] else 0.0005)
+            history.append(name)
+            return rows
+
+        return call
+
+    timings = lite_choice.time_interleaved({"a": way("a", "b"), "b": way("b", "a")}, [np.zeros((1, 3), np.float32)])
+    assert timings["1 row"]["a"] < 4.0 and timings["1 row"]["b"] < 4.0
+
+
 def test_several_interpreter_threads_are_used_only_where_they_are_much_faster_at_every_size() -> None:
     timings = {"1 row": {"1": 4.0, "2": 1.6}, "32 rows": {"1": 30.0, "2": 16.0}}
     assert lite_choice.several_threads_pay(timings, "1", "2")

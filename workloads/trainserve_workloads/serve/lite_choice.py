@@ -17,8 +17,10 @@ import numpy as np
 
 #: The sizes the calls are timed at: one row, and a full batch at the default ``batching.maxBatchSize``.
 TIMED_ROWS = (1, 32)
-#: Interleaved timing rounds per size (each round calls both ways once).
+#: Interleaved timing rounds per size (each round gives each way one turn).
 TIMED_ROUNDS = 15
+#: Calls of one way in a row in each round; the first is not timed.
+CALLS_PER_TURN = 3
 #: How much faster at every timed size an interpreter of several threads must be to be used instead of one
 #: thread: between calls its pool's threads spin on the cores the replica's event loop and the proxy need, which
 #: the call's own time does not show (figures: docs/performance.md#interpreter-threads).
@@ -74,8 +76,12 @@ def _seconds(call: Call, rows: np.ndarray) -> float:
 def time_interleaved(
     calls: dict[str, Call], batches: list[np.ndarray], rounds: int = TIMED_ROUNDS
 ) -> dict[str, dict[str, float]]:
-    """Per batch size, the fastest call of each of two ways in milliseconds, keyed as ``calls``; the calls
-    alternate, in alternating order."""
+    """Per batch size, the fastest call of each of two ways in milliseconds, keyed as ``calls``.
+
+    Each round calls one way ``CALLS_PER_TURN`` times, then the other (the order alternating), and keeps all but
+    the first call of a turn: the way called before leaves its pool threads spinning for a while, which slows the
+    next call of the other way by as much as twice (docs/performance.md#interpreter-threads).
+    """
     timings = {}
     for rows in batches:
         for call in calls.values():
@@ -84,7 +90,9 @@ def time_interleaved(
         pair = list(calls.items())
         for index in range(rounds):
             for key, call in pair if index % 2 == 0 else reversed(pair):
-                best[key] = min(best[key], _seconds(call, rows) * 1000.0)
+                call(rows)
+                for _ in range(CALLS_PER_TURN - 1):
+                    best[key] = min(best[key], _seconds(call, rows) * 1000.0)
         timings[_size_label(len(rows))] = {key: round(ms, 4) for key, ms in best.items()}
     return timings
 
@@ -108,9 +116,11 @@ def decide(timings: dict[str, dict[str, float]], seconds: float, threads: Thread
     """Switch when TensorFlow Lite's fastest call beats TensorFlow's at every timed size."""
     slower = [size for size, t in timings.items() if t[LITE_MS] >= t[TENSORFLOW_MS]]
     if slower:
-        reason = f"TensorFlow Lite was not faster at {', '.join(slower)} (fastest of {TIMED_ROUNDS} interleaved calls)"
+        reason = f"TensorFlow Lite was not faster at {', '.join(slower)} (fastest call of {TIMED_ROUNDS} interleaved turns each)"
         return LiteDecision(KEPT_TENSORFLOW, reason, seconds, timings, threads)
-    reason = f"TensorFlow Lite was faster at {', '.join(timings)} (fastest of {TIMED_ROUNDS} interleaved calls)"
+    reason = (
+        f"TensorFlow Lite was faster at {', '.join(timings)} (fastest call of {TIMED_ROUNDS} interleaved turns each)"
+    )
     if threads is not None:
         reason += f"; {threads.chosen} interpreter thread{'s' if threads.chosen > 1 else ''}"
     return LiteDecision(SWITCHED, reason, seconds, timings, threads)
