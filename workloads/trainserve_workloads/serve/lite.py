@@ -141,7 +141,6 @@ class Converted:
 
     def __init__(self, content: bytes):
         self._content = content
-        self.call(1)  # fails here, not later, when the interpreter cannot take this model
 
     def call(self, threads: int) -> LiteCall:
         """A call on an interpreter of ``threads`` threads; ``NotConvertible`` when the model does not map one
@@ -171,9 +170,9 @@ def pool_threads() -> int:
 def convert(saved_model_dir: str) -> Converted:
     """The model's ``serving_default`` signature converted to TensorFlow Lite.
 
-    Raises ``NotConvertible`` when the SavedModel is larger than ``MAX_CONVERT_BYTES``, needs ops outside TensorFlow
-    Lite's builtins, or does not take one float32 tensor and give one float32 tensor; ``ConversionFailed`` when the
-    child process timed out or died.
+    Raises ``NotConvertible`` when the SavedModel is larger than ``MAX_CONVERT_BYTES`` or needs ops outside
+    TensorFlow Lite's builtins (``Converted.call`` raises it when the model's inputs and outputs do not fit);
+    ``ConversionFailed`` when the child process timed out or died.
     """
     size = _size(saved_model_dir)
     if size > MAX_CONVERT_BYTES:
