@@ -1,9 +1,10 @@
 """Whether a served model moves to TensorFlow Lite, on how many interpreter threads, and what the replica reports
 about it.
 
-Two calls are timed interleaved (TensorFlow, Lite, Lite, TensorFlow, ...) and compared by their fastest call at
-each probe size: on a busy machine other processes only ever add time, so the minimum of calls made side by side
-is the fair estimate of each, where one median after the other measured whatever the machine did meanwhile.
+Two calls are timed interleaved (a turn of one, a turn of the other, the order alternating by round) and compared by
+their fastest call at each probe size: on a busy machine other processes only ever add time, so the minimum of calls
+made side by side is the fair estimate of each, where one median after the other measured whatever the machine did
+meanwhile.
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ class LiteDecision:
 
     def to_dict(self) -> dict[str, Any]:
         seconds = None if self.seconds is None else round(self.seconds, 2)
-        threads = None if self.threads is None else self.threads.to_dict()
-        return {"state": self.state, "reason": self.reason, "seconds": seconds, "timings": self.timings} | (
-            {"threads": threads} if threads else {}
-        )
+        reported = {"state": self.state, "reason": self.reason, "seconds": seconds, "timings": self.timings}
+        if self.threads is not None:
+            reported["threads"] = self.threads.to_dict()
+        return reported
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from .lite_choice import (
     timed_batches,
 )
 from .protocol import TensorSpec
+
+if TYPE_CHECKING:
+    from .lite import Converted, LiteCall
 
 SINGLE_THREADED_EXECUTOR = "SINGLE_THREADED_EXECUTOR"
 Probe = tuple[np.ndarray, np.ndarray]  # rows, and the public signature's answer to them
@@ -163,8 +166,8 @@ class LoadedModel:
         return decision
 
     def _lite_threads(
-        self, converted: Any, single: Any, probes: list[Probe], batches: list[np.ndarray], pool: int
-    ) -> tuple[Any, ThreadChoice]:
+        self, converted: Converted, single: LiteCall, probes: list[Probe], batches: list[np.ndarray], pool: int
+    ) -> tuple[LiteCall, ThreadChoice]:
         """The interpreter of one thread, or of the CPU share's ``pool`` threads where that pays
         (``lite_choice.several_threads_pay``): a large model's call shortens with more threads, a small one's
         does not, and its idle threads then spin on cores the replica needs for everything else."""
