@@ -122,3 +122,67 @@ def test_rows_of_several_requests_keep_their_order(size: int) -> None:
 
     for k, result in enumerate(run(scenario())):
         np.testing.assert_array_equal(result[:, 0], np.arange(size * k, size * (k + 1)) * 2)
+
+
+async def clients(batcher: DynamicBatcher, count: int, calls: int, round_trip: float) -> list[float]:
+    """``count`` clients that each send ``calls`` requests one after the other, ``round_trip`` apart; the
+    first starts alone, the others 5 ms later. Returns every request's latency."""
+    latencies: list[float] = []
+
+    async def client(delay: float) -> None:
+        await asyncio.sleep(delay)
+        for _ in range(calls):
+            started = time.perf_counter()
+            await batcher(np.ones((1, 1)))
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(round_trip)
+
+    await asyncio.gather(*(client(0.0 if k == 0 else 0.005) for k in range(count)))
+    return latencies
+
+
+def test_an_offloaded_batch_regathers_the_clients_it_just_answered() -> None:
+    """One client ahead of seven others: without regathering, a batch of 1 and one of 7 take turns for good."""
+    model = Model(seconds=0.03)
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(model, max_batch_size=32, offload=True)
+        await clients(batcher, count=8, calls=12, round_trip=0.002)
+
+    run(scenario())
+    assert model.calls[0] == 1
+    assert model.calls[-7:-1] == [8] * 6, model.calls  # the first client, one call ahead, ends first
+
+
+def test_a_lone_client_never_waits_to_regather() -> None:
+    model = Model(seconds=0.03)
+
+    async def scenario() -> list[float]:
+        batcher = DynamicBatcher(model, max_batch_size=32, offload=True)
+        return await clients(batcher, count=1, calls=8, round_trip=0.002)
+
+    latencies = run(scenario())
+    assert model.calls == [1] * 8
+    assert max(latencies) < 0.03 + 0.012, latencies  # no wait: the call, and a thread hand-off
+
+
+def test_a_regathering_batch_starts_at_most_half_a_call_after_the_last_one_ended() -> None:
+    """After a batch of 8, a lone request waits for the others at most half the last call's time; a request
+    that comes later than that does not wait at all."""
+    model = Model(seconds=0.1)
+
+    async def scenario() -> tuple[float, float]:
+        batcher = DynamicBatcher(model, max_batch_size=32, offload=True)
+        await asyncio.gather(*(batcher(np.ones((1, 1))) for _ in range(8)))
+        started = time.perf_counter()
+        await batcher(np.ones((1, 1)))  # straight after: the other seven do not come back
+        soon = time.perf_counter() - started
+        await asyncio.sleep(0.08)  # more than half a call after the last one ended
+        started = time.perf_counter()
+        await batcher(np.ones((1, 1)))
+        return soon, time.perf_counter() - started
+
+    soon, later = run(scenario())
+    assert model.calls == [8, 1, 1]
+    assert 0.1 + 0.04 < soon < 0.1 + 0.05 + 0.03, soon  # it waited for the others, but no more than 50 ms
+    assert later < 0.1 + 0.03, later

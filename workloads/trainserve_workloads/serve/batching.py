@@ -6,6 +6,13 @@ slice. With a wait of 0 a lone request goes straight through, and under load the
 during one model call form the next batch. A model slower than ``offload_above_s`` per call runs in a
 thread, so the event loop keeps reading and parsing requests while it computes.
 
+An offloaded model's batch also regathers. The callers a call just answered tend to send their next request
+within a round trip, so the next batch may wait until as many requests queue as the last call answered plus those
+that queued meanwhile; it starts at the latest ``REGATHER_FRACTION`` of that call's time after the call ended.
+Without it the connections split into two halves whose batches take turns, and a slow model's call costs nearly as
+much for half the rows as for all of them (figures: docs/performance.md#serving-regathering-a-slow-models-batch).
+A lone client never waits (its target is its own request), nor does a request that comes after that moment.
+
 Our own rather than ``serve.batch``: it hands off without timers or queues (a loop callback per burst for
 fast models, a task for offloaded or waiting ones, a lock-free list), which is most of the difference at low
 concurrency, and it can overlap parsing with compute.
@@ -20,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 Predict = Callable[[np.ndarray], np.ndarray]
+REGATHER_FRACTION = 0.5  # of the last offloaded call's time: how long after it the next batch may wait to regather
 
 
 class DynamicBatcher:
@@ -39,7 +47,10 @@ class DynamicBatcher:
         self.on_batch = on_batch or (lambda size: None)
         self._pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         self._draining = False
-        self._full = asyncio.Event()
+        self._full = asyncio.Event()  # set when `_wanted` requests are queued
+        self._wanted = max_batch_size
+        self._regather_size = 0  # requests the next offloaded batch waits for (the last call's and its queue)
+        self._regather_until = 0.0  # loop time
         self._drainer: asyncio.Task[None] | None = None
 
     async def __call__(self, rows: np.ndarray) -> np.ndarray:
@@ -47,7 +58,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._pending.append((rows, future))
-        if len(self._pending) >= self.max_batch_size:
+        if len(self._pending) >= self._wanted:
             self._full.set()
         if not self._draining:
             self._draining = True
@@ -80,23 +91,41 @@ class DynamicBatcher:
             await asyncio.sleep(0)  # requests the loop has already read join this batch
             while self._pending:
                 if self.wait_timeout_s > 0 and len(self._pending) < self.max_batch_size:
-                    self._full.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._full.wait(), self.wait_timeout_s)
+                    await self._gather(self.max_batch_size, self.wait_timeout_s)
+                elif self.offload and len(self._pending) < self._regather_size:
+                    left = self._regather_until - asyncio.get_running_loop().time()
+                    if left > 0:
+                        await self._gather(self._regather_size, left)
                 batch, self._pending = self._pending[: self.max_batch_size], self._pending[self.max_batch_size :]
                 await self._run([(rows, f) for rows, f in batch if not f.done()])
         finally:
             self._draining = False
 
+    async def _gather(self, wanted: int, timeout: float) -> None:
+        """Wait until ``wanted`` requests are queued, or ``timeout`` seconds."""
+        self._wanted = wanted
+        self._full.clear()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), timeout)
+        finally:
+            self._wanted = self.max_batch_size
+
     async def _run(self, batch: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]]) -> None:
         if not batch:
             return
         rows = self._rows(batch)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             outputs = await asyncio.to_thread(self.predict, rows) if self.offload else self.predict(rows)
         except Exception as err:  # every caller of the batch learns why
             self._fail(batch, err)
             return
+        if self.offload:
+            self._regather_size = min(self.max_batch_size, len(batch) + len(self._pending))
+            ended = loop.time()
+            self._regather_until = ended + REGATHER_FRACTION * (ended - started)
         self._deliver(batch, outputs)
 
     @staticmethod
