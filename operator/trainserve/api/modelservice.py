@@ -169,7 +169,11 @@ class BatchingSpec(ApiModel):
         0.0,
         ge=0.0,
         le=10000.0,
-        description="How long a batch may wait to fill; 0 still batches whatever is queued, without delaying a lone request.",
+        description=(
+            "How long a batch may wait to fill. 0 still batches whatever is queued and never delays a lone request;"
+            " a model slower than 1 ms a row may still hold its next batch for up to half its last call, until the"
+            " clients that call answered are back."
+        ),
     )
 
 
