@@ -171,8 +171,8 @@ class BatchingSpec(ApiModel):
         le=10000.0,
         description=(
             "How long a batch may wait to fill. 0 still batches whatever is queued and never delays a lone request;"
-            " a model slower than 1 ms a row may still hold its next batch for up to half its last call, until the"
-            " clients that call answered are back."
+            " a model slower than 1 ms a row may still hold its next batch, for up to half its last call and at most"
+            " 10 ms, until the clients that call answered are back."
         ),
     )
 

@@ -6,12 +6,13 @@ slice. With a wait of 0 a lone request goes straight through, and under load the
 during one model call form the next batch. A model slower than ``offload_above_s`` per call runs in a
 thread, so the event loop keeps reading and parsing requests while it computes.
 
-An offloaded model's batch also regathers. The callers a call just answered tend to send their next request
-within a round trip, so the next batch may wait until as many requests queue as the last call answered plus those
-that queued meanwhile; it starts at the latest ``REGATHER_FRACTION`` of that call's time after the call ended.
-Without it the connections split into two halves whose batches take turns, and a slow model's call costs nearly as
-much for half the rows as for all of them (figures: docs/performance.md#serving-regathering-a-slow-models-batch).
-A lone client never waits (its target is its own request), nor does a request that comes after that moment.
+An offloaded model's batch also regathers. The callers a call just answered tend to send their next request within a
+round trip, so the next batch may wait until as many requests queue as the last call answered plus those that queued
+meanwhile; it starts at the latest ``REGATHER_FRACTION`` of that call's time after the call ended, and never more
+than ``REGATHER_MAX_S`` after. Without it the connections split into two halves whose batches take turns, and a slow
+model's call costs nearly as much for half the rows as for all of them (figures:
+docs/performance.md#serving-regathering-a-slow-models-batch). A lone client never waits (its target is its own
+request), nor does a request that comes after that moment.
 
 Our own rather than ``serve.batch``: it hands off without timers or queues (a loop callback per burst for
 fast models, a task for offloaded or waiting ones, a lock-free list), which is most of the difference at low
@@ -28,6 +29,7 @@ import numpy as np
 
 Predict = Callable[[np.ndarray], np.ndarray]
 REGATHER_FRACTION = 0.5  # of the last offloaded call's time: how long after it the next batch may wait to regather
+REGATHER_MAX_S = 0.01  # and never longer: the clients' round trip does not grow with the model's time
 
 
 class DynamicBatcher:
@@ -125,7 +127,7 @@ class DynamicBatcher:
         if self.offload:
             self._regather_size = min(self.max_batch_size, len(batch) + len(self._pending))
             ended = loop.time()
-            self._regather_until = ended + REGATHER_FRACTION * (ended - started)
+            self._regather_until = ended + min(REGATHER_FRACTION * (ended - started), REGATHER_MAX_S)
         self._deliver(batch, outputs)
 
     @staticmethod
