@@ -161,9 +161,9 @@ def test_a_lone_client_never_waits_to_regather() -> None:
         batcher = DynamicBatcher(model, max_batch_size=32, offload=True)
         return await clients(batcher, count=1, calls=8, round_trip=0.002)
 
-    latencies = run(scenario())
+    latencies = sorted(run(scenario()))
     assert model.calls == [1] * 8
-    assert max(latencies) < 0.03 + 0.012, latencies  # no wait: the call, and a thread hand-off
+    assert latencies[len(latencies) // 2] < 0.03 + 0.006, latencies  # the call and a thread hand-off; a wait adds 10 ms
 
 
 @pytest.mark.parametrize(("call", "longest_wait"), [(0.012, 0.006), (0.1, 0.01)])
