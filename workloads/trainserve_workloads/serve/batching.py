@@ -49,7 +49,7 @@ class DynamicBatcher:
         self.on_batch = on_batch or (lambda size: None)
         self._pending: list[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = []
         self._draining = False
-        self._full = asyncio.Event()  # set when `_wanted` requests are queued
+        self._enough_queued = asyncio.Event()  # set once `_wanted` requests are queued (a full batch, or a regather)
         self._wanted = max_batch_size
         self._regather_size = 0  # requests the next offloaded batch waits for (the last call's and its queue)
         self._regather_until = 0.0  # loop time
@@ -61,7 +61,7 @@ class DynamicBatcher:
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._pending.append((rows, future))
         if len(self._pending) >= self._wanted:
-            self._full.set()
+            self._enough_queued.set()
         if not self._draining:
             self._draining = True
             if self.offload or self.wait_timeout_s > 0:
@@ -106,10 +106,10 @@ class DynamicBatcher:
     async def _gather(self, wanted: int, timeout: float) -> None:
         """Wait until ``wanted`` requests are queued, or ``timeout`` seconds."""
         self._wanted = wanted
-        self._full.clear()
+        self._enough_queued.clear()
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), timeout)
+                await asyncio.wait_for(self._enough_queued.wait(), timeout)
         finally:
             self._wanted = self.max_batch_size
 
