@@ -48,12 +48,32 @@ def test_parsers_raise_only_protocol_errors_with_json_safe_messages(body: bytes)
         ),
         (b'{"inputs": [{"name": "features", "data": [1.5], "shape": [1, 1], "datatype": "INT32"}]}', "shape must be"),
         (b"NaN", "not valid JSON"),
+        *[
+            (
+                orjson.dumps({"inputs": [{"name": "features", "data": data, "shape": [1, 64], "datatype": "FP32"}]}),
+                "only numbers",
+            )
+            for data in ([True] * 64, ["1.5"] * 64, [None] * 64, [[1.0] * 32, [1.0] * 31 + ["x"]], [1.0] * 63 + [{}])
+        ],
     ],
 )
 def test_v2_errors_say_what_is_wrong(body: bytes, words: str) -> None:
     with pytest.raises(ProtocolError) as caught:
         parse_v2(body, FEATURES, OUTPUTS)
     assert words in caught.value.message and caught.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "nesting", [lambda v: v, lambda v: [v], lambda v: [v[:32], v[32:]], lambda v: [[v[:16], v[16:]]]]
+)
+def test_v2_data_reads_row_major_however_it_nests(nesting: Any) -> None:
+    values = np.random.default_rng(0).random(64).round(4).tolist()
+    body = orjson.dumps(
+        {"inputs": [{"name": "features", "data": nesting(values), "shape": [1, 64], "datatype": "FP32"}]}
+    )
+    parsed = parse_v2(body, FEATURES, OUTPUTS)
+    assert parsed.rows.dtype == np.float32
+    np.testing.assert_array_equal(parsed.rows, np.asarray([values], dtype=np.float32))
 
 
 def binary_request(

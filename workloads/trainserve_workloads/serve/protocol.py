@@ -30,6 +30,8 @@ NUMERIC_DATATYPES = {
 ALL_DATATYPES = {*NUMERIC_DATATYPES, "BOOL", "BYTES", "BF16"}
 #: Output datatypes we can answer as binary tensor data, with their numpy types.
 BINARY_OUTPUT_DATATYPES = {**NUMERIC_DATATYPES, "BOOL": np.bool_}
+#: The Python types orjson gives JSON numbers (true and false are ``bool``, a type of its own, and stay refused).
+JSON_NUMBER_TYPES = frozenset({int, float})
 #: Triton's binary tensor data extension: the length of the JSON part of a body followed by tensor bytes
 #: (triton-inference-server/server docs/protocol/extension_binary_data.md).
 HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
@@ -114,13 +116,15 @@ def parse_v1(body: bytes, n_features: int) -> np.ndarray:
     return _as_rows(payload[keys[0]], n_features, keys[0])
 
 
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list) and any(isinstance(item, list) for item in data):
-        flat: list[Any] = []
-        for item in data:
-            flat.extend(_flatten(item) if isinstance(item, list) else [item])
-        return flat
-    return data if isinstance(data, list) else [data]
+def _flatten(data: list[Any]) -> list[Any]:
+    """The values of nested lists, row-major."""
+    flat: list[Any] = []
+    for item in data:
+        if isinstance(item, list):
+            flat.extend(_flatten(item) if list in set(map(type, item)) else item)
+        else:
+            flat.append(item)
+    return flat
 
 
 def parse_v2(
@@ -239,10 +243,14 @@ def _binary_data_size(parameters: dict[str, Any], header_length: str | None) -> 
 def _json_values(tensor: dict[str, Any], datatype: str, shape: list[int]) -> np.ndarray:
     if "data" not in tensor:
         raise ProtocolError(400, "input tensor lacks data (or a binary_data_size parameter for binary data)")
-    data = _flatten(tensor["data"])
+    data = tensor["data"] if isinstance(tensor["data"], list) else [tensor["data"]]
+    kinds = set(map(type, data))  # one pass in C over a row's values: the check below, and whether they nest
+    if list in kinds:
+        data = _flatten(data)
+        kinds = set(map(type, data))
     if len(data) != math.prod(shape):
         raise ProtocolError(400, f"shape {shape} needs {math.prod(shape)} values; data has {len(data)}")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
+    if not kinds <= JSON_NUMBER_TYPES:
         raise ProtocolError(400, "data must hold only numbers")
     try:
         values = np.asarray(data, dtype=np.float64).reshape(shape)
