@@ -76,6 +76,22 @@ def test_v2_data_reads_row_major_however_it_nests(nesting: Any) -> None:
     np.testing.assert_array_equal(parsed.rows, np.asarray([values], dtype=np.float32))
 
 
+@pytest.mark.parametrize(
+    "instances",
+    [[["1.5"] * 64], [[True] * 64], [[None] * 64], [[1.0] * 63 + ["x"]], ["1"] * 64, [[1.0] * 64, "x"], [{}]],
+)
+def test_v1_takes_only_numbers(instances: list[Any]) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_v1(orjson.dumps({"instances": instances}), 64)
+    assert "only numbers" in caught.value.message and caught.value.status == 400
+
+
+@pytest.mark.parametrize("rows", [[[0.5] * 64], [[1] * 64, [2.5] * 64], [0.25] * 64])
+def test_v1_reads_rows_of_numbers(rows: list[Any]) -> None:
+    parsed = parse_v1(orjson.dumps({"instances": rows}), 64)
+    np.testing.assert_array_equal(parsed, np.asarray(rows, dtype=np.float32).reshape(-1, 64))
+
+
 def binary_request(
     rows: np.ndarray, datatype: str = "FP32", request: dict[str, Any] | None = None, size: int | None = None
 ) -> tuple[bytes, str]:

@@ -6,6 +6,7 @@ says what is wrong; nothing a client sends can raise anything else from here.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,12 @@ def parse_json(body: bytes | memoryview, hint: str = "") -> Any:
 def _as_rows(values: Any, n_features: int, where: str) -> np.ndarray:
     if not isinstance(values, list) or not values:
         raise ProtocolError(400, f"{where} must be a non-empty list of rows of {n_features} numbers")
+    kinds = set(map(type, values))
+    if kinds == {list}:
+        kinds = set(map(type, itertools.chain.from_iterable(values)))
+    # numpy would read "1.5" and true as numbers; TensorFlow Serving's REST API refuses them, and so do we
+    if not kinds <= JSON_NUMBER_TYPES | {list}:
+        raise ProtocolError(400, f"{where} must hold only numbers, in rows of equal length {n_features}")
     try:
         rows = np.asarray(values, dtype=np.float64)
     except (ValueError, TypeError, OverflowError):
