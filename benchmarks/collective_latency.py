@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .harness import free_port, markdown_table, progress, write_results
+from trainserve_workloads.lifecycle import free_port
+
+from .harness import markdown_table, progress, write_results
 
 #: The mlp 256-128's parameters on 64 features and 10 classes: what one step all-reduces.
 MLP_GRADIENT_FLOATS = 64 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10

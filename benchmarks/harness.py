@@ -13,7 +13,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -115,12 +114,6 @@ def machine() -> dict[str, Any]:
 
 
 # --- processes and ports ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, process: subprocess.Popen[Any] | None = None, timeout: float = 240) -> None:

@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .harness import REPO, free_port, progress, stop_process, wait_http
+from trainserve_workloads.lifecycle import free_port
+
+from .harness import REPO, progress, stop_process, wait_http
 
 MLSERVER_VERSION = "1.7.1"
 #: MLServer 1.7.1's inference workers call ``asyncio.get_event_loop()`` before any loop exists, which uvloop 0.22

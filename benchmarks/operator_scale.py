@@ -45,13 +45,13 @@ import kmock
 
 from tests.support.documents import example
 from tests.support.kubesim import RAYJOBS, TRAININGJOBS, Cluster, Emulator, register
+from trainserve_workloads.lifecycle import free_port
 
 from .harness import (
     REPO,
     RESULTS,
     Section,
     fmt,
-    free_port,
     markdown_table,
     percentile,
     plain_log_axis,

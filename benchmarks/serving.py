@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from trainserve_workloads.lifecycle import free_port
+
 from . import mlserver_baseline, pyspy
 from .harness import (
     REPO,
@@ -45,7 +47,6 @@ from .harness import (
     Wrk,
     cpu_delta,
     cpu_snapshot,
-    free_port,
     machine_busy_seconds,
     markdown_table,
     plain_log_axis,

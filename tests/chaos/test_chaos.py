@@ -30,7 +30,8 @@ from tests.support.kubesim import (
     eventually,
     register,
 )
-from tests.support.operatorprocess import OperatorProcess, free_port, write_kubeconfig
+from tests.support.operatorprocess import OperatorProcess, write_kubeconfig
+from trainserve_workloads.lifecycle import free_port
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(240)]
 SEEDS = [15, 23]

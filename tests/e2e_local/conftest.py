@@ -18,8 +18,9 @@ import pytest_asyncio
 
 from tests.support.kuberay_local import KubeRayLocal
 from tests.support.kubesim import NAMESPACE, Cluster, Emulator, register
-from tests.support.operatorprocess import OperatorProcess, free_port, write_kubeconfig
+from tests.support.operatorprocess import OperatorProcess, write_kubeconfig
 from tests.support.podidentity import TlsEndpoint
+from trainserve_workloads.lifecycle import free_port
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 

@@ -5,7 +5,6 @@ stands by and takes over when the leader leaves."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from typing import Any
 
@@ -18,15 +17,9 @@ from tests.support.documents import changed, example
 from tests.support.kubesim import Cluster, Emulator, eventually, operator_settings, register
 from trainserve.runner import Operator
 from trainserve.settings import OperatorSettings
+from trainserve_workloads.lifecycle import free_port
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def job(name: str) -> dict[str, Any]:

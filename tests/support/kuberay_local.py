@@ -37,7 +37,8 @@ import kmock
 import yaml
 
 from tests.support.kubesim import NAMESPACE, RAYJOBS, RAYSERVICES, Emulator
-from tests.support.localray import ClusterPlan, LocalRayCluster, PodIdentity, free_port, plan_cluster
+from tests.support.localray import ClusterPlan, LocalRayCluster, PodIdentity, plan_cluster
+from trainserve_workloads.lifecycle import free_port
 
 log = logging.getLogger("tests.kuberay_local")
 Object = dict[str, Any]

@@ -22,7 +22,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.podidentity import SECRETS
+from trainserve_workloads.lifecycle import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -48,12 +48,6 @@ _PORT_PARAMS = (
 )
 
 Object = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class UnsupportedSpec(ValueError):

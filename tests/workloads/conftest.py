@@ -14,16 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
+from trainserve_workloads.lifecycle import free_port
 from trainserve_workloads.local_serve import PER_SERVICE_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 S3_KEYS = {"AWS_ACCESS_KEY_ID": "test-access", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:

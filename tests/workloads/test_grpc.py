@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.workloads.conftest import free_port
 from tests.workloads.serving_fixtures import publish_digits_model
 from trainserve.api.serving import AUTH_TOKEN_ENV, DEFAULT_MAX_BODY_BYTES, ServeAppArgs
+from trainserve_workloads.lifecycle import free_port
 
 pytestmark = pytest.mark.slow
 TOKEN = "grpc-s3cret"

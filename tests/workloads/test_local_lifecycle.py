@@ -22,8 +22,9 @@ import yaml
 
 from tests.support.documents import example
 from tests.support.processes import is_loopback, listening, running, tree
-from tests.workloads.conftest import cli_env, free_port, start_trainserve, write_job
+from tests.workloads.conftest import cli_env, start_trainserve, write_job
 from tests.workloads.serving_fixtures import publish_digits_model
+from trainserve_workloads.lifecycle import free_port
 
 pytestmark = pytest.mark.slow
 

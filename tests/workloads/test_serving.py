@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.workloads.conftest import free_port
 from tests.workloads.serving_fixtures import publish_digits_model
 from tests.workloads.strategies import BODIES
 from trainserve.api.serving import AUTH_TOKEN_ENV, CanaryTarget, ModelTarget, ServeAppArgs
+from trainserve_workloads.lifecycle import free_port
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token"

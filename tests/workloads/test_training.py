@@ -16,8 +16,9 @@ import pytest
 
 from benchmarks.harness import wait_http
 from tests.support.documents import example
-from tests.workloads.conftest import cli_env, free_port, start_trainserve, trainserve, write_job
+from tests.workloads.conftest import cli_env, start_trainserve, trainserve, write_job
 from trainserve.api.trainingjob import MULTI_WORKER_STEPS_PER_EXECUTION
+from trainserve_workloads.lifecycle import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -461,8 +462,6 @@ def test_a_missing_working_dir_is_a_clear_error(tmp_path: Path) -> None:
 def test_the_pvc_examples_train_and_serve_locally_through_the_volumes_folder(tmp_path: Path) -> None:
     """The digits examples as shipped (pvc://models/digits): `local train`, then `local serve`, then a query."""
     import urllib.request
-
-    from tests.workloads.conftest import free_port
 
     job = example("digits-trainingjob")
     assert job["spec"]["output"]["uri"] == "pvc://models/digits"

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.workloads.conftest import free_port
 from tests.workloads.serving_fixtures import publish_digits_model
 from trainserve.api.serving import ServeAppArgs
+from trainserve_workloads.lifecycle import free_port
 
 pytestmark = pytest.mark.slow
 ROWS_PER_CALL = 5

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import sys
@@ -21,6 +22,11 @@ LOOPBACK = "127.0.0.1"
 #: Where a local Ray's own servers (GCS, raylet, workers, agents) listen: Ray's single-machine mode takes the
 #: loopback address as the node's, and its servers then bind it alone (as on macOS; ray/_private/services.py).
 LOOPBACK_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+#: :func:`free_port` picks from FIRST_PICKED_PORT up to the kernel's ephemeral range (Linux: 32768-60999 unless set).
+FIRST_PICKED_PORT = 20000
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+LINUX_EPHEMERAL_START = 32768
 
 #: How long a stop waits for Ray's processes to exit on their own before it kills what is left.
 GRACE_SECONDS = 5.0
@@ -43,11 +49,35 @@ def use_loopback_ray() -> None:
             os.environ.setdefault(key, value)
 
 
-def free_loopback_port() -> int:
-    """A loopback port nothing listens on now (the OS's choice), for a server that cannot pick its own."""
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
+def free_port(host: str = LOOPBACK) -> int:
+    """A port nothing uses on ``host`` now, for a server that cannot pick its own and binds it later.
+
+    Picked at random below the kernel's ephemeral range. A port the OS hands out (a bind to port 0) comes from
+    that range, and any outgoing connection may take it as its source port before the server binds it: HAProxy
+    then exits with "Address already in use" and the service never starts. Ports below the range are only ever
+    taken by a bind that names them.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    ephemeral_start = _ephemeral_ports_start()
+    if ephemeral_start - FIRST_PICKED_PORT >= 1000:
+        for _ in range(64):
+            port = random.randrange(FIRST_PICKED_PORT, ephemeral_start)
+            with socket.socket(family) as probe:
+                try:
+                    probe.bind((host, port))
+                except OSError:  # in use
+                    continue
+                return port
+    with socket.socket(family) as probe:  # no room below the range: the OS's choice
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+def _ephemeral_ports_start() -> int:
+    try:
+        return int(Path(EPHEMERAL_RANGE_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return LINUX_EPHEMERAL_START
 
 
 _stop_signals: list[int] = []

@@ -22,7 +22,7 @@ from . import modelstore
 from .errors import WorkloadError
 from .haproxy_bind import BIND_HOST_ENV, REAL_BINARY_ENV
 from .haproxy_routes import wait_until_routed
-from .lifecycle import LOOPBACK, free_loopback_port, handle_stop_signals, use_loopback_ray
+from .lifecycle import LOOPBACK, free_port, handle_stop_signals, use_loopback_ray
 from .serve.loopback import BIND_HOST_ENV as REPLICA_BIND_HOST_ENV
 from .storage import locate, volumes_root
 
@@ -167,8 +167,8 @@ def aux_env() -> dict[str, str]:
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(write_shim()),
         BIND_HOST_ENV: LOOPBACK,
         REPLICA_BIND_HOST_ENV: LOOPBACK,
-        HAPROXY_STATS_PORT_ENV: str(free_loopback_port()),
-        HAPROXY_METRICS_PORT_ENV: str(free_loopback_port()),
+        HAPROXY_STATS_PORT_ENV: str(free_port()),
+        HAPROXY_METRICS_PORT_ENV: str(free_port()),
     }
 
 

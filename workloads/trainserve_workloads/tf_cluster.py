@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from typing import Any
 
 import ray
 from ray.train.backend import Backend, BackendConfig
+
+from .lifecycle import free_port
 
 
 class TensorflowCluster(BackendConfig):
@@ -34,9 +35,7 @@ class TensorflowCluster(BackendConfig):
 def _reachable_address() -> str:
     """This worker's node address and a port free now, for TensorFlow's collective server."""
     host = ray.util.get_node_ip_address()
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind(("", 0))
-        port = probe.getsockname()[1]
+    port = free_port("::" if ":" in host else "")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
