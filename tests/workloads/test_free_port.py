@@ -25,21 +25,6 @@ def test_ports_come_from_below_the_ephemeral_range_and_bind() -> None:
             server.listen()
 
 
-def test_an_outgoing_connection_never_holds_a_picked_port() -> None:
-    """What went wrong with the OS's choice: connections draw their source ports from the ephemeral range."""
-    with socket.socket() as server:
-        server.bind((LOOPBACK, 0))
-        server.listen(64)
-        clients = [socket.create_connection(server.getsockname()) for _ in range(50)]
-        try:
-            sources = {client.getsockname()[1] for client in clients}
-            assert all(port >= ephemeral_start() for port in sources)
-            assert not sources & {free_port() for _ in range(20)}
-        finally:
-            for client in clients:
-                client.close()
-
-
 @pytest.fixture
 def listening() -> Iterator[int]:
     with socket.socket() as server:
